@@ -1,0 +1,1 @@
+"""Image folders: layout, validation, stratified splits, datasets and the demo data."""

@@ -1,0 +1,30 @@
+"""The end-to-end demo: every link of the chain on data that ships with a package.
+
+Kept as a library function so tests and the CLI run the same thing. Each issue
+that adds a link (export, parity, bench, deploy) extends `run_demo`.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from edgetl.console import info
+
+
+def run_demo(out: str | Path = "demo", epochs: int = 3) -> dict:
+    from edgetl.data.demo import write_demo_data
+    from edgetl.train import TrainConfig, finetune
+
+    out = Path(out)
+    data_dir, run_dir = out / "digits", out / "run"
+    if not data_dir.is_dir():
+        write_demo_data(data_dir, per_class=180, size=64)
+    if run_dir.exists():
+        shutil.rmtree(run_dir)  # the demo always shows a fresh run
+    info(f"[bold]1/1 finetune[/bold] efficientnet_lite0 (offline ImageNet weights) on {data_dir}")
+    summary = finetune(TrainConfig(
+        data=str(data_dir), model="efficientnet_lite0", out=str(run_dir), epochs=epochs, img_size=64,
+        batch_size=32, lr=0.003, backbone_lr_mult=0.5, strategy="finetune",
+    ))
+    return {"finetune": {k: v for k, v in summary.items() if k not in ("confusion", "config")}}

@@ -1,0 +1,71 @@
+"""One exception family for everything a user can get wrong or lack.
+
+Every error carries a one-line `message` (what is wrong) and an optional `hint`
+(how to fix it). The CLI prints exactly those lines and exits with `exit_code`;
+`--debug` adds the traceback. Library callers catch `EdgetlError`.
+
+Exit codes: 2 bad usage or bad input, 3 a missing optional backend, 1 a check
+that ran and failed (a parity gate, a self-test).
+"""
+
+from __future__ import annotations
+
+
+class EdgetlError(Exception):
+    exit_code = 1
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message} ({self.hint})"
+
+
+class BadInputError(EdgetlError):
+    """The user's data, file or argument cannot be used as given."""
+
+    exit_code = 2
+
+
+class DatasetError(BadInputError):
+    """An image folder that is empty, mis-laid-out or unusable for training."""
+
+
+class UnknownNameError(BadInputError):
+    """A backbone, device profile or format name that is not registered."""
+
+
+class WeightsUnavailableError(BadInputError):
+    """Pretrained weights that could not be found or fetched."""
+
+
+class MissingBackendError(EdgetlError):
+    """An optional dependency (torch, a converter, a runtime) is not installed."""
+
+    exit_code = 3
+
+    def __init__(self, package: str, extra: str, purpose: str):
+        super().__init__(
+            f"{purpose} needs the Python package '{package}', which is not installed",
+            f"install it with: pip install 'edgetl[{extra}]'",
+        )
+        self.package = package
+        self.extra = extra
+
+
+class CheckFailedError(EdgetlError):
+    """A check ran to the end and its verdict is negative (gate, self-test)."""
+
+    exit_code = 1
+
+
+def require(module: str, extra: str, purpose: str):
+    """Import an optional dependency or raise MissingBackendError naming the extra."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:  # pragma: no cover - exercised in a torch-free venv
+        raise MissingBackendError(module.split(".")[0], extra, purpose) from exc

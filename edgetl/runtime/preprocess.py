@@ -1,0 +1,130 @@
+"""Evaluation preprocessing, defined once. No torch.
+
+The same code turns a photo into network input during training-time evaluation,
+calibration, parity and on the device, driven by one `Preprocess` record that
+travels in the run directory (`preprocess.json`) and in every artifact's sidecar.
+A C/C++ user reproduces it from the README description:
+
+1. decode to upright 8-bit RGB (`images.load_rgb`);
+2. resize: "stretch" resizes to exactly size [H, W]; "center-crop" scales the
+   image (aspect kept) until it covers [H / crop_ratio, W / crop_ratio], rounding
+   each side to the nearest pixel, then cuts the centred H x W window
+   (offsets floor((new - target) / 2)); PIL bilinear (antialiased) or bicubic;
+3. x = (pixel / 255 - mean) / std per channel in `color_order`;
+4. lay out as NCHW or NHWC; for an int8/uint8 input tensor, q = round(x / scale) + zero_point, clipped.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+from PIL import Image
+
+_RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
+_DTYPES = {"float32": np.float32, "float16": np.float16, "int8": np.int8, "uint8": np.uint8}
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    size: tuple[int, int] = (224, 224)  # [H, W]
+    resize: str = "center-crop"
+    crop_ratio: float = 0.875
+    interpolation: str = "bilinear"
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    layout: str = "NCHW"
+    color_order: str = "RGB"
+    # Quantized input tensors (int8/uint8) take q = round(x / scale) + zero_point.
+    input_dtype: str = "float32"
+    input_scale: float | None = None
+    input_zero_point: int | None = None
+    extra: dict = field(default_factory=dict, compare=False)
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["size"] = list(self.size)
+        data["mean"] = list(self.mean)
+        data["std"] = list(self.std)
+        data.pop("extra")
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Preprocess":
+        from edgetl.errors import BadInputError
+
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__ and k != "extra"}
+        try:
+            size = known.get("size", (224, 224))
+            known["size"] = (int(size[0]), int(size[1])) if isinstance(size, (list, tuple)) else (int(size), int(size))
+            for key in ("mean", "std"):
+                if key in known:
+                    known[key] = tuple(float(v) for v in known[key])
+                    if len(known[key]) != 3:
+                        raise ValueError(f"{key} needs three values")
+            pre = cls(**known)
+        except (TypeError, ValueError, IndexError) as exc:
+            raise BadInputError(f"preprocess record is invalid: {exc}") from exc
+        pre.validate()
+        return pre
+
+    def validate(self) -> None:
+        from edgetl.errors import BadInputError
+
+        problems = []
+        if self.resize not in ("center-crop", "stretch"):
+            problems.append(f"resize {self.resize!r} is not center-crop or stretch")
+        if self.layout not in ("NCHW", "NHWC"):
+            problems.append(f"layout {self.layout!r} is not NCHW or NHWC")
+        if self.color_order not in ("RGB", "BGR"):
+            problems.append(f"color_order {self.color_order!r} is not RGB or BGR")
+        if self.interpolation not in _RESAMPLE:
+            problems.append(f"interpolation {self.interpolation!r} is not bilinear or bicubic")
+        if self.input_dtype not in _DTYPES:
+            problems.append(f"input_dtype {self.input_dtype!r} is not one of {', '.join(_DTYPES)}")
+        if self.input_dtype in ("int8", "uint8") and (self.input_scale is None or self.input_zero_point is None):
+            problems.append("a quantized input needs input_scale and input_zero_point")
+        if any(s <= 0 for s in self.std):
+            problems.append("std values must be positive")
+        if not 0 < self.crop_ratio <= 1:
+            problems.append("crop_ratio must lie in (0, 1]")
+        if problems:
+            raise BadInputError("preprocess record is invalid: " + "; ".join(problems))
+
+    # -- step 2: geometry, on 8-bit pixels -----------------------------------------
+    def resize_crop(self, image: Image.Image) -> np.ndarray:
+        """An RGB PIL image -> H x W x 3 uint8 array (before normalisation)."""
+        height, width = self.size
+        resample = _RESAMPLE[self.interpolation]
+        if self.resize == "stretch":
+            return np.asarray(image.resize((width, height), resample), dtype=np.uint8)
+        cover_h, cover_w = height / self.crop_ratio, width / self.crop_ratio
+        scale = max(cover_h / image.height, cover_w / image.width)
+        new_w = max(width, int(math.floor(image.width * scale + 0.5)))
+        new_h = max(height, int(math.floor(image.height * scale + 0.5)))
+        resized = image.resize((new_w, new_h), resample)
+        left, top = (new_w - width) // 2, (new_h - height) // 2
+        return np.asarray(resized.crop((left, top, left + width, top + height)), dtype=np.uint8)
+
+    # -- steps 3-4: values and layout ------------------------------------------------
+    def normalize(self, pixels: np.ndarray) -> np.ndarray:
+        """uint8 pixels (H,W,3) or (N,H,W,3) in RGB -> the model's input tensor (batched)."""
+        batch = pixels[None] if pixels.ndim == 3 else pixels
+        if self.color_order == "BGR":
+            batch = batch[..., ::-1]
+        mean = np.asarray(self.mean, dtype=np.float32) * 255.0
+        inv_std = 1.0 / (np.asarray(self.std, dtype=np.float32) * 255.0)
+        x = (batch.astype(np.float32) - mean) * inv_std
+        if self.layout == "NCHW":
+            x = x.transpose(0, 3, 1, 2)
+        x = np.ascontiguousarray(x)
+        if self.input_dtype in ("int8", "uint8"):
+            info = np.iinfo(_DTYPES[self.input_dtype])
+            q = np.round(x / self.input_scale) + self.input_zero_point
+            return np.clip(q, info.min, info.max).astype(_DTYPES[self.input_dtype])
+        return x.astype(_DTYPES[self.input_dtype], copy=False)
+
+    def __call__(self, image: Image.Image) -> np.ndarray:
+        """One RGB PIL image -> a batch of one, ready for the network."""
+        return self.normalize(self.resize_crop(image))

@@ -1,0 +1,13 @@
+"""Training: `finetune(TrainConfig)` and the run-directory contract (`RunDir`)."""
+
+from edgetl.train.config import TrainConfig
+from edgetl.train.run_dir import RunDir
+
+__all__ = ["RunDir", "TrainConfig", "finetune"]
+
+
+def finetune(cfg: TrainConfig, resume: bool = False) -> dict:
+    """Lazy entry point (importing edgetl.train does not import torch)."""
+    from edgetl.train.trainer import finetune as _finetune
+
+    return _finetune(cfg, resume=resume)

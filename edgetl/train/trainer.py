@@ -1,0 +1,297 @@
+"""`finetune`: transfer learning of a registered backbone on an image folder.
+
+One function drives a run from data folder to run directory (see run_dir.py for
+the contract): prepare data, build the model, train with AdamW, warm-up + cosine
+schedule, label smoothing, discriminative learning rates and the chosen
+strategy, keep the best checkpoint by validation accuracy, stop early, and
+finally evaluate the best weights on the held-out test split. A killed run
+continues from `last.pt` with `resume=True` and ends where it would have.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+from edgetl import atomic
+from edgetl.console import info, progress_bar, set_quiet
+from edgetl.errors import BadInputError, require
+from edgetl.train import checkpoint
+from edgetl.train.config import TrainConfig
+from edgetl.train.distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shutdown
+from edgetl.train.evaluate import EvalResult, Normalizer, evaluate
+from edgetl.train.run_dir import RunDir
+from edgetl.train.strategies import (
+    apply_strategy,
+    freeze_frozen_batchnorm,
+    parameter_groups,
+    set_bn_momentum,
+    warmup_cosine,
+)
+
+
+def load_run_config(run_dir: str | Path) -> TrainConfig:
+    run = RunDir(Path(run_dir))
+    if not run.config.is_file():
+        raise BadInputError(f"cannot resume: {run.config} does not exist", "start the run without --resume")
+    return TrainConfig.from_yaml(run.config)
+
+
+def _device_and_precision(cfg: TrainConfig):
+    import torch
+
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise BadInputError("--device cuda was asked for, but no CUDA GPU is visible", "use --device cpu or auto")
+    device_type = "cuda" if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()) else "cpu"
+    precision = cfg.precision
+    if precision == "auto":
+        precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if device_type == "cuda" else "fp32"
+    return device_type, precision
+
+
+def _autocast_factory(device_type: str, precision: str):
+    import torch
+
+    if precision == "fp32":
+        return contextlib.nullcontext
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return lambda: torch.autocast(device_type=device_type, dtype=dtype)
+
+
+def _write_run_files(run: RunDir, cfg: TrainConfig, data, preprocess, spec) -> None:
+    from edgetl.data.splits import save_splits, split_digest
+
+    atomic.write_text(run.config, cfg.to_yaml())
+    atomic.write_json(run.labels, data.classes)
+    atomic.write_json(run.preprocess, {**preprocess.to_dict(), "model": spec.name})
+    save_splits(run.path, data.splits)
+    atomic.write_json(run.dataset, {
+        "root": str(Path(data.root).resolve()),
+        "split_digest": split_digest(data.splits),
+        **data.report,
+    })
+
+
+def _loader(dataset, cfg: TrainConfig, dist: DistInfo, device_type: str):
+    import os
+
+    import torch
+    from torch.utils.data import DataLoader, DistributedSampler
+
+    workers = cfg.workers
+    if workers < 0:
+        cached = dataset.cached is not None
+        workers = min(8, os.cpu_count() or 1) if device_type == "cuda" else (0 if cached else min(2, os.cpu_count() or 1))
+    sampler = DistributedSampler(dataset, num_replicas=dist.world_size, rank=dist.rank, shuffle=True,
+                                 seed=cfg.seed, drop_last=True) if dist.enabled else None
+    per_rank_batch = max(1, cfg.batch_size // dist.world_size)
+    return DataLoader(
+        dataset, batch_size=per_rank_batch, shuffle=sampler is None, sampler=sampler, num_workers=workers,
+        pin_memory=device_type == "cuda", drop_last=len(dataset) > per_rank_batch * dist.world_size,
+        persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None,
+        generator=None if sampler else torch.Generator().manual_seed(cfg.seed),
+    ), sampler
+
+
+def finetune(cfg: TrainConfig, resume: bool = False) -> dict:
+    """Train `cfg.model` on `cfg.data`; returns the summary (also written to summary.json)."""
+    torch = require("torch", "train", "edgetl finetune")
+    from edgetl.backbones import create_model, get_spec
+    from edgetl.data.prepare import prepare_data
+    from edgetl.runtime.preprocess import Preprocess
+
+    cfg = cfg.resolve()
+    run = RunDir(Path(cfg.out))
+    if not resume and run.config.is_file():
+        raise BadInputError(f"{run.path} already holds a run",
+                            "pass --resume to continue it, or choose another --out")
+    device_type, precision = _device_and_precision(cfg)
+    dist = init_distributed(device_type)
+    if not dist.is_main:
+        set_quiet(True)
+    device = torch.device(device_type, dist.local_rank) if device_type == "cuda" else torch.device("cpu")
+    torch.manual_seed(cfg.seed + dist.rank)
+    started = time.perf_counter()
+    try:
+        spec = get_spec(cfg.model)
+        preprocess = Preprocess(size=(cfg.img_size, cfg.img_size), resize=spec.preprocess.resize,
+                                crop_ratio=spec.preprocess.crop_ratio, interpolation=spec.preprocess.interpolation,
+                                mean=spec.mean, std=spec.std)
+        data = prepare_data(cfg, preprocess)
+        if dist.is_main:
+            _write_run_files(run, cfg, data, preprocess, spec)
+        model = create_model(cfg.model, num_classes=len(data.classes), pretrained=cfg.pretrained, weights=cfg.weights)
+        weights_source = model.edgetl_weights_source
+        info(f"model: {cfg.model} ({weights_source}), strategy {cfg.strategy}, {device_type} {precision}"
+             + (f", {dist.world_size} processes" if dist.enabled else ""))
+        set_bn_momentum(model, cfg.bn_momentum)
+        model.to(device)
+        if cfg.channels_last:
+            model.to(memory_format=torch.channels_last)
+        result = _train(cfg, spec, model, data, run, dist, device, device_type, precision, resume)
+        result.update(weights_source=weights_source, seconds=round(time.perf_counter() - started, 2))
+        if dist.is_main:
+            atomic.write_json(run.summary, result)
+        barrier(dist)
+        return result
+    finally:
+        shutdown(dist)
+
+
+def _train(cfg, spec, model, data, run: RunDir, dist: DistInfo, device, device_type, precision, resume) -> dict:
+    import torch
+    import torch.nn.functional as F
+
+    train_loader, sampler = _loader(data.train, cfg, dist, device_type)
+    steps_per_epoch = max(1, len(train_loader))
+    optimizer = torch.optim.AdamW(
+        parameter_groups(model, spec, cfg.lr, cfg.backbone_lr_mult, cfg.weight_decay), lr=cfg.lr,
+        fused=device_type == "cuda" or None,
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, warmup_cosine(cfg.epochs * steps_per_epoch, cfg.warmup_epochs * steps_per_epoch))
+    scaler = torch.amp.GradScaler(device_type, enabled=precision == "fp16")
+    autocast = _autocast_factory(device_type, precision)
+    normalizer = Normalizer(spec.mean, spec.std, device, cfg.channels_last)
+    num_classes = len(data.classes)
+    step_model = torch.compile(model) if cfg.compile else model
+
+    state = {"epoch": 0, "best_accuracy": -1.0, "best_epoch": 0, "bad_epochs": 0, "train_images": 0, "train_seconds": 0.0}
+    if resume and run.last.is_file():
+        saved = checkpoint.load(run.last)
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        scaler.load_state_dict(saved["scaler"])
+        state.update(saved["state"])
+        checkpoint.restore_rng_state(saved["rng"][dist.rank] if dist.rank < len(saved["rng"]) else saved["rng"][0])
+        info(f"resuming {run.path} after epoch {state['epoch']}")
+    if dist.is_main:
+        kept = [m for m in run.read_metrics() if m["epoch"] <= state["epoch"]]
+        atomic.write_text(run.metrics, "".join(json.dumps(m) + "\n" for m in kept))
+
+    ddp, trainable_key = None, None
+    for epoch in range(state["epoch"], cfg.epochs):
+        n_trainable = apply_strategy(model, spec, cfg.strategy, epoch, cfg.unfreeze_every)
+        key = tuple(p.requires_grad for p in model.parameters())
+        if dist.enabled and key != trainable_key:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ddp = DistributedDataParallel(step_model, device_ids=[dist.local_rank] if device_type == "cuda" else None)
+            trainable_key = key
+        forward = ddp if dist.enabled else step_model
+        model.train()
+        freeze_frozen_batchnorm(model)
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss, correct, count
+        epoch_start = time.perf_counter()
+        with progress_bar(f"epoch {epoch + 1}/{cfg.epochs}", len(train_loader)) as advance:
+            for pixels, labels in train_loader:
+                labels = labels.to(device, non_blocking=True)
+                with autocast():
+                    logits = forward(normalizer(pixels))
+                loss = F.cross_entropy(logits.float(), labels, label_smoothing=cfg.label_smoothing)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                with torch.no_grad():
+                    sums += torch.stack([loss.detach().double() * len(labels),
+                                         (logits.argmax(1) == labels).sum().double(),
+                                         torch.tensor(float(len(labels)), dtype=torch.float64, device=device)])
+                advance(loss=f"{loss.item():.3f}")
+        if device_type == "cuda":
+            torch.cuda.synchronize()
+        train_seconds = time.perf_counter() - epoch_start
+        all_reduce_sum(sums, dist)
+        val = evaluate(model, data.val, normalizer, num_classes, cfg.batch_size, dist, autocast, cfg.label_smoothing)
+        count = max(1.0, float(sums[2]))
+        state["train_images"] += int(sums[2])
+        state["train_seconds"] += train_seconds
+        improved = val.accuracy > state["best_accuracy"]
+        if improved:
+            state.update(best_accuracy=val.accuracy, best_epoch=epoch + 1, bad_epochs=0)
+        else:
+            state["bad_epochs"] += 1
+        state["epoch"] = epoch + 1
+        line = {
+            "epoch": epoch + 1, "train_loss": round(float(sums[0]) / count, 6),
+            "train_accuracy": round(float(sums[1]) / count, 6), "val_loss": round(val.loss, 6),
+            "val_accuracy": round(val.accuracy, 6), "lr": optimizer.param_groups[0]["lr"],
+            "trainable_parameters": n_trainable, "seconds": round(train_seconds, 3),
+            "images_per_second": round(float(sums[2]) / max(train_seconds, 1e-9), 1),
+        }
+        info(f"epoch {epoch + 1}/{cfg.epochs}: train loss {line['train_loss']:.4f} acc {line['train_accuracy']:.3f}"
+             f" | val loss {line['val_loss']:.4f} acc {line['val_accuracy']:.3f}{'  *best' if improved else ''}")
+        rng = _gather_rng(dist)
+        if dist.is_main:
+            with open(run.metrics, "a") as handle:
+                handle.write(json.dumps(line) + "\n")
+            if improved:
+                checkpoint.save(run.best, _best_payload(model, cfg, data, epoch + 1, val.accuracy))
+            checkpoint.save(run.last, {
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                "state": dict(state), "rng": rng, "model_name": cfg.model,
+            })
+        barrier(dist)
+        if cfg.patience and state["bad_epochs"] >= cfg.patience:
+            info(f"early stopping: no validation improvement for {cfg.patience} epochs")
+            break
+    return _finish(cfg, model, data, run, dist, normalizer, autocast, state)
+
+
+def _gather_rng(dist: DistInfo) -> list[dict]:
+    """Every rank's RNG state (its augmentation stream), collected on rank 0."""
+    own = checkpoint.rng_state()
+    if not dist.enabled:
+        return [own]
+    import torch.distributed as torch_dist
+
+    gathered: list = [None] * dist.world_size
+    torch_dist.all_gather_object(gathered, own)
+    return gathered
+
+
+def _best_payload(model, cfg: TrainConfig, data, epoch: int, accuracy: float) -> dict:
+    return {
+        "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        "model_name": cfg.model, "classes": list(data.classes), "num_classes": len(data.classes),
+        "img_size": cfg.img_size, "epoch": epoch, "val_accuracy": accuracy,
+    }
+
+
+def _finish(cfg, model, data, run: RunDir, dist: DistInfo, normalizer, autocast, state) -> dict:
+    from edgetl.train.plots import plot_confusion, plot_curves
+
+    barrier(dist)
+    best = checkpoint.load(run.best)
+    model.load_state_dict(best["model"])
+    num_classes = len(data.classes)
+    val = evaluate(model, data.val, normalizer, num_classes, cfg.batch_size, dist, autocast)
+    test: EvalResult | None = None
+    if data.test is not None:
+        test = evaluate(model, data.test, normalizer, num_classes, cfg.batch_size, dist, autocast)
+    shown = test or val
+    summary = {
+        "run_dir": str(run.path), "model": cfg.model, "classes": list(data.classes),
+        "epochs_run": state["epoch"], "best_epoch": state["best_epoch"],
+        "best_val_accuracy": round(val.accuracy, 6),
+        "test_accuracy": round(test.accuracy, 6) if test else None,
+        "images_per_second": round(state["train_images"] / max(state["train_seconds"], 1e-9), 1),
+        "strategy": cfg.strategy, "stopped_early": state["epoch"] < cfg.epochs,
+        "evaluated_on": "test" if test else "val",
+        "per_class_accuracy": dict(zip(data.classes, [round(a, 4) for a in shown.per_class_accuracy()])),
+        "confusion": shown.confusion.tolist(), "world_size": dist.world_size,
+        "config": dataclasses.asdict(cfg),
+    }
+    if dist.is_main:
+        plot_curves(run.read_metrics(), run.curves, f"{cfg.model} ({cfg.strategy})")
+        plot_confusion(shown.confusion, data.classes, run.confusion,
+                       f"{cfg.model}: {summary['evaluated_on']} accuracy {shown.accuracy:.3f}")
+    return summary
