@@ -24,8 +24,8 @@ def recipe_folders() -> list[Path]:
     return [*extra, SHIPPED_RECIPES]
 
 
-@lru_cache(maxsize=None)
 def _recipes(folders: tuple[Path, ...]) -> dict[str, Path]:
+    """Scanned on every call (a glob is cheap), so a recipe added at run time is seen."""
     found: dict[str, Path] = {}
     for folder in folders:
         if folder.is_dir():
@@ -35,7 +35,7 @@ def _recipes(folders: tuple[Path, ...]) -> dict[str, Path]:
 
 
 @lru_cache(maxsize=None)
-def _parse(path: Path) -> BackboneSpec:
+def _parse(path: Path, mtime_ns: int) -> BackboneSpec:
     return parse_recipe(path)
 
 
@@ -52,4 +52,5 @@ def get_spec(name: str) -> BackboneSpec:
             f"unknown backbone '{name}'",
             f"{hint}`edgetl models` lists the {len(recipes)} available; add one as a YAML file in models/",
         )
-    return _parse(recipes[name])
+    path = recipes[name]
+    return _parse(path, path.stat().st_mtime_ns)

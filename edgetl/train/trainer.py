@@ -78,21 +78,21 @@ def _write_run_files(run: RunDir, cfg: TrainConfig, data, preprocess, spec) -> N
 def _loader(dataset, cfg: TrainConfig, dist: DistInfo, device_type: str):
     import os
 
-    import torch
     from torch.utils.data import DataLoader, DistributedSampler
 
     workers = cfg.workers
     if workers < 0:
         cached = dataset.cached is not None
         workers = min(8, os.cpu_count() or 1) if device_type == "cuda" else (0 if cached else min(2, os.cpu_count() or 1))
+    # The shuffle is a function of (seed, epoch) even in one process, so a resumed epoch sees
+    # the same order as the uninterrupted one (DistributedSampler with one replica does exactly that).
     sampler = DistributedSampler(dataset, num_replicas=dist.world_size, rank=dist.rank, shuffle=True,
-                                 seed=cfg.seed, drop_last=True) if dist.enabled else None
+                                 seed=cfg.seed, drop_last=dist.enabled)
     per_rank_batch = max(1, cfg.batch_size // dist.world_size)
     return DataLoader(
-        dataset, batch_size=per_rank_batch, shuffle=sampler is None, sampler=sampler, num_workers=workers,
+        dataset, batch_size=per_rank_batch, sampler=sampler, num_workers=workers,
         pin_memory=device_type == "cuda", drop_last=len(dataset) > per_rank_batch * dist.world_size,
         persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None,
-        generator=None if sampler else torch.Generator().manual_seed(cfg.seed),
     ), sampler
 
 
@@ -100,6 +100,7 @@ def finetune(cfg: TrainConfig, resume: bool = False) -> dict:
     """Train `cfg.model` on `cfg.data`; returns the summary (also written to summary.json)."""
     torch = require("torch", "train", "edgetl finetune")
     from edgetl.backbones import create_model, get_spec
+    from edgetl.data.folder import scan_image_folder
     from edgetl.data.prepare import prepare_data
     from edgetl.runtime.preprocess import Preprocess
 
@@ -120,10 +121,12 @@ def finetune(cfg: TrainConfig, resume: bool = False) -> dict:
         preprocess = Preprocess(size=(cfg.img_size, cfg.img_size), resize=spec.preprocess.resize,
                                 crop_ratio=spec.preprocess.crop_ratio, interpolation=spec.preprocess.interpolation,
                                 mean=spec.mean, std=spec.std)
+        # The layout check and the weights come first: both fail in a second, before images are decoded.
+        classes = scan_image_folder(cfg.data).classes
+        model = create_model(cfg.model, num_classes=len(classes), pretrained=cfg.pretrained, weights=cfg.weights)
         data = prepare_data(cfg, preprocess)
         if dist.is_main:
             _write_run_files(run, cfg, data, preprocess, spec)
-        model = create_model(cfg.model, num_classes=len(data.classes), pretrained=cfg.pretrained, weights=cfg.weights)
         weights_source = model.edgetl_weights_source
         info(f"model: {cfg.model} ({weights_source}), strategy {cfg.strategy}, {device_type} {precision}"
              + (f", {dist.world_size} processes" if dist.enabled else ""))
@@ -185,8 +188,7 @@ def _train(cfg, spec, model, data, run: RunDir, dist: DistInfo, device, device_t
         forward = ddp if dist.enabled else step_model
         model.train()
         freeze_frozen_batchnorm(model)
-        if sampler is not None:
-            sampler.set_epoch(epoch)
+        sampler.set_epoch(epoch)
         sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss, correct, count
         epoch_start = time.perf_counter()
         with progress_bar(f"epoch {epoch + 1}/{cfg.epochs}", len(train_loader)) as advance:

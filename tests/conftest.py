@@ -1,0 +1,50 @@
+"""Shared fixtures: real image folders written from data that ships in packages."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_cli(*args: str, cwd: str | Path | None = None, timeout: float = 600, env: dict | None = None,
+            check: bool = False) -> subprocess.CompletedProcess:
+    """Run the real `edgetl` entry point in a subprocess (what a user runs)."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    result = subprocess.run([sys.executable, "-m", "edgetl", *args], cwd=cwd, capture_output=True, text=True,
+                            timeout=timeout, env=full_env)
+    if check and result.returncode != 0:
+        raise AssertionError(f"edgetl {' '.join(args)} failed ({result.returncode}):\n{result.stderr[-3000:]}")
+    return result
+
+
+def json_out(result: subprocess.CompletedProcess) -> dict:
+    return json.loads(result.stdout)
+
+
+@pytest.fixture(scope="session")
+def digits_dir(tmp_path_factory) -> Path:
+    """Ten classes of real handwritten digits, 16 each, 32 px: small enough to train in seconds."""
+    from edgetl.data.demo import write_demo_data
+
+    out = tmp_path_factory.mktemp("data") / "digits"
+    write_demo_data(out, per_class=16, size=32)
+    return out
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, digits_dir) -> dict:
+    """A short real fine-tune of pretrained EfficientNet-Lite0, shared by tests that need a finished run."""
+    from edgetl.train import TrainConfig, finetune
+
+    out = tmp_path_factory.mktemp("runs") / "lite0"
+    summary = finetune(TrainConfig(data=str(digits_dir), model="efficientnet_lite0", out=str(out), epochs=3,
+                                   img_size=32, batch_size=16, lr=0.003, backbone_lr_mult=1.0, augment="none",
+                                   strategy="finetune", seed=1))
+    return summary
