@@ -52,7 +52,7 @@ def _device_and_precision(cfg: TrainConfig):
     return device_type, precision
 
 
-def _autocast_factory(device_type: str, precision: str):
+def autocast_factory(device_type: str, precision: str):
     import torch
 
     if precision == "fp32":
@@ -146,7 +146,6 @@ def finetune(cfg: TrainConfig, resume: bool = False) -> dict:
 
 def _train(cfg, spec, model, data, run: RunDir, dist: DistInfo, device, device_type, precision, resume) -> dict:
     import torch
-    import torch.nn.functional as F
 
     train_loader, sampler = _loader(data.train, cfg, dist, device_type)
     steps_per_epoch = max(1, len(train_loader))
@@ -157,7 +156,7 @@ def _train(cfg, spec, model, data, run: RunDir, dist: DistInfo, device, device_t
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, warmup_cosine(cfg.epochs * steps_per_epoch, cfg.warmup_epochs * steps_per_epoch))
     scaler = torch.amp.GradScaler(device_type, enabled=precision == "fp16")
-    autocast = _autocast_factory(device_type, precision)
+    autocast = autocast_factory(device_type, precision)
     normalizer = Normalizer(spec.mean, spec.std, device, cfg.channels_last)
     num_classes = len(data.classes)
     step_model = torch.compile(model) if cfg.compile else model
@@ -194,18 +193,11 @@ def _train(cfg, spec, model, data, run: RunDir, dist: DistInfo, device, device_t
         with progress_bar(f"epoch {epoch + 1}/{cfg.epochs}", len(train_loader)) as advance:
             for pixels, labels in train_loader:
                 labels = labels.to(device, non_blocking=True)
-                with autocast():
-                    logits = forward(normalizer(pixels))
-                loss = F.cross_entropy(logits.float(), labels, label_smoothing=cfg.label_smoothing)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
+                loss, correct = train_step(forward, optimizer, scaler, autocast, normalizer(pixels), labels,
+                                           cfg.label_smoothing)
                 scheduler.step()
-                with torch.no_grad():
-                    sums += torch.stack([loss.detach().double() * len(labels),
-                                         (logits.argmax(1) == labels).sum().double(),
-                                         torch.tensor(float(len(labels)), dtype=torch.float64, device=device)])
+                sums += torch.stack([loss.double() * len(labels), correct.double(),
+                                     torch.tensor(float(len(labels)), dtype=torch.float64, device=device)])
                 advance(loss=f"{loss.item():.3f}")
         if device_type == "cuda":
             torch.cuda.synchronize()
@@ -246,6 +238,22 @@ def _train(cfg, spec, model, data, run: RunDir, dist: DistInfo, device, device_t
             info(f"early stopping: no validation improvement for {cfg.patience} epochs")
             break
     return _finish(cfg, model, data, run, dist, normalizer, autocast, state)
+
+
+def train_step(forward, optimizer, scaler, autocast, inputs, labels, label_smoothing: float):
+    """One optimisation step; returns (loss, number correct) as detached tensors."""
+    import torch
+    import torch.nn.functional as F
+
+    with autocast():
+        logits = forward(inputs)
+    loss = F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    with torch.no_grad():
+        return loss.detach(), (logits.argmax(1) == labels).sum()
 
 
 def _gather_rng(dist: DistInfo) -> list[dict]:
