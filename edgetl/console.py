@@ -25,7 +25,8 @@ from rich.progress import (
 
 T = TypeVar("T")
 
-console = Console(stderr=True, highlight=False)
+# soft_wrap: long lines (paths, warnings) stay whole in logs instead of breaking at 80 columns.
+console = Console(stderr=True, highlight=False, soft_wrap=True)
 _quiet = False
 
 

@@ -121,7 +121,7 @@ def _check_classes(folder: ImageFolder, counts: dict[str, int], where: str) -> N
     if empty:
         raise DatasetError(
             f"class folder{'s' if len(empty) > 1 else ''} {', '.join(where + c for c in empty)} in {folder.root} "
-            "hold no images",
+            f"{'hold' if len(empty) > 1 else 'holds'} no images",
             "add images or remove the empty folders",
         )
     if len(counts) < 2:

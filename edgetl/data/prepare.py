@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from rich.markup import escape
 
 from edgetl.console import info, warn
 from edgetl.data.dataset import AUTO_CACHE_BYTES, EvalImages, TrainImages, shrink
@@ -51,7 +52,8 @@ def _initial_splits(cfg, folder) -> dict[str, list[Sample]]:
 def prepare_data(cfg, preprocess: Preprocess) -> PreparedData:
     folder = scan_image_folder(cfg.data)
     if folder.ignored_files:
-        warn(f"ignored {len(folder.ignored_files)} file(s) that are not images by name, e.g. {folder.ignored_files[0]}")
+        warn(f"ignored {len(folder.ignored_files)} file(s) that are not images by name, "
+             f"e.g. {escape(folder.ignored_files[0])}")
     splits = _initial_splits(cfg, folder)
     class_index = {c: i for i, c in enumerate(folder.classes)}
     cache_side = int(round(max(preprocess.size) * 1.5))
@@ -93,8 +95,8 @@ def prepare_data(cfg, preprocess: Preprocess) -> PreparedData:
     if ratio >= IMBALANCE_WARNING:
         small = min(counts["train"], key=counts["train"].get)
         large = max(counts["train"], key=counts["train"].get)
-        warn(f"classes are imbalanced {ratio:.1f}:1 in train ({large}: {counts['train'][large]}, "
-             f"{small}: {counts['train'][small]}); per-class accuracy in the report shows who suffers")
+        warn(escape(f"classes are imbalanced {ratio:.1f}:1 in train ({large}: {counts['train'][large]}, "
+                    f"{small}: {counts['train'][small]}); per-class accuracy in the report shows who suffers"))
     info(
         f"data: {len(folder.classes)} classes, train {len(kept['train'])}, val {len(kept['val'])}, "
         f"test {len(kept['test'])} images ({folder.layout} layout, train cache {'RAM' if cache_train else 'off'})"

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 from PIL import Image
+from rich.markup import escape
 
 from edgetl.console import progress_bar, warn
 from edgetl.data.folder import Sample
@@ -36,10 +37,12 @@ def check_images(
     result = CheckResult()
     with progress_bar("checking images", len(samples)) as advance:
         for sample in samples:
+            path = root / sample.path
             try:
-                image = load_rgb(root / sample.path)
+                image = load_rgb(path)
             except UnreadableImageError as exc:
-                reason = exc.message.split(": ", 1)[-1]
+                # The message is "<path>: <reason>"; the path itself may contain ": ".
+                reason = exc.message.removeprefix(f"{path}: ")
                 result.skipped.append((sample.path, reason))
             else:
                 if on_image is not None:
@@ -56,5 +59,6 @@ def check_images(
                 f"{len(result.skipped)} unreadable image file(s) in {root} (--strict):\n" + "\n".join(lines),
                 "remove or repair them, or drop --strict to skip them with a warning",
             )
-        warn(f"skipped {len(result.skipped)} unreadable file(s) of {len(samples)}:\n" + "\n".join(lines))
+        # The console renders rich markup: escape names like "[draft] cat.jpg" so they print verbatim.
+        warn(escape(f"skipped {len(result.skipped)} unreadable file(s) of {len(samples)}:\n" + "\n".join(lines)))
     return result

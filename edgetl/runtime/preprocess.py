@@ -57,12 +57,28 @@ class Preprocess:
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__ and k != "extra"}
         try:
             size = known.get("size", (224, 224))
-            known["size"] = (int(size[0]), int(size[1])) if isinstance(size, (list, tuple)) else (int(size), int(size))
+            try:
+                known["size"] = ((int(size[0]), int(size[1])) if isinstance(size, (list, tuple))
+                                 else (int(size), int(size)))
+            except (TypeError, ValueError, IndexError):
+                raise ValueError(f"size {size!r} is not [H, W] in pixels") from None
             for key in ("mean", "std"):
                 if key in known:
                     known[key] = tuple(float(v) for v in known[key])
                     if len(known[key]) != 3:
                         raise ValueError(f"{key} needs three values")
+            # Numbers from a hand-edited JSON file may arrive as strings: convert, naming the field.
+            for key in ("crop_ratio", "input_scale", "input_zero_point"):
+                if known.get(key) is not None:
+                    try:
+                        number = float(known[key])
+                    except (TypeError, ValueError):
+                        raise ValueError(f"{key} {known[key]!r} is not a number") from None
+                    if key == "input_zero_point":
+                        if not number.is_integer():
+                            raise ValueError(f"{key} {known[key]!r} is not an integer")
+                        number = int(number)
+                    known[key] = number
             pre = cls(**known)
         except (TypeError, ValueError, IndexError) as exc:
             raise BadInputError(f"preprocess record is invalid: {exc}") from exc
@@ -83,9 +99,17 @@ class Preprocess:
             problems.append(f"interpolation {self.interpolation!r} is not bilinear or bicubic")
         if self.input_dtype not in _DTYPES:
             problems.append(f"input_dtype {self.input_dtype!r} is not one of {', '.join(_DTYPES)}")
-        if self.input_dtype in ("int8", "uint8") and (self.input_scale is None or self.input_zero_point is None):
-            problems.append("a quantized input needs input_scale and input_zero_point")
-        if any(s <= 0 for s in self.std):
+        if self.input_dtype in ("int8", "uint8"):
+            if self.input_scale is None or self.input_zero_point is None:
+                problems.append("a quantized input needs input_scale and input_zero_point")
+            if self.input_scale is not None and not self.input_scale > 0:
+                problems.append(f"input_scale {self.input_scale!r} must be positive")
+            limits = np.iinfo(_DTYPES[self.input_dtype])
+            if self.input_zero_point is not None and not limits.min <= self.input_zero_point <= limits.max:
+                problems.append(f"input_zero_point {self.input_zero_point} is outside the {self.input_dtype} range")
+        if len(self.size) != 2 or any(side < 1 for side in self.size):
+            problems.append(f"size {list(self.size)} must be two positive pixel counts [H, W]")
+        if any(not s > 0 for s in self.std):
             problems.append("std values must be positive")
         if not 0 < self.crop_ratio <= 1:
             problems.append("crop_ratio must lie in (0, 1]")

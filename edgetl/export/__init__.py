@@ -1,0 +1,19 @@
+"""Export: ONNX, OpenVINO IR and TFLite in fp32/fp16/int8, each measured against the float model.
+
+    export_run(run_dir, formats, precisions, calib_size=300, max_drop=None) -> report dict
+
+One module per backend (`onnx.py`, `openvino.py`, `tflite.py`) behind
+`export(ExportRequest) -> ExportedModel`; the table of formats is `formats.FORMATS`.
+"""
+
+from edgetl.export.formats import FORMATS, get_format
+
+
+def export_run(*args, **kwargs):
+    """Lazy entry point: importing edgetl.export does not import torch or the converters."""
+    from edgetl.export.pipeline import export_run as _export_run
+
+    return _export_run(*args, **kwargs)
+
+
+__all__ = ["FORMATS", "export_run", "get_format"]

@@ -1,0 +1,46 @@
+"""What every exporter receives and returns (the small interface behind FORMATS).
+
+An exporter module exposes `export(request: ExportRequest) -> ExportedModel`. It
+writes its files into `request.out_dir` (a temporary folder that the pipeline
+publishes atomically), may reuse intermediates in `request.workdir` (one fp32
+conversion shared by several attempts), and says exactly what it quantized.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgetl.runtime.preprocess import Preprocess
+from edgetl.runtime.sidecar import TensorInfo
+
+
+@dataclass
+class ExportRequest:
+    model: Any  # torch.nn.Module in eval mode on the CPU, float32
+    model_name: str
+    labels: list[str]
+    preprocess: Preprocess  # the run's evaluation preprocessing (NCHW float input)
+    out_dir: Path
+    workdir: Path
+    precision: str  # fp32 | fp16 | int8
+    calibration: Any = None  # edgetl.export.calibration.CalibrationSet for int8
+    options: dict = field(default_factory=dict)  # attempt-specific knobs (method, float layers, io dtype, ...)
+    sensitive_layers: tuple[str, ...] = ()  # recipe's int8-sensitive module patterns
+    validation: Any = None  # LabelledImages of the val split, for accuracy-aware quantization
+
+    @property
+    def input_shape(self) -> tuple[int, int, int, int]:
+        height, width = self.preprocess.size
+        return (1, 3, height, width)
+
+
+@dataclass
+class ExportedModel:
+    model_file: str  # name inside out_dir
+    layout: str  # NCHW | NHWC
+    input: TensorInfo
+    output: TensorInfo
+    quantization: dict | None = None  # what exactly was quantized, by which tool
+    notes: list[str] = field(default_factory=list)

@@ -1,0 +1,200 @@
+"""ONNX export: fp32 through torch.onnx, int8 through onnxruntime static quantization.
+
+- fp32: the TorchScript-based `torch.onnx.export` (opset 17, dynamic batch). It
+  takes ~1 s where the dynamo exporter takes ~10 s and needs `onnxscript`; opset
+  17 is what JetPack 6's TensorRT and every current onnxruntime read. The graph
+  is checked with `onnx.checker` and loaded once by onnxruntime.
+- fp16: onnxruntime's float16 converter with float32 inputs/outputs kept, so the
+  sidecar's preprocessing is unchanged (for GPUs and TensorRT; CPUs gain nothing).
+- int8, QDQ form (what TensorRT and the CPU/NPU providers consume), after
+  `quant_pre_process` (shape inference, constant folding, BN fusion). Default
+  tool: NNCF's ONNX backend, whose fast bias correction matters for depthwise
+  convolutions: on a fine-tuned EfficientNet-Lite0 it kept 91% top-1 agreement
+  with float where onnxruntime's `quantize_static` kept 75% (MinMax) / 78%
+  (Percentile). `tool: onnxruntime` remains as a fallback attempt: per-channel
+  int8 weights, uint8 activations (faster than int8 on x86 without VNNI),
+  MinMax/Percentile/Entropy; in onnxruntime 1.32 only the
+  Calib{TensorRangeSymmetric,MovingAverage,MovingAverageConstant,
+  MaxIntermediateOutputs,Percentile} extra options reach the calibrators.
+  `float_layers` keeps the nodes of the given modules in float (mixed precision).
+
+Labels and preprocessing are embedded in the model's metadata_props as JSON.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import io
+import json
+import shutil
+import warnings
+from pathlib import Path
+
+from edgetl.export.base import ExportedModel, ExportRequest
+from edgetl.runtime.sidecar import TensorInfo
+
+OPSET = 17
+INPUT_NAME, OUTPUT_NAME = "input", "logits"
+
+
+@contextlib.contextmanager
+def _quiet():
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def float_onnx(request: ExportRequest) -> Path:
+    """The fp32 ONNX graph, converted once per model and reused by every attempt."""
+    import onnx
+    import torch
+
+    path = request.workdir / "onnx-fp32.onnx"
+    if path.is_file():
+        return path
+    sample = torch.zeros(request.input_shape)
+    tmp = path.with_suffix(".partial")
+    with _quiet(), torch.no_grad():
+        torch.onnx.export(
+            request.model, (sample,), str(tmp), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}, opset_version=OPSET,
+            do_constant_folding=True, dynamo=False,
+        )
+    onnx.checker.check_model(str(tmp))
+    tmp.rename(path)
+    return path
+
+
+def module_node_names(graph_nodes, patterns: list[str] | tuple[str, ...]) -> list[str]:
+    """ONNX node names produced by the given torch modules.
+
+    The exporter names nodes by module scope (`/features/4/block/2/fc1/Conv`), so a
+    module path `features.4` or a glob `*.fc1` becomes a scope pattern.
+    """
+    scopes = ["/" + p.replace(".", "/") + "/*" for p in patterns]
+    return [node.name for node in graph_nodes if any(fnmatch.fnmatch(node.name, s) for s in scopes)]
+
+
+class _Reader:
+    """onnxruntime CalibrationDataReader over the shared calibration set."""
+
+    def __init__(self, request: ExportRequest, limit: int | None):
+        self.iterator = iter(request.calibration.batches("NCHW", limit=limit))
+
+    def get_next(self):
+        batch = next(self.iterator, None)
+        return None if batch is None else {INPUT_NAME: batch}
+
+
+def _prepared(request: ExportRequest, source: Path) -> Path:
+    """Shape inference + graph optimisation (constant-folds padding arithmetic, fuses BN)."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    prepared = request.workdir / "onnx-fp32-prepared.onnx"
+    if not prepared.is_file():
+        with _quiet():
+            quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+    return prepared
+
+
+def _quantize_nncf(request: ExportRequest, prepared: Path, target: Path, limit: int | None) -> dict:
+    import nncf
+    import onnx
+
+    model = onnx.load(str(prepared))
+    float_layers = list(request.options.get("float_layers", []))
+    excluded = module_node_names(model.graph.node, float_layers) if float_layers else []
+    batches = [{INPUT_NAME: b} for b in request.calibration.batches("NCHW", limit=limit)]
+    kwargs = {"ignored_scope": nncf.IgnoredScope(names=excluded, validate=False)} if excluded else {}
+    with _quiet():
+        quantized = nncf.quantize(model, nncf.Dataset(batches), preset=nncf.QuantizationPreset.MIXED,
+                                  subset_size=len(batches), **kwargs)
+    onnx.save(quantized, str(target))
+    return {"tool": f"nncf {nncf.__version__} (ONNX backend)", "format": "QDQ",
+            "weights": "int8 symmetric per-channel", "activations": "int8/uint8 per-tensor (mixed preset)",
+            "method": "minmax + fast bias correction", "calibration_images": len(batches),
+            "float_layers": float_layers, "float_nodes": len(excluded)}
+
+
+def _quantize_onnxruntime(request: ExportRequest, prepared: Path, target: Path, limit: int | None) -> dict:
+    import onnx
+    import onnxruntime
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    method = request.options.get("method", "minmax")
+    float_layers = list(request.options.get("float_layers", []))
+    excluded = module_node_names(onnx.load(str(prepared)).graph.node, float_layers) if float_layers else []
+    extra = {"CalibMaxIntermediateOutputs": 64}
+    if method == "percentile":
+        extra["CalibPercentile"] = request.options.get("percentile", 99.99)
+    calibrate = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+                 "entropy": CalibrationMethod.Entropy}[method]
+    with _quiet():
+        quantize_static(
+            str(prepared), str(target), _Reader(request, limit), quant_format=QuantFormat.QDQ,
+            per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+            calibrate_method=calibrate, nodes_to_exclude=excluded, extra_options=extra,
+        )
+    used = len(request.calibration) if limit is None else min(limit, len(request.calibration))
+    return {"tool": f"onnxruntime {onnxruntime.__version__} quantize_static", "format": "QDQ",
+            "weights": "int8 symmetric per-channel", "activations": "uint8 asymmetric per-tensor",
+            "method": method, "calibration_images": used, "float_layers": float_layers,
+            "float_nodes": len(excluded)}
+
+
+def _quantize_int8(request: ExportRequest, source: Path, target: Path) -> dict:
+    """QDQ int8 through NNCF (default: bias correction keeps depthwise layers honest) or onnxruntime."""
+    if request.calibration is None:
+        from edgetl.errors import BadInputError
+
+        raise BadInputError("int8 ONNX export needs calibration images")
+    prepared = _prepared(request, source)
+    limit = request.options.get("calib_images")
+    if request.options.get("tool", "nncf") == "nncf":
+        return _quantize_nncf(request, prepared, target, limit)
+    return _quantize_onnxruntime(request, prepared, target, limit)
+
+
+def _embed_metadata(path: Path, request: ExportRequest) -> None:
+    import onnx
+
+    model = onnx.load(str(path))
+    entries = {"edgetl.labels": json.dumps(request.labels), "edgetl.preprocess": json.dumps(
+        request.preprocess.to_dict()), "edgetl.model": request.model_name}
+    if request.options.get("metadata_json"):
+        entries["edgetl.sidecar"] = request.options["metadata_json"]
+    del model.metadata_props[:]
+    for key, value in entries.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(model, str(path))
+
+
+def export(request: ExportRequest) -> ExportedModel:
+    import onnxruntime
+
+    source = float_onnx(request)
+    target = request.out_dir / "model.onnx"
+    quantization = None
+    if request.precision == "fp32":
+        shutil.copyfile(source, target)
+    elif request.precision == "fp16":
+        import onnx
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        with _quiet():
+            onnx.save(convert_float_to_float16(onnx.load(str(source)), keep_io_types=True), str(target))
+        quantization = {"tool": "onnxruntime float16 converter", "weights": "float16", "activations": "float16",
+                        "io": "float32"}
+    else:
+        quantization = _quantize_int8(request, source, target)
+    _embed_metadata(target, request)
+    session = onnxruntime.InferenceSession(str(target), providers=["CPUExecutionProvider"])
+    height, width = request.preprocess.size
+    return ExportedModel(
+        model_file="model.onnx", layout="NCHW",
+        input=TensorInfo(session.get_inputs()[0].name, ["batch", 3, height, width], "float32"),
+        output=TensorInfo(session.get_outputs()[0].name, ["batch", len(request.labels)], "float32"),
+        quantization=quantization,
+    )
