@@ -27,6 +27,8 @@ T = TypeVar("T")
 
 # soft_wrap: long lines (paths, warnings) stay whole in logs instead of breaking at 80 columns.
 console = Console(stderr=True, highlight=False, soft_wrap=True)
+if not console.is_terminal:
+    console.width = max(console.width, 140)  # logs and pipes: tables keep their columns
 _quiet = False
 
 

@@ -7,15 +7,16 @@ handwritten-digit images cut with the evaluation preprocessing.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-pytest.importorskip("litert_torch")
-pytest.importorskip("ai_edge_quantizer")
-torch = pytest.importorskip("torch")
+if not all(importlib.util.find_spec(m) for m in ("litert_torch", "ai_edge_quantizer", "ai_edge_litert", "torch")):
+    pytest.skip("needs the export extra (litert-torch, ai-edge-quantizer, ai-edge-litert)", allow_module_level=True)
+import torch  # noqa: E402
 from ai_edge_litert.interpreter import Interpreter  # noqa: E402
 
 from edgetl.backbones import create_model  # noqa: E402
@@ -137,7 +138,7 @@ def test_int8_io_and_float_layers(setup, fp32):
     exported = tflite.export(request)
     assert exported.input.dtype == "int8" and exported.input.scale > 0
     assert isinstance(exported.input.zero_point, int)
-    assert exported.output.dtype == "float32"  # the classifier's output op stayed float
+    assert exported.output.dtype == "int8" and exported.output.scale > 0  # float classifier, int8 graph output
     q = exported.quantization
     assert q["float_layer_ops"] == 2 and q["float_ops"] == {"CONV_2D": 1, "FULLY_CONNECTED": 1}
     assert not q["full_integer"]
@@ -150,3 +151,22 @@ def test_bad_options_are_refused(setup, fp32):
         tflite.export(setup["request"]("fp32", "bad-io", io_dtype="int8"))
     with pytest.raises(BadInputError):
         tflite.export(setup["request"]("int8", "bad-recipe", recipe="static_wi4_ai8"))
+
+
+def test_fp16_weights_keep_float_io(setup, fp32):
+    request = setup["request"]("fp16", "fp16")
+    exported = tflite.export(request)
+    assert exported.input.dtype == "float32" and exported.output.dtype == "float32"
+    assert set(exported.quantization["weight_dtypes"]) == {"float16"}
+    logits = run_tflite(request.out_dir / "model.tflite", exported, setup["nhwc"])
+    assert np.abs(logits - setup["reference"]).max() < 0.1
+    assert (logits.argmax(1) == setup["reference"].argmax(1)).all()
+
+
+def test_uint8_io_for_accelerators(setup, fp32):
+    request = setup["request"]("int8", "uint8-io", io_dtype="uint8")
+    exported = tflite.export(request)
+    assert exported.input.dtype == "uint8" and exported.output.dtype == "uint8"
+    assert exported.quantization["full_integer"] and exported.quantization["io"] == "uint8"
+    logits = run_tflite(request.out_dir / "model.tflite", exported, setup["nhwc"])
+    assert (logits.argmax(1) == setup["reference"].argmax(1)).mean() >= 0.9

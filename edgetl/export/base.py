@@ -8,9 +8,13 @@ conversion shared by several attempts), and says exactly what it quantized.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import warnings
+
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from edgetl.runtime.preprocess import Preprocess
 from edgetl.runtime.sidecar import TensorInfo
@@ -44,3 +48,21 @@ class ExportedModel:
     output: TensorInfo
     quantization: dict | None = None  # what exactly was quantized, by which tool
     notes: list[str] = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def quiet_converters() -> Iterator[None]:
+    """Converters print progress and INFO logs by the page; keep only real errors."""
+    import logging
+
+    loggers = [logging.getLogger(name) for name in ("nncf", "onnxruntime", "root")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)

@@ -5,9 +5,9 @@ measures the drop on the validation split; while it is above `--max-drop` and th
 time budget allows, the next step is tried:
 
 1. the default calibrated int8 (NNCF for ONNX and OpenVINO, ai-edge-quantizer static int8 for TFLite);
-2. another calibration with twice the images (onnxruntime Percentile; 16-bit activations for TFLite);
-3. mixed precision: the recipe's sensitive layers (first conv, classifier, squeeze-excite /
-   hard-swish blocks) kept in float; OpenVINO adds NNCF's accuracy-aware quantization;
+2. twice the calibration images with mixed precision: the recipe's sensitive layers (first
+   conv, classifier, squeeze-excite / hard-swish blocks) kept in float (16-bit activations for TFLite);
+3. another quantizer: onnxruntime Percentile for ONNX, NNCF's accuracy-aware quantization for OpenVINO;
 4. fp16;
 5. fp32, the last resort, always delivered if nothing else passes.
 
@@ -42,10 +42,11 @@ def plan(fmt: str, precision: str, calib_size: int, sensitive: tuple[str, ...], 
     more = 2 * calib_size
     steps = {
         "onnx": [
-            Attempt("int8 onnxruntime Percentile 99.99, 2x images", "int8",
-                    {"tool": "onnxruntime", "method": "percentile", "percentile": 99.99, "calib_images": more}),
             Attempt("int8 NNCF, 2x images, sensitive layers float", "int8",
                     {"tool": "nncf", "calib_images": more, "float_layers": floats}),
+            Attempt("int8 onnxruntime Percentile 99.99, 2x images, sensitive layers float", "int8",
+                    {"tool": "onnxruntime", "method": "percentile", "percentile": 99.99, "calib_images": more,
+                     "float_layers": floats}),
         ],
         "openvino": [
             Attempt("int8 NNCF, 2x images, sensitive layers float", "int8",

@@ -24,30 +24,48 @@ from edgetl.runtime.sidecar import GoldenSample
 GOLDEN_DIR = "golden"
 
 
+def _shrunk(image: Image.Image, side: int) -> Image.Image:
+    scale = side / min(image.size)
+    if scale >= 1:
+        return image
+    return image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
+                        Image.Resampling.BILINEAR)
+
+
 def make_golden(reference, folder: Path, count: int = 4) -> list[GoldenSample]:
-    """Write `count` class-balanced held-out images to folder/golden and their float outputs."""
-    split = "test" if (reference.run.splits / "test.txt").is_file() and load_split(reference.run.path, "test") \
-        else "val"
-    samples = balanced_draw(load_split(reference.run.path, split), count, seed=1)
-    root = reference.run.data_root()
+    """Write `count` held-out images to folder/golden with the float model's outputs.
+
+    Chosen among class-balanced candidates for a large float margin (top-1 minus
+    top-2 probability, correct predictions first): golden samples test the
+    pipeline, so they should not sit on a decision boundary that int8 noise may cross.
+    """
+    test = load_split(reference.run.path, "test") if (reference.run.splits / "test.txt").is_file() else []
+    samples = balanced_draw(test or load_split(reference.run.path, "val"), 4 * count, seed=1)
+    root, side = reference.run.data_root(), 2 * max(reference.preprocess.size)
+    index = {name: i for i, name in enumerate(reference.labels)}
+    images = [_shrunk(load_rgb(root / s.path), side) for s in samples]
+    logits = reference.logits(np.stack([reference.preprocess.resize_crop(im) for im in images]))
+    probs = softmax(logits)
+    ordered = np.sort(probs, axis=1)
+    margin = ordered[:, -1] - ordered[:, -2]
+    correct = probs.argmax(1) == np.array([index[s.label] for s in samples])
+    ranking = sorted(range(len(samples)), key=lambda i: (not correct[i], -margin[i]))
+    chosen: list[int] = []
+    for i in ranking:  # the best of each class first ...
+        if len(chosen) < count and samples[i].label not in {samples[j].label for j in chosen}:
+            chosen.append(i)
+    for i in ranking:  # ... then the best of the rest
+        if len(chosen) < count and i not in chosen:
+            chosen.append(i)
     (folder / GOLDEN_DIR).mkdir(parents=True, exist_ok=True)
-    side = 2 * max(reference.preprocess.size)
     golden = []
-    for number, sample in enumerate(samples):
-        image = load_rgb(root / sample.path)
-        scale = side / min(image.size)
-        if scale < 1:
-            image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
-                                 Image.Resampling.BILINEAR)
+    for number, i in enumerate(chosen):
         name = f"{GOLDEN_DIR}/{number:02d}.png"
-        image.save(folder / name)
-        stored = reference.preprocess.resize_crop(load_rgb(folder / name))
-        logits = reference.logits(stored[None])[0]
-        probs = softmax(logits[None])[0]
-        top = np.argsort(-probs)[:5]
-        golden.append(GoldenSample(file=name, label=sample.label, top1=int(logits.argmax()),
-                                   topk=[[int(i), round(float(probs[i]), 6)] for i in top],
-                                   logits=[round(float(v), 5) for v in logits]))
+        images[i].save(folder / name)
+        top = np.argsort(-probs[i])[:5]
+        golden.append(GoldenSample(file=name, label=samples[i].label, top1=int(logits[i].argmax()),
+                                   topk=[[int(k), round(float(probs[i][k]), 6)] for k in top],
+                                   logits=[round(float(v), 5) for v in logits[i]]))
     return golden
 
 

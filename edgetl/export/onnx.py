@@ -23,26 +23,16 @@ Labels and preprocessing are embedded in the model's metadata_props as JSON.
 
 from __future__ import annotations
 
-import contextlib
 import fnmatch
-import io
 import json
 import shutil
-import warnings
 from pathlib import Path
 
-from edgetl.export.base import ExportedModel, ExportRequest
+from edgetl.export.base import ExportedModel, ExportRequest, quiet_converters
 from edgetl.runtime.sidecar import TensorInfo
 
 OPSET = 17
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
-
-
-@contextlib.contextmanager
-def _quiet():
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
 
 
 def float_onnx(request: ExportRequest) -> Path:
@@ -55,7 +45,7 @@ def float_onnx(request: ExportRequest) -> Path:
         return path
     sample = torch.zeros(request.input_shape)
     tmp = path.with_suffix(".partial")
-    with _quiet(), torch.no_grad():
+    with quiet_converters(), torch.no_grad():
         torch.onnx.export(
             request.model, (sample,), str(tmp), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
             dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}, opset_version=OPSET,
@@ -93,7 +83,7 @@ def _prepared(request: ExportRequest, source: Path) -> Path:
 
     prepared = request.workdir / "onnx-fp32-prepared.onnx"
     if not prepared.is_file():
-        with _quiet():
+        with quiet_converters():
             quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
     return prepared
 
@@ -107,7 +97,7 @@ def _quantize_nncf(request: ExportRequest, prepared: Path, target: Path, limit: 
     excluded = module_node_names(model.graph.node, float_layers) if float_layers else []
     batches = [{INPUT_NAME: b} for b in request.calibration.batches("NCHW", limit=limit)]
     kwargs = {"ignored_scope": nncf.IgnoredScope(names=excluded, validate=False)} if excluded else {}
-    with _quiet():
+    with quiet_converters():
         quantized = nncf.quantize(model, nncf.Dataset(batches), preset=nncf.QuantizationPreset.MIXED,
                                   subset_size=len(batches), **kwargs)
     onnx.save(quantized, str(target))
@@ -130,7 +120,7 @@ def _quantize_onnxruntime(request: ExportRequest, prepared: Path, target: Path, 
         extra["CalibPercentile"] = request.options.get("percentile", 99.99)
     calibrate = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                  "entropy": CalibrationMethod.Entropy}[method]
-    with _quiet():
+    with quiet_converters():
         quantize_static(
             str(prepared), str(target), _Reader(request, limit), quant_format=QuantFormat.QDQ,
             per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
@@ -183,7 +173,7 @@ def export(request: ExportRequest) -> ExportedModel:
         import onnx
         from onnxruntime.transformers.float16 import convert_float_to_float16
 
-        with _quiet():
+        with quiet_converters():
             onnx.save(convert_float_to_float16(onnx.load(str(source)), keep_io_types=True), str(target))
         quantization = {"tool": "onnxruntime float16 converter", "weights": "float16", "activations": "float16",
                         "io": "float32"}

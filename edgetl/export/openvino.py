@@ -19,7 +19,8 @@ import fnmatch
 import json
 
 from edgetl.export.base import ExportedModel, ExportRequest
-from edgetl.export.onnx import _quiet, float_onnx
+from edgetl.export.base import quiet_converters
+from edgetl.export.onnx import float_onnx
 from edgetl.runtime.sidecar import TensorInfo
 
 
@@ -45,7 +46,7 @@ def _quantize(request: ExportRequest, model):
     if scope is not None:
         kwargs["ignored_scope"] = scope
     if not request.options.get("accuracy_control"):
-        with _quiet():
+        with quiet_converters():
             return nncf.quantize(model, dataset, **kwargs), info
     validation = request.validation
     items = [(batch, int(label)) for batch, label in zip(validation.batches("NCHW"), validation.labels)]
@@ -57,7 +58,7 @@ def _quantize(request: ExportRequest, model):
 
     from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
 
-    with _quiet():
+    with quiet_converters():
         quantized = nncf.quantize_with_accuracy_control(
             model, dataset, nncf.Dataset(items), validation_fn=accuracy,
             max_drop=request.options.get("max_drop", 0.01), drop_type=nncf.DropType.ABSOLUTE,

@@ -142,7 +142,10 @@ class Exporter:
     def export_one(self, fmt: str, precision: str) -> ArtifactResult:
         target = self.out / f"{fmt}-{precision}"
         result = ArtifactResult(format=fmt, precision=precision, path=str(target))
-        key = _source_key(self.reference, fmt, precision, {**self.settings, "max_drop": self.max_drop})
+        attempts = gate.plan(fmt, precision, self.settings["calib_size"], self.reference.sensitive_layers,
+                             self.max_drop)
+        key = _source_key(self.reference, fmt, precision,
+                          {**self.settings, "max_drop": self.max_drop, "plan": [asdict(a) for a in attempts]})
         existing = _up_to_date(target, key)
         if existing is not None:
             validation = existing.validation or {}
@@ -153,8 +156,6 @@ class Exporter:
                                    golden_passed=(validation.get("golden") or {}).get("passed"))
             return result
         started = time.perf_counter()
-        attempts = gate.plan(fmt, precision, self.settings["calib_size"], self.reference.sensitive_layers,
-                             self.max_drop)
         for number, attempt in enumerate(attempts):
             if time.perf_counter() - started > self.budget and not attempt.last_resort and number > 0:
                 result.attempts.append({"what": attempt.what, "status": "skipped: time budget spent"})

@@ -1,0 +1,129 @@
+"""`edgetl parity`: every artifact against the float model on the same held-out images.
+
+The artifacts run through `edgetl.runtime`, the same torch-free code the device
+runs, each with the preprocessing its own sidecar declares. Two checks come
+before accuracy, so that a broken pipeline is named as such instead of showing
+up as "low accuracy":
+
+- the sidecar's preprocessing against the run's (size, resize, crop, mean, std,
+  colour order): any difference is a *preprocessing mismatch*;
+- the golden samples stored in the artifact must reproduce the float top-1
+  (a mismatch there with identical preprocessing is a *runtime mismatch*).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edgetl.console import info, warn
+from edgetl.errors import BadInputError, CheckFailedError
+from edgetl.evaluation import ImageCache, compare, runner_logits
+from edgetl.runtime import load as load_runner
+from edgetl.runtime.sidecar import SIDECAR_NAME
+
+COMPARED_FIELDS = ("size", "resize", "crop_ratio", "interpolation", "mean", "std", "color_order")
+
+
+def find_artifacts(run_dir: Path, paths: list[str] | None) -> list[Path]:
+    if paths:
+        return [Path(p) for p in paths]
+    found = sorted(p.parent for p in (run_dir / "export").glob(f"*/{SIDECAR_NAME}"))
+    if not found:
+        raise BadInputError(f"no exported artifacts under {run_dir / 'export'}",
+                            f"run `edgetl export {run_dir}` first, or pass --artifacts PATH")
+    return found
+
+
+def preprocessing_differences(run_pre, sidecar_pre) -> list[str]:
+    problems = []
+    for name in COMPARED_FIELDS:
+        expected, actual = getattr(run_pre, name), getattr(sidecar_pre, name)
+        if isinstance(expected, tuple):
+            same = len(expected) == len(actual) and np.allclose(expected, actual, atol=1e-6)
+        else:
+            same = expected == actual
+        if not same:
+            problems.append(f"{name} {list(actual) if isinstance(actual, tuple) else actual!r} "
+                            f"(training used {list(expected) if isinstance(expected, tuple) else expected!r})")
+    return problems
+
+
+def _held_out(reference, data: str | None) -> tuple[ImageCache, np.ndarray, str]:
+    if data:
+        from edgetl.data.folder import scan_image_folder
+
+        folder = scan_image_folder(data)
+        unknown = sorted(set(folder.classes) - set(reference.labels))
+        if unknown:
+            raise BadInputError(f"{data} has classes the model does not know: {', '.join(unknown)}")
+        samples = folder.all_samples()
+        index = {name: i for i, name in enumerate(reference.labels)}
+        return (ImageCache(folder.root, [s.path for s in samples]),
+                np.array([index[s.label] for s in samples]), f"folder {data}")
+    for split in ("test", "val"):
+        cache, labels = reference.split_images(split)
+        if len(labels):
+            return cache, labels, f"{split} split"
+    raise BadInputError("the run has no held-out images", "pass --data DIR")
+
+
+def run_parity(run_dir: str | Path, data: str | None = None, artifacts: list[str] | None = None,
+               max_drop: float | None = 1.0, report_dir: str | Path | None = None, threads: int | None = None) -> dict:
+    from edgetl.export.golden import check_golden
+    from edgetl.export.reference import load_reference
+    from edgetl.parity.report import write_report
+
+    reference = load_reference(run_dir)
+    paths = find_artifacts(reference.run.path, artifacts)
+    cache, labels, source = _held_out(reference, data)
+    float_logits = reference.logits(cache.pixels(reference.preprocess))
+    if cache.unreadable:
+        warn(f"{len(cache.unreadable)} held-out image(s) could not be read, e.g. {cache.unreadable[0]}")
+    float_accuracy = float(np.mean(float_logits.argmax(1) == labels))
+    info(f"parity on {len(labels)} images ({source}); float accuracy {float_accuracy:.4f}")
+    rows = []
+    for path in paths:
+        row = {"path": str(path), "format": None, "precision": None, "status": "ok"}
+        try:
+            runner = load_runner(path, threads=threads)
+        except Exception as exc:
+            row.update(status="error", error=f"{type(exc).__name__}: {exc}")
+            rows.append(row)
+            continue
+        sidecar = runner.sidecar
+        row.update(format=sidecar.format, precision=sidecar.precision)
+        differences = preprocessing_differences(reference.preprocess, sidecar.preprocess)
+        golden = check_golden(runner, runner.model_path.parent)
+        logits = runner_logits(runner, cache.pixels(sidecar.preprocess))
+        metrics = compare(float_logits, logits, labels, reference.labels)
+        row.update({k: v for k, v in metrics.items() if k not in ("float_accuracy",)})
+        row["golden"] = {"passed": golden["passed"], "matched": golden["matched"], "total": golden["total"]}
+        row["changed_images"] = [cache.paths[i] for i in metrics["changed"]]
+        if differences:
+            row.update(status="preprocessing mismatch", detail="; ".join(differences))
+        elif not golden["passed"]:
+            row.update(status="runtime mismatch",
+                       detail=f"golden samples reproduce the float top-1 in {golden['matched']}/{golden['total']}")
+        elif max_drop is not None and metrics["drop_pp"] > max_drop:
+            row.update(status="too much drop", detail=f"{metrics['drop_pp']:.2f} pp > --max-drop {max_drop}")
+        rows.append(row)
+    passed = all(r["status"] == "ok" for r in rows)
+    result = {
+        "run_dir": str(reference.run.path), "images": int(len(labels)), "source": source,
+        "float": {"accuracy": round(float_accuracy, 6)},
+        "artifacts": rows, "max_drop": max_drop, "passed": passed,
+    }
+    report = Path(report_dir) if report_dir else reference.run.path / "parity"
+    result["report"] = write_report(result, reference.labels, report)
+    return result
+
+
+def gate(result: dict) -> None:
+    """Raise CheckFailedError (exit 1) naming every artifact that failed."""
+    failed = [r for r in result["artifacts"] if r["status"] != "ok"]
+    if failed:
+        names = ", ".join(f"{r['format'] or Path(r['path']).name}-{r['precision'] or '?'} ({r['status']})"
+                          for r in failed)
+        raise CheckFailedError(f"parity failed for {names}", f"see {result['report']['markdown']}")

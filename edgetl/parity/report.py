@@ -1,0 +1,82 @@
+"""The parity report: report.json, report.md and parity.png, written atomically."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgetl import atomic
+
+
+def _name(row: dict) -> str:
+    return f"{row['format']}-{row['precision']}" if row.get("format") else Path(row["path"]).name
+
+
+def _pct(value) -> str:
+    return "-" if value is None else f"{100 * value:.2f}%"
+
+
+def markdown(result: dict) -> str:
+    lines = [
+        f"# Parity report: {result['run_dir']}",
+        "",
+        f"{result['images']} held-out images ({result['source']}); float model accuracy "
+        f"{_pct(result['float']['accuracy'])}; gate: drop <= {result['max_drop']} pp. "
+        f"Verdict: **{'passed' if result['passed'] else 'FAILED'}**.",
+        "",
+        "| artifact | status | top-1 | drop (pp) | agreement | KL | cosine | worst class | golden |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in result["artifacts"]:
+        golden = row.get("golden") or {}
+        lines.append(
+            f"| {_name(row)} | {row['status']} | {_pct(row.get('accuracy'))} | {row.get('drop_pp', '-')} | "
+            f"{_pct(row.get('agreement'))} | {row.get('kl', '-')} | {row.get('cosine', '-')} | "
+            f"{row.get('worst_class') or '-'} ({row.get('worst_class_drop_pp', '-')} pp) | "
+            f"{golden.get('matched', '-')}/{golden.get('total', '-')} |")
+    for row in result["artifacts"]:
+        if row.get("detail") or row.get("error"):
+            lines += ["", f"**{_name(row)}**: {row.get('detail') or row.get('error')}"]
+        changed = row.get("changed_images") or []
+        if changed:
+            lines += ["", f"{_name(row)}: {len(changed)} image(s) changed prediction: "
+                      + ", ".join(f"`{p}`" for p in changed[:20]) + (" ..." if len(changed) > 20 else "")]
+    return "\n".join(lines) + "\n"
+
+
+def plot(result: dict, classes: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    rows = [r for r in result["artifacts"] if r.get("accuracy") is not None]
+    fig, (ax_acc, ax_cls) = plt.subplots(1, 2, figsize=(13, max(3.5, 0.45 * len(rows) + 2)),
+                                         gridspec_kw={"width_ratios": [1, 1.4]})
+    names = [_name(r) for r in rows]
+    colours = ["tab:green" if r["status"] == "ok" else "tab:red" for r in rows]
+    ax_acc.barh(names, [100 * r["accuracy"] for r in rows], color=colours)
+    ax_acc.axvline(100 * result["float"]["accuracy"], color="black", linestyle="--", label="float")
+    ax_acc.set(xlabel="top-1 accuracy (%)", title="accuracy per artifact (red: failed)")
+    ax_acc.invert_yaxis()
+    ax_acc.legend(loc="lower right")
+    drops = np.array([[r["per_class"].get(c, {}).get("drop_pp", 0.0) for c in classes] for r in rows]) \
+        if rows else np.zeros((0, len(classes)))
+    limit = max(1.0, float(np.abs(drops).max()) if drops.size else 1.0)
+    image = ax_cls.imshow(drops, cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto")
+    ax_cls.set_yticks(range(len(names)), names)
+    ax_cls.set_xticks(range(len(classes)), classes, rotation=90 if len(classes) > 8 else 0)
+    ax_cls.set(title="per-class accuracy drop vs float (pp; red = worse)")
+    fig.colorbar(image, ax=ax_cls, fraction=0.04)
+    fig.tight_layout()
+    atomic.write_with(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    plt.close(fig)
+
+
+def write_report(result: dict, classes: list[str], folder: Path) -> dict:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {"json": folder / "report.json", "markdown": folder / "report.md", "png": folder / "parity.png"}
+    atomic.write_json(paths["json"], result)
+    atomic.write_text(paths["markdown"], markdown(result))
+    plot(result, classes, paths["png"])
+    return {k: str(v) for k, v in paths.items()}
