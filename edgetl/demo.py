@@ -12,8 +12,11 @@ from pathlib import Path
 from edgetl.console import info
 
 
-def run_demo(out: str | Path = "demo", epochs: int = 3) -> dict:
+def run_demo(out: str | Path = "demo", epochs: int = 3, formats: list[str] | None = None,
+             max_drop: float = 1.0) -> dict:
     from edgetl.data.demo import write_demo_data
+    from edgetl.export import FORMATS, export_run
+    from edgetl.parity import run_parity
     from edgetl.train import TrainConfig, finetune
 
     out = Path(out)
@@ -22,9 +25,21 @@ def run_demo(out: str | Path = "demo", epochs: int = 3) -> dict:
         write_demo_data(data_dir, per_class=180, size=64)
     if run_dir.exists():
         shutil.rmtree(run_dir)  # the demo always shows a fresh run
-    info(f"[bold]1/1 finetune[/bold] efficientnet_lite0 (offline ImageNet weights) on {data_dir}")
+    info(f"[bold]1/3 finetune[/bold] efficientnet_lite0 (offline ImageNet weights) on {data_dir}")
     summary = finetune(TrainConfig(
         data=str(data_dir), model="efficientnet_lite0", out=str(run_dir), epochs=epochs, img_size=64,
         batch_size=32, lr=0.003, backbone_lr_mult=0.5, strategy="finetune",
     ))
-    return {"finetune": {k: v for k, v in summary.items() if k not in ("confusion", "config")}}
+    formats = formats or list(FORMATS)
+    info(f"[bold]2/3 export[/bold] {', '.join(formats)} in fp32 and int8, gated at {max_drop} pp")
+    exported = export_run(run_dir, formats, ["fp32", "int8"], calib_size=300, max_drop=max_drop)
+    info("[bold]3/3 parity[/bold] every artifact against the float model on the test split")
+    parity = run_parity(run_dir, max_drop=max_drop)
+    return {
+        "finetune": {k: v for k, v in summary.items() if k not in ("confusion", "config")},
+        "export": [{k: r[k] for k in ("format", "precision", "delivered", "path", "status", "size_bytes", "seconds",
+                                       "val_accuracy", "drop_pp", "agreement")} for r in exported["artifacts"]],
+        "parity": {"float": parity["float"], "passed": parity["passed"], "report": parity["report"],
+                   "artifacts": [{k: r.get(k) for k in ("format", "precision", "path", "status", "accuracy", "drop_pp",
+                                                        "agreement")} for r in parity["artifacts"]]},
+    }

@@ -26,9 +26,26 @@ def demo_data(out, per_class, size):
 @click.option("--out", type=click.Path(file_okay=False), default="demo", show_default=True,
               help="Folder for the demo data and run.")
 @click.option("--epochs", type=int, default=3, show_default=True)
+@click.option("--max-drop", type=float, default=1.0, show_default=True, help="int8 gate in percentage points.")
 @json_option
-def demo(out, epochs):
-    """Run the pipeline end to end on embedded data: demo data -> finetune (CPU, a few minutes)."""
+def demo(out, epochs, max_drop):
+    """Run the pipeline end to end on embedded data (CPU, a few minutes).
+
+    Real handwritten digits -> finetune EfficientNet-Lite0 -> export ONNX, OpenVINO and TFLite
+    in fp32 and gated int8 -> parity of every artifact against the float model.
+    """
+    from edgetl.cli.common import percent, table
     from edgetl.demo import run_demo
 
-    return run_demo(out, epochs=epochs)
+    result = run_demo(out, epochs=epochs, max_drop=max_drop)
+    tune = result["finetune"]
+    rows = {str(r["path"]): r for r in result["parity"]["artifacts"]}
+    table(f"demo: {tune['model']} on digits, float test accuracy {percent(tune['test_accuracy'])}",
+          ["Format", "Precision", "Delivered", "Size MB", "Export s", "Val drop pp", "Test top-1", "Test drop pp",
+           "Agreement", "Parity"],
+          [[r["format"], r["precision"], r["delivered"], f"{r['size_bytes'] / 1e6:.2f}", r["seconds"], r["drop_pp"],
+            percent(rows.get(str(r["path"]), {}).get("accuracy")),
+            rows.get(str(r["path"]), {}).get("drop_pp"),
+            percent(rows.get(str(r["path"]), {}).get("agreement")),
+            rows.get(str(r["path"]), {}).get("status")] for r in result["export"]])
+    return result

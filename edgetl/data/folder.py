@@ -138,6 +138,19 @@ def _check_classes(folder: ImageFolder, counts: dict[str, int], where: str) -> N
         )
 
 
+def list_images(root: str | Path) -> list[Sample]:
+    """Every image file under `root`, any layout (calibration data needs no labels).
+
+    The label is the parent folder's name, which keeps class-balanced drawing
+    meaningful when the folder happens to be laid out by class.
+    """
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DatasetError(f"image folder {root} does not exist", "pass a folder of images")
+    return [Sample(p.relative_to(root).as_posix(), p.parent.name) for p in sorted(root.rglob("*"))
+            if p.is_file() and is_image_name(p) and not any(s.startswith(".") for s in p.relative_to(root).parts)]
+
+
 def class_counts(samples: list[Sample], classes: list[str]) -> dict[str, int]:
     counts = {c: 0 for c in classes}
     for sample in samples:

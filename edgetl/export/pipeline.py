@@ -144,8 +144,10 @@ class Exporter:
         result = ArtifactResult(format=fmt, precision=precision, path=str(target))
         attempts = gate.plan(fmt, precision, self.settings["calib_size"], self.reference.sensitive_layers,
                              self.max_drop)
-        key = _source_key(self.reference, fmt, precision,
-                          {**self.settings, "max_drop": self.max_drop, "plan": [asdict(a) for a in attempts]})
+        calibrated = any(a.precision == "int8" for a in attempts)
+        key = _source_key(self.reference, fmt, precision, {
+            **(self.settings if calibrated else {}), "max_drop": self.max_drop if calibrated else None,
+            "plan": [asdict(a) for a in attempts]})
         existing = _up_to_date(target, key)
         if existing is not None:
             validation = existing.validation or {}
@@ -236,12 +238,11 @@ def export_run(run_dir: str | Path, formats: list[str], precisions: list[str], c
     out.mkdir(parents=True, exist_ok=True)
     calibration = None
     if "int8" in precisions:
-        from edgetl.data.folder import scan_image_folder
+        from edgetl.data.folder import list_images
         from edgetl.data.splits import load_split
 
         if calib_data:
-            folder = scan_image_folder(calib_data)
-            samples, root, source = folder.all_samples(), folder.root, f"folder {calib_data}"
+            samples, root, source = list_images(calib_data), Path(calib_data), f"folder {calib_data}"
         else:
             samples, root, source = load_split(reference.run.path, "train"), reference.run.data_root(), "train split"
         wanted = calib_size * (2 if max_drop is not None else 1)

@@ -4,7 +4,7 @@
   the converter's own NCHW -> NHWC input wrapper. Its permute folds into the NHWC
   graph TFLite runs anyway (no TRANSPOSE op is left), so the model takes
   (1, H, W, 3) float32, the layout TFLite users and camera pipelines feed, and
-  matches torch to ~1e-6. The conversion (~25-30 s) is done once per model and
+  matches torch to ~1e-5. The conversion (~25-30 s) is done once per model and
   cached as `workdir/tflite-fp32.tflite`; int8 and fp16 attempts start from it.
 - int8: ai-edge-quantizer on that fp32 file, not PT2E quantization before the
   conversion (slower, ~45-78 s, and less faithful here). Recipe `static_wi8_ai8`
@@ -23,7 +23,9 @@
 - `float_layers` (mixed precision): torch module paths or globs, as for the ONNX
   and OpenVINO exporters (`conv_stem`, `blocks.6`, `*.se`), matched against the
   module scopes litert-torch writes into tensor names; an entry `re:<regex>` is a
-  raw regex on the TFLite op scope (its output tensor names). The matched ops get
+  raw regex on the TFLite op scope (its output tensor names). Fused tensors carry
+  several scopes, so a module also takes ops fused with it (`*.fc2` takes the SE
+  hard-sigmoid and scale MUL of MobileNetV3). The matched ops get
   exact-scope `no_quantize` recipe entries (per op type, so the graph's OUTPUT
   keeps `io_dtype`); the quantizer adds the (de)quantize ops around them. Scopes
   are resolved here because the quantizer matches output tensor names only and
@@ -37,6 +39,8 @@ whose buffer holds UTF-8 JSON (`options["metadata_json"]`, else labels +
 preprocessing + model name), written with `ai_edge_litert.tools.flatbuffer_utils`
 (object API + schema shipped with ai-edge-litert; no tflite-support needed).
 Readers: `flatbuffer_utils.read_model_from_bytearray`, then `model.metadata`.
+The converters' chatter (rich progress, tqdm, absl C++ logs) is silenced by
+pointing fds 1/2 at a temp file for the call (process-wide), replayed on failure.
 """
 
 from __future__ import annotations
@@ -124,7 +128,10 @@ def _float_entries(model_bytes, patterns: list[str]) -> list[tuple[str, str]]:
 
     from edgetl.backbones.factory import matches_any
 
-    regexes = [p[3:] for p in patterns if p.startswith("re:")]
+    try:
+        regexes = [re.compile(p[3:]) for p in patterns if p.startswith("re:")]
+    except re.error as exc:
+        raise BadInputError(f"float_layers: bad regex ({exc})") from exc
     modules = [p for p in patterns if not p.startswith("re:")]
     model = tfu.read_model(model_bytes)
     entries = []
@@ -137,8 +144,9 @@ def _float_entries(model_bytes, patterns: list[str]) -> list[tuple[str, str]]:
             own = [t for t in op.outputs if t >= 0] + [  # outputs and constants, not the inputs from upstream
                 t for t in op.inputs if t >= 0 and _has_data(model.buffers[subgraph.tensors[t].buffer])]
             names = [tfu.get_tensor_name(subgraph.tensors[t]) for t in own]
-            if any(re.search(r, scope) for r in regexes) or any(
-                    matches_any(p, modules) for n in names for p in _module_paths(n)):
+            paths = [p for n in names for p in _module_paths(n)]
+            if any(r.search(scope) for r in regexes) or any(  # a module or anything inside it
+                    matches_any(".".join(p.split(".")[:k]), modules) for p in paths for k in range(1, p.count(".") + 2)):
                 entries.append(("^" + re.escape(scope) + "$", name))
     return entries
 

@@ -1,0 +1,178 @@
+"""Export and parity on a real fine-tuned model, through the real converters and runtimes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import json_out, run_cli
+from edgetl.errors import BadInputError, MissingBackendError
+from edgetl.export import FORMATS, export_run
+from edgetl.runtime import load
+from edgetl.runtime.sidecar import Sidecar, verify_files
+
+
+@pytest.fixture(scope="session")
+def exported(trained_run, tmp_path_factory) -> dict:
+    """Every registered format in fp32 and int8, gated at 100 pp (measured, never refused)."""
+    out = tmp_path_factory.mktemp("export") / "export"
+    return export_run(trained_run["run_dir"], list(FORMATS), ["fp32", "int8"], calib_size=32, out=out)
+
+
+def _row(exported, fmt, precision) -> dict:
+    return next(r for r in exported["artifacts"] if r["format"] == fmt and r["precision"] == precision)
+
+
+def test_every_registered_format_is_exported_and_runs(exported):
+    """A format added to FORMATS cannot ship untested: this fixture exports all of them."""
+    for fmt in FORMATS:
+        for precision in ("fp32", "int8"):
+            row = _row(exported, fmt, precision)
+            assert row["status"] == "ok", row
+            assert row["delivered"] == precision
+            runner = load(row["path"])
+            assert runner.sidecar.format == fmt and runner.sidecar.precision == precision
+            assert Path(row["path"], FORMATS[fmt].model_file).is_file()
+
+
+def test_fp32_artifacts_match_the_float_model(exported, trained_run):
+    for fmt in FORMATS:
+        row = _row(exported, fmt, "fp32")
+        minimum = 0.99 if fmt == "tflite" else 1.0
+        assert row["agreement"] >= minimum, row
+        assert row["golden_passed"], row
+
+
+def test_int8_is_really_quantized_and_says_how(exported):
+    for fmt in FORMATS:
+        row = _row(exported, fmt, "int8")
+        fp32 = _row(exported, fmt, "fp32")
+        sidecar = Sidecar.read(row["path"])
+        assert sidecar.quantization and "int8" in sidecar.quantization["weights"], sidecar.quantization
+        assert sidecar.calibration["source"] == "train split" and sidecar.calibration["images"] == 32
+        assert row["size_bytes"] < 0.5 * fp32["size_bytes"], (row["size_bytes"], fp32["size_bytes"])
+        assert row["agreement"] >= 0.5, row
+
+
+def test_sidecar_round_trip_and_checksums(exported):
+    row = _row(exported, "onnx", "fp32")
+    sidecar = Sidecar.read(row["path"])
+    again = Sidecar.from_dict(json.loads(sidecar.to_json()))
+    assert again.to_dict() == sidecar.to_dict()
+    assert sidecar.labels == json.loads((Path(sidecar.source["run_dir"]) / "labels.json").read_text())
+    assert sidecar.preprocess.layout == "NCHW"
+    assert Sidecar.read(_row(exported, "tflite", "fp32")["path"]).preprocess.layout == "NHWC"
+    assert "model.onnx" in sidecar.files and any(name.startswith("golden/") for name in sidecar.files)
+    assert verify_files(row["path"], sidecar) == []
+    assert len(sidecar.golden) == 4 and all(Path(row["path"], g.file).is_file() for g in sidecar.golden)
+    broken = json.loads(sidecar.to_json())
+    del broken["labels"]
+    with pytest.raises(BadInputError, match="labels"):
+        Sidecar.from_dict(broken)
+
+
+def test_labels_and_preprocessing_are_embedded_in_the_model_files(exported):
+    import onnx
+    import openvino as ov
+
+    onnx_model = onnx.load(str(Path(_row(exported, "onnx", "fp32")["path"], "model.onnx")))
+    meta = {p.key: p.value for p in onnx_model.metadata_props}
+    labels = json.loads(meta["edgetl.labels"])
+    assert len(labels) == 10 and json.loads(meta["edgetl.preprocess"])["size"] == [32, 32]
+    ir = ov.Core().read_model(str(Path(_row(exported, "openvino", "fp32")["path"], "model.xml")))
+    assert json.loads(ir.get_rt_info(["edgetl", "labels"]).astype(str)) == labels
+
+
+def test_rerun_skips_unchanged_and_redoes_tampered(exported, trained_run):
+    out = Path(exported["out"])
+    model_file = out / "onnx-fp32" / "model.onnx"
+    again = export_run(trained_run["run_dir"], ["onnx"], ["fp32"], out=out)
+    assert again["artifacts"][0]["status"] == "up-to-date"
+    model_file.write_bytes(model_file.read_bytes()[:1000])  # a half-written file
+    redone = export_run(trained_run["run_dir"], ["onnx"], ["fp32"], out=out)
+    assert redone["artifacts"][0]["status"] == "ok"
+    assert verify_files(out / "onnx-fp32", Sidecar.read(out / "onnx-fp32")) == []
+    assert not list(out.glob(".*partial*")) and not list(out.glob(".export-work-*"))
+
+
+def test_gate_falls_back_on_a_broken_calibration_and_records_attempts(trained_run, tmp_path):
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    for i in range(8):  # one black image, eight times: ranges that fit nothing real
+        Image.new("RGB", (32, 32), (0, 0, 0)).save(calib / f"{i}.png")
+    result = export_run(trained_run["run_dir"], ["openvino"], ["int8"], calib_size=8,
+                        calib_data=str(tmp_path / "calib"), max_drop=0.5, out=tmp_path / "out")
+    row = result["artifacts"][0]
+    assert row["attempts"][0]["status"].startswith("rejected"), row["attempts"]
+    assert len(row["attempts"]) >= 2
+    assert row["status"] == "fallback" and row["drop_pp"] <= 0.5
+    sidecar = Sidecar.read(row["path"])
+    assert sidecar.attempts == row["attempts"] and sidecar.requested_precision == "int8"
+
+
+def test_too_few_calibration_images_is_a_clear_error(trained_run, tmp_path):
+    folder = tmp_path / "few"
+    folder.mkdir()
+    for i in range(3):
+        Image.new("RGB", (16, 16), (i * 50, 0, 0)).save(folder / f"{i}.png")
+    result = run_cli("export", trained_run["run_dir"], "--format", "onnx", "--precision", "int8",
+                     "--calib-data", str(folder), "--out", str(tmp_path / "out"))
+    assert result.returncode == 2 and "calibration images" in result.stderr
+
+
+def test_missing_converter_names_the_extra(monkeypatch):
+    from edgetl.export import formats, pipeline
+
+    fake = formats.Format("fake", ".x", "model.x", ("fp32",), "NCHW", ("no_such_converter_pkg",), "export", "-")
+    monkeypatch.setitem(formats.FORMATS, "fake", fake)
+    with pytest.raises(MissingBackendError) as info:
+        pipeline.check_converters(["fake"])
+    assert info.value.exit_code == 3 and "edgetl[export]" in info.value.hint
+
+
+def test_parity_report_and_json_contract(exported, trained_run, tmp_path):
+    args = ["parity", trained_run["run_dir"], "--max-drop", "100", "--report", str(tmp_path / "rep"), "--json"]
+    for row in exported["artifacts"]:
+        args += ["--artifacts", row["path"]]
+    result = run_cli(*args, check=True)
+    data = json_out(result)
+    assert data["passed"] is True and data["max_drop"] == 100
+    assert {"accuracy"} <= set(data["float"])
+    assert len(data["artifacts"]) == 2 * len(FORMATS)
+    for row in data["artifacts"]:
+        assert {"format", "precision", "path", "accuracy", "drop_pp", "agreement", "kl", "worst_class"} <= set(row)
+    for name in ("report.md", "report.json", "parity.png"):
+        assert (tmp_path / "rep" / name).stat().st_size > 0
+
+
+def test_parity_names_a_wrong_mean_a_preprocessing_mismatch(exported, trained_run, tmp_path):
+    source = Path(_row(exported, "onnx", "fp32")["path"])
+    broken = tmp_path / "onnx-fp32-wrong-mean"
+    shutil.copytree(source, broken)
+    data = json.loads((broken / "model.json").read_text())
+    data["preprocess"]["mean"] = [0.485, 0.456, 0.406]
+    data["preprocess"]["std"] = [0.229, 0.224, 0.225]
+    (broken / "model.json").write_text(json.dumps(data))
+    result = run_cli("parity", trained_run["run_dir"], "--artifacts", str(broken), "--artifacts", str(source),
+                     "--report", str(tmp_path / "rep"), "--json")
+    assert result.returncode == 1
+    rows = {r["path"]: r for r in json_out(result)["artifacts"]}
+    assert rows[str(broken)]["status"] == "preprocessing mismatch"
+    assert "mean" in rows[str(broken)]["detail"] and "std" in rows[str(broken)]["detail"]
+    assert rows[str(source)]["status"] == "ok"
+    assert "preprocessing mismatch" in result.stderr
+
+
+def test_runner_classifies_images_with_labels(exported):
+    runner = load(_row(exported, "openvino", "int8")["path"], threads=1)
+    sidecar = runner.sidecar
+    golden = Path(_row(exported, "openvino", "int8")["path"], sidecar.golden[0].file)
+    top = runner.classify([golden, Image.open(golden)], topk=3)
+    assert len(top) == 2 and len(top[0]) == 3 and top[0] == top[1]
+    assert top[0][0][0] in sidecar.labels and 0 < top[0][0][1] <= 1
+    assert np.isclose(sum(score for _, score in runner.topk(runner.infer(runner.preprocess(golden)), 10)[0]), 1.0)
