@@ -48,3 +48,16 @@ def trained_run(tmp_path_factory, digits_dir) -> dict:
                                    img_size=32, batch_size=16, lr=0.003, backbone_lr_mult=1.0, augment="none",
                                    strategy="finetune", seed=1))
     return summary
+
+
+@pytest.fixture(scope="session")
+def exported(trained_run, tmp_path_factory) -> dict:
+    """Every registered format in fp32 and int8 from the shared run (no gate: measured, never refused)."""
+    from edgetl.export import FORMATS, export_run
+
+    out = tmp_path_factory.mktemp("export") / "export"
+    return export_run(trained_run["run_dir"], list(FORMATS), ["fp32", "int8"], calib_size=32, out=out)
+
+
+def artifact(exported: dict, fmt: str, precision: str) -> dict:
+    return next(r for r in exported["artifacts"] if r["format"] == fmt and r["precision"] == precision)

@@ -17,13 +17,6 @@ from edgetl.runtime import load
 from edgetl.runtime.sidecar import Sidecar, verify_files
 
 
-@pytest.fixture(scope="session")
-def exported(trained_run, tmp_path_factory) -> dict:
-    """Every registered format in fp32 and int8, gated at 100 pp (measured, never refused)."""
-    out = tmp_path_factory.mktemp("export") / "export"
-    return export_run(trained_run["run_dir"], list(FORMATS), ["fp32", "int8"], calib_size=32, out=out)
-
-
 def _row(exported, fmt, precision) -> dict:
     return next(r for r in exported["artifacts"] if r["format"] == fmt and r["precision"] == precision)
 

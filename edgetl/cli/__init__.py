@@ -38,11 +38,13 @@ def cli(debug: bool) -> None:
 
 
 def _register() -> None:
-    from edgetl.cli import demo, export, models, train
+    from edgetl.cli import bench, demo, export, models, run, train
 
     cli.add_command(train.finetune)
     cli.add_command(export.export)
     cli.add_command(export.parity)
+    cli.add_command(run.run)
+    cli.add_command(bench.bench)
     cli.add_command(models.models)
     cli.add_command(demo.demo)
     cli.add_command(demo.demo_data)

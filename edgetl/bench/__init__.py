@@ -1,0 +1,52 @@
+"""`edgetl bench`: latency profiling of exported models through edgetl's runtime. No torch.
+
+    run_bench(paths, threads=None, runs=None, seconds=None, warmup=10, batch=1, layers=False) -> report dict
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from edgetl.bench.cpu import cpu_features
+from edgetl.bench.measure import bench_model
+from edgetl.console import info
+
+
+def parity_accuracy(model_path: str) -> float | None:
+    """The artifact's test accuracy from its run's parity report, when there is one."""
+    from edgetl.runtime.sidecar import Sidecar
+
+    try:
+        sidecar = Sidecar.read(Path(model_path))
+        report = Path(sidecar.source.get("run_dir", "")) / "parity" / "report.json"
+        rows = json.loads(report.read_text())["artifacts"]
+    except Exception:
+        return None
+    folder = Path(model_path).resolve().parent
+    for row in rows:
+        if Path(row["path"]).resolve() in (folder, Path(model_path).resolve()):
+            return row.get("accuracy")
+    return None
+
+
+def run_bench(paths: list[str], threads: int | None = None, runs: int | None = None, seconds: float | None = None,
+              warmup: int = 10, batch: int = 1, layers: bool = False, device: str | None = None,
+              plot: str | Path | None = None) -> dict:
+    models = []
+    for path in paths:
+        info(f"benchmarking {path} ...")
+        result = bench_model(path, threads=threads, runs=runs, seconds=seconds, warmup=warmup, batch=batch,
+                             device=device)
+        result["accuracy"] = parity_accuracy(result["path"])
+        if layers:
+            from edgetl.bench.layers import profile_layers
+
+            result["layers"] = profile_layers(path, threads=threads, device=device)
+        models.append(result)
+    report = {"cpu": cpu_features(), "models": models}
+    if plot:
+        from edgetl.bench.report import plot_latency
+
+        report["plot"] = str(plot_latency(models, Path(plot)))
+    return report

@@ -1,0 +1,89 @@
+"""Measuring one model the way benchmark_app and benchmark_model do, through edgetl's runtime.
+
+Load time, first inference, warm-up, then timed runs (a count or a duration) of
+`Runner.infer` on a real preprocessed image (a golden sample when the artifact has
+one). Peak RSS is read from /proc (VmHWM, reset before each model where the kernel
+allows), so several models in one process are measured separately. No torch.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edgetl.bench.stats import latency_stats
+from edgetl.runtime import load, resolve_model_file
+from edgetl.runtime.sidecar import Sidecar
+
+DEFAULT_RUNS = 100
+
+
+def _status_mb(field: str) -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        return None
+    return None
+
+
+def _reset_peak() -> bool:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def example_input(runner, batch: int) -> np.ndarray:
+    sidecar = runner.sidecar
+    if sidecar.golden:
+        one = runner.preprocess(runner.model_path.parent / sidecar.golden[0].file)
+    else:
+        height, width = sidecar.preprocess.size
+        rng = np.random.default_rng(0)
+        one = sidecar.preprocess.normalize(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+    return np.repeat(one, batch, axis=0)
+
+
+def size_mb(model_file: Path, sidecar: Sidecar) -> float:
+    names = [n for n in sidecar.files if not n.startswith("golden/") and n != "model.json"] or [model_file.name]
+    return round(sum((model_file.parent / n).stat().st_size for n in names) / 1e6, 3)
+
+
+def bench_model(path: str | Path, threads: int | None = None, runs: int | None = None, seconds: float | None = None,
+                warmup: int = 10, batch: int = 1, device: str | None = None) -> dict:
+    model_file = resolve_model_file(path)
+    peak_reset = _reset_peak()
+    baseline = _status_mb("VmRSS") or 0.0
+    started = time.perf_counter()
+    runner = load(model_file, threads=threads, device=device)
+    load_ms = (time.perf_counter() - started) * 1000
+    inputs = example_input(runner, batch)
+    started = time.perf_counter()
+    runner.infer(inputs)
+    first_ms = (time.perf_counter() - started) * 1000
+    for _ in range(warmup):
+        runner.infer(inputs)
+    if runs is None and seconds is None:
+        runs = DEFAULT_RUNS
+    samples = []
+    deadline = time.perf_counter() + seconds if seconds else None
+    while (runs is None or len(samples) < runs) and (deadline is None or time.perf_counter() < deadline):
+        start = time.perf_counter_ns()
+        runner.infer(inputs)
+        samples.append((time.perf_counter_ns() - start) / 1e6)
+    peak = _status_mb("VmHWM")
+    stats = latency_stats(samples)
+    sidecar = runner.sidecar
+    return {
+        "path": str(model_file), "format": sidecar.format, "precision": sidecar.precision,
+        "backend": runner.backend, "threads": threads, "device": device or "cpu", "batch": batch,
+        "load_ms": round(load_ms, 2), "first_ms": round(first_ms, 3), **stats,
+        "fps": round(batch * 1000.0 / stats["mean_ms"], 2),
+        "rss_peak_mb": round(max(0.0, (peak or baseline) - baseline), 1) if peak_reset else None,
+        "size_mb": size_mb(model_file, sidecar), "samples_ms": [round(s, 4) for s in samples],
+    }

@@ -1,0 +1,51 @@
+"""`edgetl bench`: latency of exported models on this machine (no torch)."""
+
+from __future__ import annotations
+
+import click
+
+from edgetl.cli.common import json_option, percent, table
+
+
+@click.command(short_help="Latency percentiles, FPS, memory and per-layer time of exported models.")
+@click.argument("models", nargs=-1, required=True, type=click.Path())
+@click.option("--threads", type=int, help="Runtime threads (default: the runtime's choice).")
+@click.option("--runs", type=int, help="Timed runs per model (default 100).")
+@click.option("--seconds", type=float, help="Time each model for this long instead of a run count.")
+@click.option("--warmup", type=int, default=10, show_default=True, help="Untimed runs first.")
+@click.option("--batch", type=int, default=1, show_default=True)
+@click.option("--layers", is_flag=True, help="Add a per-layer time breakdown (onnxruntime, OpenVINO).")
+@click.option("--device", help="Execution device: cpu, cuda, tensorrt, openvino (ONNX); CPU, GPU, NPU (OpenVINO).")
+@click.option("--plot", type=click.Path(dir_okay=False), default="bench.png", show_default=True,
+              help="Latency distribution figure ('' for none).")
+@json_option
+def bench(models, threads, runs, seconds, warmup, batch, layers, device, plot):
+    """Benchmark MODELS (model files or artifact folders) through edgetl's runtime.
+
+    Per model: load time, first inference, then min/p50/p90/p95/p99/max/mean/std latency over the
+    timed runs, FPS, peak memory increase and size; the CPU features are printed beside them
+    (int8 is only faster than fp32 on CPUs with int8 dot-product instructions).
+    """
+    from edgetl.bench import run_bench
+    from edgetl.bench.report import label
+    from edgetl.console import console
+
+    report = run_bench(list(models), threads=threads, runs=runs, seconds=seconds, warmup=warmup, batch=batch,
+                       layers=layers, device=device, plot=plot or None)
+    cpu = report["cpu"]
+    console.print(f"CPU: {cpu['model']} ({cpu['logical_cores']} logical cores; {', '.join(cpu['features']) or '-'})"
+                  + (f" - {cpu['note']}" if cpu["note"] else ""))
+    table("bench", ["Model", "Format", "Precision", "Size MB", "Accuracy", "Load ms", "p50 ms", "p99 ms", "FPS",
+                    "RSS MB"],
+          [[label(m), m["format"], m["precision"], m["size_mb"], percent(m["accuracy"]), m["load_ms"], m["p50_ms"],
+            m["p99_ms"], m["fps"], m["rss_peak_mb"]] for m in report["models"]])
+    for model in report["models"]:
+        layer = model.get("layers")
+        if layer and layer.get("supported"):
+            table(f"slowest layers: {label(model)}", ["Layer", "Op", "ms", "%"],
+                  [[r["name"][-60:], r["op_type"], r["ms"], r["percent"]] for r in layer["top_layers"][:10]])
+        elif layer:
+            console.print(f"{label(model)}: per-layer times unavailable: {layer['note']}")
+    for model in report["models"]:
+        model.pop("samples_ms", None)
+    return report

@@ -1,0 +1,46 @@
+"""`edgetl run`: the device runtime on a camera, stream, video or images (no torch)."""
+
+from __future__ import annotations
+
+import click
+
+from edgetl.cli.common import table
+
+
+@click.command(short_help="Classify a camera, stream, video or images with an exported model (no torch).")
+@click.argument("model", type=click.Path())
+@click.option("--source", required=True, help="Camera index (0) or /dev/videoN, video file, rtsp:// or http:// "
+                                              "stream, image file or folder of images.")
+@click.option("--topk", type=int, default=3, show_default=True)
+@click.option("--threads", type=int, help="Runtime threads.")
+@click.option("--device", help="Execution device: cpu, cuda, tensorrt (ONNX); CPU, GPU, NPU (OpenVINO).")
+@click.option("--json-lines", is_flag=True, help="One JSON object per frame on stdout, then a summary line.")
+@click.option("--show", is_flag=True, help="Show the annotated frames in a window.")
+@click.option("--save", type=click.Path(dir_okay=False), help="Write the annotated frames to a video (.mp4).")
+@click.option("--serve", type=int, help="Serve a live page (MJPEG + predictions) on this port.")
+@click.option("--serve-host", default="0.0.0.0", show_default=True, help="Address the live page listens on.")
+@click.option("--max-frames", type=int, help="Stop after this many frames.")
+def run(model, source, topk, threads, device, json_lines, show, save, serve, serve_host, max_frames):
+    """Classify what SOURCE shows with MODEL (an exported file or artifact folder).
+
+    Capture, preprocessing and inference overlap; live sources drop stale frames, files never do.
+    """
+    import json
+
+    from edgetl.console import console, info
+    from edgetl.runtime.app import classify_source
+
+    def serving(server) -> None:
+        info(f"live page on http://{serve_host}:{server.port}/ (Ctrl-C to stop)")
+
+    summary = classify_source(model, source, topk=topk, threads=threads, device=device, json_lines=json_lines,
+                              save=save, show=show, serve=serve, serve_host=serve_host, max_frames=max_frames,
+                              on_serving=serving)
+    if json_lines:
+        click.echo(json.dumps({"summary": summary}))
+    else:
+        infer = summary.get("infer_ms", {})
+        table(f"run: {summary['source']}", ["frames", "FPS", "model FPS", "infer p50 ms", "infer p99 ms", "dropped"],
+              [[summary["frames"], summary["fps"], summary.get("model_fps"), infer.get("p50_ms"), infer.get("p99_ms"),
+                summary["dropped"]]])
+        console.print(f"model {summary['model']} ({summary['format']} {summary['precision']})")

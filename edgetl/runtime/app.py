@@ -1,0 +1,48 @@
+"""`edgetl run`: classify a camera, stream, video or images with an exported model. No torch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgetl.runtime import load
+from edgetl.runtime.sources import open_source
+from edgetl.runtime.stream import run_stream
+
+
+def classify_source(model: str | Path, source: str, topk: int = 3, threads: int | None = None,
+                    device: str | None = None, json_lines: bool = False, save: str | None = None,
+                    show: bool = False, serve: int | None = None, serve_host: str = "0.0.0.0",
+                    max_frames: int | None = None, on_serving=None) -> dict:
+    """Run `model` over `source`; returns the summary (frames, fps, latency percentiles, dropped)."""
+    from edgetl.runtime.sinks import JsonLinesSink, VideoSink, WindowSink
+
+    runner = load(model, threads=threads, device=device)
+    stream = open_source(source)
+    sinks = []
+    try:
+        if json_lines:
+            sinks.append(JsonLinesSink())
+        if save:
+            sinks.append(VideoSink(save, getattr(stream, "fps", None)))
+        if show:
+            sinks.append(WindowSink())
+        if serve is not None:
+            from edgetl.runtime.serve import LiveServer
+
+            server = LiveServer(serve, serve_host, title=Path(runner.model_path).parent.name)
+            sinks.append(server)
+            if on_serving is not None:
+                on_serving(server)
+
+        def deliver(result) -> None:
+            for sink in sinks:
+                sink(result)
+
+        summary = run_stream(runner, stream, topk=topk, max_frames=max_frames, on_result=deliver)
+    finally:
+        for sink in sinks:
+            sink.close()
+        stream.close()
+    summary.update(model=str(runner.model_path), format=runner.format, precision=runner.sidecar.precision,
+                   source=stream.description, live=stream.live, saved=save)
+    return summary

@@ -1,0 +1,116 @@
+"""Where frames come from: a camera, a video file, a network stream, an image or a folder.
+
+    0, 1, /dev/video0          a camera (V4L2 through OpenCV), live
+    rtsp://..., http(s)://...  a network stream, live
+    clip.mp4                   a video file, every frame
+    photo.jpg / photos/        images (EXIF-rotated, any mode), every one
+
+Live sources may drop stale frames when inference is slower than the camera;
+files never drop a frame. A source that cannot be opened is one clear line,
+exit code 2. No torch.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+from PIL import Image
+
+from edgetl.errors import BadInputError, require
+from edgetl.runtime.images import UnreadableImageError, from_bgr_array, is_image_name, load_rgb
+
+
+@dataclass
+class Frame:
+    index: int
+    name: str  # file name, or the source for video/camera
+    ts: float  # capture time (epoch seconds)
+    image: Image.Image  # RGB
+    bgr: np.ndarray | None = None  # the original frame for overlays (video/camera)
+
+
+class SourceError(BadInputError):
+    """A camera, stream or file that cannot be opened or read."""
+
+
+class Source:
+    live = False
+    description = ""
+
+    def frames(self) -> Iterator[Frame]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class ImageSource(Source):
+    def __init__(self, paths: list[Path], description: str):
+        self.paths, self.description = paths, description
+
+    def frames(self) -> Iterator[Frame]:
+        for index, path in enumerate(self.paths):
+            try:
+                image = load_rgb(path)
+            except UnreadableImageError as exc:
+                from edgetl.console import warn
+
+                warn(f"skipped {exc.message}")
+                continue
+            yield Frame(index, str(path), time.time(), image)
+
+
+class VideoSource(Source):
+    def __init__(self, target, description: str, live: bool):
+        os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")  # one clear line of ours, not OpenCV's probing
+        cv2 = require("cv2", "device", "reading video and cameras")
+        self.capture = cv2.VideoCapture(target)
+        self.description, self.live = description, live
+        if not self.capture.isOpened():
+            kind = "camera" if live and not str(target).startswith(("rtsp", "http")) else "stream" if live else "video"
+            hint = {"camera": "check the camera is connected and free (ls /dev/video*), or pass a video file",
+                    "stream": "check the URL and that the stream is reachable from this machine",
+                    "video": "check the file exists and is a video OpenCV can decode"}[kind]
+            raise SourceError(f"cannot open {description if kind == 'camera' else f'{kind} {description}'}", hint)
+        self.fps = self.capture.get(cv2.CAP_PROP_FPS) or None
+
+    def frames(self) -> Iterator[Frame]:
+        index = 0
+        while True:
+            ok, frame = self.capture.read()
+            if not ok:
+                return
+            yield Frame(index, self.description, time.time(), from_bgr_array(frame), frame)
+            index += 1
+
+    def close(self) -> None:
+        self.capture.release()
+
+
+def open_source(spec: str) -> Source:
+    spec = str(spec)
+    if spec.isdigit():
+        return VideoSource(int(spec), f"camera {spec}", live=True)
+    if spec.startswith("/dev/video"):
+        if not Path(spec).exists():
+            raise SourceError(f"camera {spec} does not exist", "list cameras with: ls /dev/video*")
+        return VideoSource(spec, spec, live=True)
+    if spec.startswith(("rtsp://", "http://", "https://", "rtmp://")):
+        return VideoSource(spec, spec, live=True)
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        images = sorted(p for p in path.rglob("*") if p.is_file() and is_image_name(p))
+        if not images:
+            raise SourceError(f"folder {path} holds no images", "pass a folder of .jpg/.png files or a video")
+        return ImageSource(images, str(path))
+    if not path.exists():
+        raise SourceError(f"source {spec} does not exist",
+                          "pass a camera index (0), /dev/videoN, a video or image file, a folder, or an rtsp:// URL")
+    if is_image_name(path):
+        return ImageSource([path], str(path))
+    return VideoSource(str(path), str(path), live=False)

@@ -1,0 +1,217 @@
+"""The device runtime on real exported artifacts: runners, `edgetl run`, `edgetl bench`, no torch."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import REPO, artifact, json_out, run_cli
+from edgetl.bench.stats import latency_stats
+from edgetl.export import FORMATS
+from edgetl.runtime import load
+
+
+def test_percentiles_on_a_known_series():
+    stats = latency_stats(list(range(1, 101)))  # 1..100 ms
+    assert stats["min_ms"] == 1 and stats["max_ms"] == 100 and stats["runs"] == 100
+    assert stats["p50_ms"] == pytest.approx(50.5) and stats["p90_ms"] == pytest.approx(90.1)
+    assert stats["p99_ms"] == pytest.approx(99.01) and stats["mean_ms"] == pytest.approx(50.5)
+    assert stats["std_ms"] == pytest.approx(np.std(np.arange(1, 101)), rel=1e-4)
+    with pytest.raises(ValueError):
+        latency_stats([])
+
+
+def test_each_backend_agrees_with_parity(exported, trained_run):
+    """Each runtime reproduces, image by image, the predictions parity measured for its artifact."""
+    from edgetl.evaluation import runner_logits
+    from edgetl.export.reference import load_reference
+
+    reference = load_reference(trained_run["run_dir"])
+    cache, labels = reference.split_images("test")
+    for fmt in FORMATS:
+        for precision in ("fp32", "int8"):
+            row = artifact(exported, fmt, precision)
+            runner = load(row["path"], threads=1)
+            batch = runner_logits(runner, cache.pixels(runner.sidecar.preprocess))
+            single = np.concatenate([runner.infer(runner.preprocess(cache.root / p)) for p in cache.paths])
+            assert np.array_equal(batch.argmax(1), single.argmax(1)), (fmt, precision)
+            names = [top[0][0] for top in runner.classify([cache.root / p for p in cache.paths], topk=1)]
+            assert names == [runner.labels[i] for i in single.argmax(1)]
+
+
+def _video_of_golden(exported, path: Path) -> list[str]:
+    """An AVI (lossless FFV1, else MJPEG) whose frames are the golden images, each shown 3 times."""
+    import cv2
+    from PIL import Image
+
+    row = artifact(exported, "onnx", "fp32")
+    sidecar = load(row["path"]).sidecar
+    frames, expected = [], []
+    for sample in sidecar.golden:
+        image = np.asarray(Image.open(Path(row["path"], sample.file)).convert("RGB"))
+        frames += [image[:, :, ::-1]] * 3
+        expected += [sidecar.labels[sample.top1]] * 3
+    height, width = frames[0].shape[:2]
+    for codec in ("FFV1", "MJPG"):
+        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*codec), 10, (width, height))
+        if writer.isOpened():
+            break
+    for frame in frames:
+        writer.write(np.ascontiguousarray(frame))
+    writer.release()
+    return expected
+
+
+def test_video_round_trip_labels_every_frame(exported, tmp_path):
+    video = tmp_path / "held_out.avi"
+    expected = _video_of_golden(exported, video)
+    model = artifact(exported, "tflite", "fp32")["path"]
+    result = run_cli("run", model, "--source", str(video), "--json-lines", "--save", str(tmp_path / "out.mp4"),
+                     check=True)
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    frames, summary = lines[:-1], lines[-1]["summary"]
+    assert [f["frame"] for f in frames] == list(range(len(expected))), "a file source must not drop frames"
+    assert [f["topk"][0][0] for f in frames] == expected
+    for frame in frames:
+        assert set(frame) == {"frame", "source", "ts", "topk", "latency_ms"}
+        assert set(frame["latency_ms"]) == {"pre", "infer", "post"} and len(frame["topk"]) == 3
+        assert abs(sum(score for _, score in frame["topk"])) <= 1.0 + 1e-6
+    assert summary["frames"] == len(expected) and summary["dropped"] == 0
+    import cv2
+
+    capture = cv2.VideoCapture(str(tmp_path / "out.mp4"))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == len(expected)
+
+
+def test_images_and_folders_as_sources(exported):
+    row = artifact(exported, "openvino", "int8")
+    golden = Path(row["path"], "golden")
+    result = run_cli("run", row["path"], "--source", str(golden), "--json-lines", "--max-frames", "2", check=True)
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(lines) == 3 and lines[-1]["summary"]["frames"] == 2
+    single = run_cli("run", row["path"], "--source", str(golden / "00.png"), "--json-lines", check=True)
+    assert json.loads(single.stdout.splitlines()[0])["source"].endswith("00.png")
+
+
+@pytest.mark.parametrize("source, message", [
+    ("/no/such/clip.mp4", "does not exist"),
+    ("9", "cannot open camera 9"),
+    ("/dev/video99", "does not exist"),
+])
+def test_bad_sources_are_one_clear_line(exported, source, message):
+    result = run_cli("run", artifact(exported, "onnx", "fp32")["path"], "--source", source)
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_unreadable_video_and_empty_folder(exported, tmp_path):
+    (tmp_path / "fake.mp4").write_text("not a video")
+    (tmp_path / "empty").mkdir()
+    model = artifact(exported, "onnx", "fp32")["path"]
+    for source in (tmp_path / "fake.mp4", tmp_path / "empty"):
+        result = run_cli("run", model, "--source", str(source))
+        assert result.returncode == 2 and "error:" in result.stderr, result.stderr
+
+
+def test_bench_json_contract_and_plot(exported, tmp_path):
+    paths = [artifact(exported, fmt, "fp32")["path"] for fmt in FORMATS]
+    result = run_cli("bench", *paths, "--runs", "20", "--warmup", "3", "--threads", "1", "--layers",
+                     "--plot", str(tmp_path / "bench.png"), "--json", check=True)
+    data = json_out(result)
+    assert {"model", "logical_cores", "features", "int8_dot_product"} <= set(data["cpu"])
+    keys = {"path", "format", "precision", "threads", "load_ms", "first_ms", "min_ms", "p50_ms", "p90_ms", "p95_ms",
+            "p99_ms", "max_ms", "mean_ms", "std_ms", "fps", "rss_peak_mb", "size_mb"}
+    for model in data["models"]:
+        assert keys <= set(model), keys - set(model)
+        assert model["min_ms"] <= model["p50_ms"] <= model["p90_ms"] <= model["p99_ms"] <= model["max_ms"]
+        assert model["runs"] == 20 and model["threads"] == 1 and model["fps"] > 0
+    layers = {m["format"]: m["layers"] for m in data["models"]}
+    assert layers["onnx"]["supported"] and layers["onnx"]["top_layers"][0]["op_type"]
+    assert layers["openvino"]["supported"] and layers["openvino"]["top_layers"]
+    assert layers["tflite"]["supported"] is False and "benchmark_model" in layers["tflite"]["note"]
+    assert (tmp_path / "bench.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_live_page_serves_mjpeg_and_predictions(exported):
+    """--serve: a real HTTP server on loopback fed by real results; stream, page and JSON answer."""
+    import threading
+    import time
+
+    from edgetl.runtime.serve import LiveServer
+    from edgetl.runtime.sources import open_source
+    from edgetl.runtime.stream import Result
+
+    row = artifact(exported, "onnx", "fp32")
+    runner = load(row["path"])
+    frames = list(open_source(str(Path(row["path"], "golden"))).frames())
+    server = LiveServer(0, "127.0.0.1", title="onnx-fp32")
+    done = threading.Event()
+
+    def feed() -> None:
+        number = 0
+        while not done.is_set():
+            frame = frames[number % len(frames)]
+            top = runner.topk(runner.infer(runner.preprocess(frame.image)), 3)[0]
+            server(Result(frame, top, {"pre": 0.1, "infer": 1.0, "post": 0.1}, 30.0))
+            number += 1
+            time.sleep(0.02)
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    try:
+        base = f"http://127.0.0.1:{server.port}"
+        page = urllib.request.urlopen(base + "/", timeout=10).read().decode()
+        with urllib.request.urlopen(base + "/stream.mjpg", timeout=10) as stream:
+            kind = stream.headers["Content-Type"]
+            chunk = stream.read(8192)
+        latest = json.loads(urllib.request.urlopen(base + "/predictions.json", timeout=10).read())
+    finally:
+        done.set()
+        feeder.join(timeout=5)
+        server.close()
+    assert "edgetl live" in page and "/stream.mjpg" in page and "/predictions.json" in page
+    assert kind.startswith("multipart/x-mixed-replace")
+    assert chunk.count(b"Content-Type: image/jpeg") >= 1 and b"\xff\xd8" in chunk
+    assert latest["topk"][0][0] in runner.labels and latest["latency_ms"]["infer"] == 1.0
+
+
+TORCH_FREE = """
+import sys
+import edgetl.runtime, edgetl.runtime.app, edgetl.runtime.stream, edgetl.runtime.serve, edgetl.bench
+import edgetl.bench.layers, edgetl.cli, edgetl.evaluation
+bad = sorted(m for m in sys.modules if m == "torch" or m.startswith("torch."))
+assert not bad, bad
+print("torch-free")
+"""
+
+
+def test_runtime_imports_no_torch():
+    result = subprocess.run([sys.executable, "-c", TORCH_FREE], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0 and "torch-free" in result.stdout, result.stderr
+
+
+@pytest.mark.slow
+def test_device_install_runs_without_torch(exported, tmp_path):
+    """A fresh venv with only '.[device,onnx]': run and bench work, and torch is not importable."""
+    venv = tmp_path / "device-venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    install = subprocess.run([*pip, f"{REPO}[device,onnx]"], capture_output=True, text=True, timeout=900)
+    assert install.returncode == 0, install.stderr[-2000:]
+    python = str(venv / "bin" / "python")
+    assert subprocess.run([python, "-c", "import torch"], capture_output=True).returncode != 0
+    model = artifact(exported, "onnx", "int8")["path"]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    run = subprocess.run([str(venv / "bin" / "edgetl"), "run", model, "--source", str(Path(model, "golden")),
+                          "--json-lines"], capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert json.loads(run.stdout.splitlines()[-1])["summary"]["frames"] == 4
+    bench = subprocess.run([str(venv / "bin" / "edgetl"), "bench", model, "--runs", "5", "--plot", "", "--json"],
+                           capture_output=True, text=True, env=env, timeout=300)
+    assert bench.returncode == 0 and json.loads(bench.stdout)["models"][0]["runs"] == 5, bench.stderr[-2000:]
