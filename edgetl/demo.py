@@ -33,8 +33,15 @@ def run_demo(out: str | Path = "demo", epochs: int = 3, formats: list[str] | Non
     formats = formats or list(FORMATS)
     info(f"[bold]2/3 export[/bold] {', '.join(formats)} in fp32 and int8, gated at {max_drop} pp")
     exported = export_run(run_dir, formats, ["fp32", "int8"], calib_size=300, max_drop=max_drop)
-    info("[bold]3/3 parity[/bold] every artifact against the float model on the test split")
+    info("[bold]3/5 parity[/bold] every artifact against the float model on the test split")
     parity = run_parity(run_dir, max_drop=max_drop)
+    info("[bold]4/5 bench[/bold] latency of every artifact through the device runtime")
+    from edgetl.bench import run_bench
+
+    artifacts = [r["path"] for r in exported["artifacts"] if r["delivered"]]
+    bench = run_bench(artifacts, runs=50, warmup=5, plot=run_dir / "bench.png")
+    info("[bold]5/5 run[/bold] the device runtime over the held-out images")
+    held_out = _run_held_out(run_dir, artifacts[-1])
     return {
         "finetune": {k: v for k, v in summary.items() if k not in ("confusion", "config")},
         "export": [{k: r[k] for k in ("format", "precision", "delivered", "path", "status", "size_bytes", "seconds",
@@ -42,4 +49,31 @@ def run_demo(out: str | Path = "demo", epochs: int = 3, formats: list[str] | Non
         "parity": {"float": parity["float"], "passed": parity["passed"], "report": parity["report"],
                    "artifacts": [{k: r.get(k) for k in ("format", "precision", "path", "status", "accuracy", "drop_pp",
                                                         "agreement")} for r in parity["artifacts"]]},
+        "bench": {"cpu": bench["cpu"], "plot": bench["plot"], "models": [
+            {k: m[k] for k in ("path", "format", "precision", "size_mb", "accuracy", "p50_ms", "p99_ms", "fps",
+                               "rss_peak_mb")} for m in bench["models"]]},
+        "run": held_out,
     }
+
+
+def _run_held_out(run_dir: Path, model: str) -> dict:
+    """`edgetl run` over the test split, as the device would see those photos one by one."""
+    from edgetl.data.splits import load_split
+    from edgetl.runtime import load
+    from edgetl.runtime.sources import ImageSource
+    from edgetl.runtime.stream import run_stream
+    from edgetl.train.run_dir import RunDir
+
+    run = RunDir(run_dir)
+    samples = load_split(run.path, "test")
+    root = run.data_root()
+    truth = {str(root / s.path): s.label for s in samples}
+    correct = 0
+
+    def count(result) -> None:
+        nonlocal correct
+        correct += result.topk[0][0] == truth[result.frame.name]
+
+    summary = run_stream(load(model), ImageSource([root / s.path for s in samples], "test split"), on_result=count)
+    summary.update(model=model, accuracy=round(correct / max(1, summary["frames"]), 6))
+    return summary

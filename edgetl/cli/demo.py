@@ -32,20 +32,34 @@ def demo(out, epochs, max_drop):
     """Run the pipeline end to end on embedded data (CPU, a few minutes).
 
     Real handwritten digits -> finetune EfficientNet-Lite0 -> export ONNX, OpenVINO and TFLite
-    in fp32 and gated int8 -> parity of every artifact against the float model.
+    in fp32 and gated int8 -> parity of every artifact against the float model -> bench of every
+    artifact -> the device runtime over the held-out images.
     """
     from edgetl.cli.common import percent, table
+    from edgetl.console import info
     from edgetl.demo import run_demo
 
     result = run_demo(out, epochs=epochs, max_drop=max_drop)
     tune = result["finetune"]
     rows = {str(r["path"]): r for r in result["parity"]["artifacts"]}
+    bench = {m["path"]: m for m in result["bench"]["models"]}
     table(f"demo: {tune['model']} on digits, float test accuracy {percent(tune['test_accuracy'])}",
           ["Format", "Precision", "Delivered", "Size MB", "Export s", "Val drop pp", "Test top-1", "Test drop pp",
-           "Agreement", "Parity"],
+           "Agreement", "Parity", "p50 ms", "p99 ms"],
           [[r["format"], r["precision"], r["delivered"], f"{r['size_bytes'] / 1e6:.2f}", r["seconds"], r["drop_pp"],
             percent(rows.get(str(r["path"]), {}).get("accuracy")),
             rows.get(str(r["path"]), {}).get("drop_pp"),
             percent(rows.get(str(r["path"]), {}).get("agreement")),
-            rows.get(str(r["path"]), {}).get("status")] for r in result["export"]])
+            rows.get(str(r["path"]), {}).get("status"), _bench(bench, r, "p50_ms"), _bench(bench, r, "p99_ms")]
+           for r in result["export"]])
+    run = result["run"]
+    info(f"edgetl run over {run['frames']} held-out images with {run['model']}: accuracy {percent(run['accuracy'])}, "
+         f"{run['fps']} FPS end to end; figures: {result['parity']['report']['png']}, {result['bench']['plot']}")
     return result
+
+
+def _bench(bench: dict, row: dict, key: str):
+    for path, model in bench.items():
+        if row["path"] and path.startswith(str(row["path"])):
+            return model[key]
+    return None
