@@ -215,3 +215,55 @@ def test_device_install_runs_without_torch(exported, tmp_path):
     bench = subprocess.run([str(venv / "bin" / "edgetl"), "bench", model, "--runs", "5", "--plot", "", "--json"],
                            capture_output=True, text=True, env=env, timeout=300)
     assert bench.returncode == 0 and json.loads(bench.stdout)["models"][0]["runs"] == 5, bench.stderr[-2000:]
+
+
+CHROMIUM = next((p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")
+                 if Path(p).exists()), None)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium (.ci/run installs Debian's chromium)")
+def test_live_page_in_a_real_headless_browser(exported, tmp_path):
+    """Chromium loads the page, plays the MJPEG stream and its script fills in the predictions."""
+    import threading
+    import time
+
+    from edgetl.runtime.serve import LiveServer
+    from edgetl.runtime.sources import open_source
+    from edgetl.runtime.stream import Result
+
+    row = artifact(exported, "tflite", "int8")
+    runner = load(row["path"])
+    frames = list(open_source(str(Path(row["path"], "golden"))).frames())
+    server = LiveServer(0, "127.0.0.1", title="tflite-int8")
+    done = threading.Event()
+
+    def feed() -> None:
+        number = 0
+        while not done.is_set():
+            frame = frames[number % len(frames)]
+            top = runner.topk(runner.infer(runner.preprocess(frame.image)), 3)[0]
+            server(Result(frame, top, {"pre": 0.2, "infer": 2.5, "post": 0.1}, 25.0))
+            number += 1
+            time.sleep(0.03)
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=4000"]
+    url = f"http://127.0.0.1:{server.port}/"
+    try:
+        dom = subprocess.run([CHROMIUM, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=90)
+        shot = subprocess.run([CHROMIUM, *flags, "--window-size=640,480", f"--screenshot={tmp_path / 'page.png'}",
+                               url], capture_output=True, text=True, timeout=90)
+    finally:
+        done.set()
+        feeder.join(timeout=5)
+        server.close()
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert "ms inference" in dom.stdout and "FPS" in dom.stdout, dom.stdout[-2000:]
+    assert any(f"<td>{label}</td>" in dom.stdout for label in runner.labels)
+    from PIL import Image
+
+    page = np.asarray(Image.open(tmp_path / "page.png").convert("L"))
+    assert shot.returncode == 0 and page.std() > 5, "the screenshot is blank"

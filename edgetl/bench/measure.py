@@ -20,7 +20,7 @@ from edgetl.runtime.sidecar import Sidecar
 DEFAULT_RUNS = 100
 
 
-def _status_mb(field: str) -> float | None:
+def status_mb(field: str) -> float | None:
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith(field + ":"):
@@ -58,7 +58,7 @@ def bench_model(path: str | Path, threads: int | None = None, runs: int | None =
                 warmup: int = 10, batch: int = 1, device: str | None = None) -> dict:
     model_file = resolve_model_file(path)
     peak_reset = _reset_peak()
-    baseline = _status_mb("VmRSS") or 0.0
+    baseline = status_mb("VmRSS") or 0.0
     started = time.perf_counter()
     runner = load(model_file, threads=threads, device=device)
     load_ms = (time.perf_counter() - started) * 1000
@@ -76,7 +76,7 @@ def bench_model(path: str | Path, threads: int | None = None, runs: int | None =
         start = time.perf_counter_ns()
         runner.infer(inputs)
         samples.append((time.perf_counter_ns() - start) / 1e6)
-    peak = _status_mb("VmHWM")
+    peak = status_mb("VmHWM")
     stats = latency_stats(samples)
     sidecar = runner.sidecar
     return {
