@@ -24,6 +24,7 @@ def plot_latency(models: list[dict], path: Path) -> Path:
     for row, model in enumerate(models, start=1):
         ax.annotate(f"p50 {model['p50_ms']:.2f}  p99 {model['p99_ms']:.2f} ms", (model["p99_ms"], row),
                     xytext=(6, 6), textcoords="offset points", fontsize=8)
+    ax.set_xlim(right=max(max(m["samples_ms"]) for m in models) * 1.3)  # room for the labels
     ax.set(xlabel="latency per inference (ms); whiskers p1-p99", title="edgetl bench")
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()

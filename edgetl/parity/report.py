@@ -57,6 +57,8 @@ def plot(result: dict, classes: list[str], path: Path) -> None:
     colours = ["tab:green" if r["status"] == "ok" else "tab:red" for r in rows]
     ax_acc.barh(names, [100 * r["accuracy"] for r in rows], color=colours)
     ax_acc.axvline(100 * result["float"]["accuracy"], color="black", linestyle="--", label="float")
+    lowest = min([100 * r["accuracy"] for r in rows] + [100 * result["float"]["accuracy"]]) if rows else 0
+    ax_acc.set_xlim(max(0.0, lowest - 10), 100.5)  # differences of a point or two must be visible
     ax_acc.set(xlabel="top-1 accuracy (%)", title="accuracy per artifact (red: failed)")
     ax_acc.invert_yaxis()
     ax_acc.legend(loc="lower right")
