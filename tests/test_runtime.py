@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -138,8 +139,9 @@ def test_bench_json_contract_and_plot(exported, tmp_path):
     assert (tmp_path / "bench.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_live_page_serves_mjpeg_and_predictions(exported):
-    """--serve: a real HTTP server on loopback fed by real results; stream, page and JSON answer."""
+@contextlib.contextmanager
+def fed_live_server(row: dict, infer_ms: float):
+    """A real LiveServer on loopback, fed by a thread with real results on the golden images."""
     import threading
     import time
 
@@ -147,10 +149,9 @@ def test_live_page_serves_mjpeg_and_predictions(exported):
     from edgetl.runtime.sources import open_source
     from edgetl.runtime.stream import Result
 
-    row = artifact(exported, "onnx", "fp32")
     runner = load(row["path"])
     frames = list(open_source(str(Path(row["path"], "golden"))).frames())
-    server = LiveServer(0, "127.0.0.1", title="onnx-fp32")
+    server = LiveServer(0, "127.0.0.1", title=Path(row["path"]).name)
     done = threading.Event()
 
     def feed() -> None:
@@ -158,23 +159,29 @@ def test_live_page_serves_mjpeg_and_predictions(exported):
         while not done.is_set():
             frame = frames[number % len(frames)]
             top = runner.topk(runner.infer(runner.preprocess(frame.image)), 3)[0]
-            server(Result(frame, top, {"pre": 0.1, "infer": 1.0, "post": 0.1}, 30.0))
+            server(Result(frame, top, {"pre": 0.1, "infer": infer_ms, "post": 0.1}, 30.0))
             number += 1
             time.sleep(0.02)
 
     feeder = threading.Thread(target=feed, daemon=True)
     feeder.start()
     try:
+        yield server, runner
+    finally:
+        done.set()
+        feeder.join(timeout=5)
+        server.close()
+
+
+def test_live_page_serves_mjpeg_and_predictions(exported):
+    """--serve: a real HTTP server on loopback fed by real results; stream, page and JSON answer."""
+    with fed_live_server(artifact(exported, "onnx", "fp32"), infer_ms=1.0) as (server, runner):
         base = f"http://127.0.0.1:{server.port}"
         page = urllib.request.urlopen(base + "/", timeout=10).read().decode()
         with urllib.request.urlopen(base + "/stream.mjpg", timeout=10) as stream:
             kind = stream.headers["Content-Type"]
             chunk = stream.read(8192)
         latest = json.loads(urllib.request.urlopen(base + "/predictions.json", timeout=10).read())
-    finally:
-        done.set()
-        feeder.join(timeout=5)
-        server.close()
     assert "edgetl live" in page and "/stream.mjpg" in page and "/predictions.json" in page
     assert kind.startswith("multipart/x-mixed-replace")
     assert chunk.count(b"Content-Type: image/jpeg") >= 1 and b"\xff\xd8" in chunk
@@ -224,42 +231,14 @@ CHROMIUM = next((p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser", "
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium (.ci/run installs Debian's chromium)")
 def test_live_page_in_a_real_headless_browser(exported, tmp_path):
     """Chromium loads the page, plays the MJPEG stream and its script fills in the predictions."""
-    import threading
-    import time
-
-    from edgetl.runtime.serve import LiveServer
-    from edgetl.runtime.sources import open_source
-    from edgetl.runtime.stream import Result
-
-    row = artifact(exported, "tflite", "int8")
-    runner = load(row["path"])
-    frames = list(open_source(str(Path(row["path"], "golden"))).frames())
-    server = LiveServer(0, "127.0.0.1", title="tflite-int8")
-    done = threading.Event()
-
-    def feed() -> None:
-        number = 0
-        while not done.is_set():
-            frame = frames[number % len(frames)]
-            top = runner.topk(runner.infer(runner.preprocess(frame.image)), 3)[0]
-            server(Result(frame, top, {"pre": 0.2, "infer": 2.5, "post": 0.1}, 25.0))
-            number += 1
-            time.sleep(0.03)
-
-    feeder = threading.Thread(target=feed, daemon=True)
-    feeder.start()
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
              f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=4000"]
-    url = f"http://127.0.0.1:{server.port}/"
-    try:
+    with fed_live_server(artifact(exported, "tflite", "int8"), infer_ms=2.5) as (server, runner):
+        url = f"http://127.0.0.1:{server.port}/"
         dom = subprocess.run([CHROMIUM, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=90)
         shot = subprocess.run([CHROMIUM, *flags, "--window-size=640,480", f"--screenshot={tmp_path / 'page.png'}",
                                url], capture_output=True, text=True, timeout=90)
-    finally:
-        done.set()
-        feeder.join(timeout=5)
-        server.close()
     assert dom.returncode == 0, dom.stderr[-2000:]
     assert "ms inference" in dom.stdout and "FPS" in dom.stdout, dom.stdout[-2000:]
     assert any(f"<td>{label}</td>" in dom.stdout for label in runner.labels)
