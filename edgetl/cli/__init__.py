@@ -38,7 +38,7 @@ def cli(debug: bool) -> None:
 
 
 def _register() -> None:
-    from edgetl.cli import bench, demo, export, models, run, train
+    from edgetl.cli import bench, demo, devices, export, models, run, train
 
     cli.add_command(train.finetune)
     cli.add_command(export.export)
@@ -46,6 +46,7 @@ def _register() -> None:
     cli.add_command(run.run)
     cli.add_command(bench.bench)
     cli.add_command(models.models)
+    cli.add_command(devices.devices)
     cli.add_command(demo.demo)
     cli.add_command(demo.demo_data)
 

@@ -29,8 +29,9 @@ def json_option(func: Callable) -> Callable:
 
 def table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
     grid = Table(title=title, title_justify="left", header_style="bold")
-    for column in columns:
-        grid.add_column(column, justify="left" if column in (columns[0],) else "right")
+    for index, column in enumerate(columns):
+        numeric = all(isinstance(row[index], (int, float)) or row[index] is None for row in rows) and rows
+        grid.add_column(column, justify="right" if numeric and index else "left")
     for row in rows:
         grid.add_row(*["-" if cell is None else str(cell) for cell in row])
     console.print(grid)

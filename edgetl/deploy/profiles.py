@@ -1,0 +1,152 @@
+"""Device profiles: one YAML file per target in `devices/`, read into a validated `DeviceProfile`.
+
+A profile says what a device is (architecture, Python, wheel platform tags), what
+it should run (preferred format and precision, then fallbacks), with which runtime
+package and settings (threads, execution device), how its camera is opened, and
+where and as whom edgetl is installed. Deploy reads nothing else about a device, so
+adding a device is adding a file (`$EDGETL_DEVICES_PATH` adds folders of your own).
+Validation errors name the file and the field. No torch.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import yaml
+
+from edgetl.errors import BadInputError, UnknownNameError
+from edgetl.export.formats import FORMATS
+
+ARCHES = ("aarch64", "x86_64", "armv7l")
+PRECISIONS = ("fp32", "fp16", "int8")
+CAMERA_PIPELINES = ("v4l2", "libcamera", "gstreamer")
+SHIPPED = Path(__file__).resolve().parent.parent / "recipes" / "devices"
+
+
+@dataclass(frozen=True)
+class Target:
+    format: str
+    precision: str
+
+
+@dataclass(frozen=True)
+class DeviceProfile:
+    name: str
+    description: str
+    arch: str
+    python: str
+    platform_tags: tuple[str, ...]
+    preferred: Target
+    fallbacks: tuple[Target, ...]
+    runtime: dict
+    threads: int
+    execution_device: str
+    camera: dict
+    install_path: str
+    service_user: str
+    tensorrt: dict = field(default_factory=dict)
+    source_file: str = ""
+
+    @property
+    def targets(self) -> tuple[Target, ...]:
+        """Preferred first, then the fallbacks: what deploy tries to ship, in order."""
+        return (self.preferred, *self.fallbacks)
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["platform_tags"] = list(self.platform_tags)
+        data["targets"] = [asdict(t) for t in self.targets]
+        return data
+
+
+def _fail(path: Path, name: str, problem: str):
+    raise BadInputError(f"device profile {path}: field '{name}' {problem}",
+                        "see devices/rpi5.yaml for a complete example")
+
+
+def _target(path: Path, where: str, value) -> Target:
+    if not isinstance(value, dict):
+        _fail(path, where, "must be a mapping with format and precision")
+    fmt, precision = value.get("format"), value.get("precision")
+    if fmt not in FORMATS:
+        _fail(path, f"{where}.format", f"is {fmt!r}, not one of {', '.join(FORMATS)}")
+    if precision not in PRECISIONS:
+        _fail(path, f"{where}.precision", f"is {precision!r}, not one of {', '.join(PRECISIONS)}")
+    return Target(fmt, precision)
+
+
+def parse_profile(path: Path) -> DeviceProfile:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise BadInputError(f"device profile {path} cannot be read: {exc}") from exc
+    if not isinstance(data, dict):
+        raise BadInputError(f"device profile {path} must be a YAML mapping")
+    for required in ("name", "arch", "python", "platform_tags", "format", "precision", "runtime", "install_path"):
+        if required not in data:
+            _fail(path, required, "is required")
+    if data["name"] != path.stem:
+        _fail(path, "name", f"must match the file name '{path.stem}'")
+    if data["arch"] not in ARCHES:
+        _fail(path, "arch", f"is {data['arch']!r}, not one of {', '.join(ARCHES)}")
+    python = str(data["python"])
+    if not (python.count(".") == 1 and all(p.isdigit() for p in python.split("."))):
+        _fail(path, "python", f"must look like 3.11, got {python!r}")
+    tags = data["platform_tags"]
+    if not (isinstance(tags, list) and tags and all(isinstance(t, str) and data["arch"] in t for t in tags)):
+        _fail(path, "platform_tags", f"must list wheel platform tags for {data['arch']}")
+    runtime = data["runtime"]
+    if not (isinstance(runtime, dict) and runtime.get("package")):
+        _fail(path, "runtime", "must name the runtime package (runtime: {package: ..., version: ...})")
+    threads = data.get("threads", 2)
+    if not (isinstance(threads, int) and threads >= 1):
+        _fail(path, "threads", f"must be a positive integer, got {threads!r}")
+    camera = data.get("camera", {"pipeline": "v4l2", "source": "0"})
+    if not isinstance(camera, dict) or camera.get("pipeline") not in CAMERA_PIPELINES:
+        _fail(path, "camera.pipeline", f"must be one of {', '.join(CAMERA_PIPELINES)}")
+    install_path = str(data["install_path"])
+    if not install_path.startswith("/"):
+        _fail(path, "install_path", f"must be an absolute path, got {install_path!r}")
+    fallbacks = data.get("fallbacks", [])
+    if not isinstance(fallbacks, list):
+        _fail(path, "fallbacks", "must be a list of {format, precision}")
+    return DeviceProfile(
+        name=data["name"], description=str(data.get("description", data["name"])), arch=data["arch"],
+        python=python, platform_tags=tuple(tags),
+        preferred=_target(path, "format/precision", {"format": data["format"], "precision": data["precision"]}),
+        fallbacks=tuple(_target(path, f"fallbacks[{i}]", f) for i, f in enumerate(fallbacks)),
+        runtime=dict(runtime), threads=threads, execution_device=str(data.get("execution_device", "cpu")),
+        camera=dict(camera), install_path=install_path, service_user=str(data.get("service_user", "edgetl")),
+        tensorrt=dict(data.get("tensorrt") or {}), source_file=str(path),
+    )
+
+
+def profile_folders() -> list[Path]:
+    extra = [Path(p) for p in os.environ.get("EDGETL_DEVICES_PATH", "").split(os.pathsep) if p]
+    return [*extra, SHIPPED]
+
+
+def _profiles() -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for folder in profile_folders():
+        if folder.is_dir():
+            for path in sorted(folder.glob("*.yaml")):
+                found.setdefault(path.stem, path)
+    return found
+
+
+def list_profiles() -> list[str]:
+    return sorted(_profiles())
+
+
+def get_profile(name: str) -> DeviceProfile:
+    profiles = _profiles()
+    if name not in profiles:
+        close = difflib.get_close_matches(name, list(profiles), n=1)
+        raise UnknownNameError(f"unknown device profile '{name}'",
+                               (f"did you mean '{close[0]}'? " if close else "")
+                               + f"`edgetl devices list` shows the {len(profiles)} available; add one as devices/NAME.yaml")
+    return parse_profile(profiles[name])

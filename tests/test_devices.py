@@ -1,0 +1,62 @@
+"""Device profiles: shipped files parse, errors name the field, a new device is a YAML file."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from conftest import json_out, run_cli
+from edgetl.deploy.profiles import get_profile, list_profiles
+from edgetl.errors import BadInputError, UnknownNameError
+
+SHIPPED = {"rpi4", "rpi5", "jetson-orin-nano", "intel-cpu", "intel-igpu", "linux-x86", "linux-aarch64"}
+
+
+def test_shipped_profiles_parse_and_say_what_they_run():
+    assert SHIPPED <= set(list_profiles())
+    rpi5 = get_profile("rpi5")
+    assert (rpi5.arch, rpi5.python, rpi5.threads) == ("aarch64", "3.11", 4)
+    assert (rpi5.preferred.format, rpi5.preferred.precision) == ("tflite", "int8")
+    assert all("aarch64" in tag for tag in rpi5.platform_tags)
+    jetson = get_profile("jetson-orin-nano")
+    assert jetson.python == "3.10" and jetson.execution_device == "tensorrt" and "trtexec" in jetson.tensorrt["build"]
+    assert [t.precision for t in jetson.targets] == ["int8", "fp16", "fp32"]
+    assert get_profile("intel-igpu").execution_device == "GPU"
+
+
+def test_a_new_device_is_a_yaml_file_and_errors_name_the_field(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGETL_DEVICES_PATH", str(tmp_path))
+    good = (tmp_path / "my-board.yaml")
+    text = open(get_profile("linux-aarch64").source_file).read().replace("name: linux-aarch64", "name: my-board")
+    good.write_text(text)
+    assert get_profile("my-board").arch == "aarch64"
+    (tmp_path / "bad-board.yaml").write_text(text.replace("name: my-board", "name: bad-board")
+                                             .replace("precision: int8\nfallbacks", "precision: int4\nfallbacks"))
+    with pytest.raises(BadInputError) as info:
+        get_profile("bad-board")
+    assert "bad-board.yaml" in info.value.message and "precision" in info.value.message
+    (tmp_path / "arm-tags.yaml").write_text(textwrap.dedent("""
+        name: arm-tags
+        arch: aarch64
+        python: "3.11"
+        platform_tags: [manylinux2014_x86_64]
+        format: tflite
+        precision: int8
+        runtime: {package: ai-edge-litert}
+        install_path: /opt/edgetl
+    """))
+    with pytest.raises(BadInputError, match="platform_tags"):
+        get_profile("arm-tags")
+    with pytest.raises(UnknownNameError) as unknown:
+        get_profile("rpi6")
+    assert "rpi5" in unknown.value.hint
+
+
+def test_devices_cli_lists_and_shows_as_json():
+    listed = json_out(run_cli("devices", "list", "--json", check=True))
+    assert SHIPPED <= {d["name"] for d in listed["devices"]}
+    shown = json_out(run_cli("devices", "show", "rpi5", "--json", check=True))
+    assert shown["targets"][0] == {"format": "tflite", "precision": "int8"}
+    missing = run_cli("devices", "show", "nope")
+    assert missing.returncode == 2 and "unknown device profile" in missing.stderr
