@@ -19,6 +19,7 @@ def test_shipped_profiles_parse_and_say_what_they_run():
     assert (rpi5.arch, rpi5.python, rpi5.threads) == ("aarch64", "3.11", 4)
     assert (rpi5.preferred.format, rpi5.preferred.precision) == ("tflite", "int8")
     assert all("aarch64" in tag for tag in rpi5.platform_tags)
+    assert {"manylinux_2_36_aarch64", "manylinux_2_27_aarch64", "manylinux_2_17_aarch64"} <= set(rpi5.platform_tags)
     jetson = get_profile("jetson-orin-nano")
     assert jetson.python == "3.10" and jetson.execution_device == "tensorrt" and "trtexec" in jetson.tensorrt["build"]
     assert [t.precision for t in jetson.targets] == ["int8", "fp16", "fp32"]
@@ -40,6 +41,7 @@ def test_a_new_device_is_a_yaml_file_and_errors_name_the_field(tmp_path, monkeyp
         name: arm-tags
         arch: aarch64
         python: "3.11"
+        glibc: "2.36"
         platform_tags: [manylinux2014_x86_64]
         format: tflite
         precision: int8

@@ -38,13 +38,15 @@ def cli(debug: bool) -> None:
 
 
 def _register() -> None:
-    from edgetl.cli import bench, demo, devices, export, models, run, train
+    from edgetl.cli import bench, demo, deploy, devices, export, models, run, train
 
     cli.add_command(train.finetune)
     cli.add_command(export.export)
     cli.add_command(export.parity)
     cli.add_command(run.run)
     cli.add_command(bench.bench)
+    cli.add_command(deploy.deploy)
+    cli.add_command(deploy.selftest)
     cli.add_command(models.models)
     cli.add_command(devices.devices)
     cli.add_command(demo.demo)

@@ -38,6 +38,7 @@ class DeviceProfile:
     description: str
     arch: str
     python: str
+    glibc: str
     platform_tags: tuple[str, ...]
     preferred: Target
     fallbacks: tuple[Target, ...]
@@ -60,6 +61,21 @@ class DeviceProfile:
         data["platform_tags"] = list(self.platform_tags)
         data["targets"] = [asdict(t) for t in self.targets]
         return data
+
+
+def wheel_platforms(arch: str, glibc: str) -> list[str]:
+    """Every wheel platform tag a device with this glibc accepts, newest first.
+
+    `pip download --platform` does not expand a manylinux tag to older compatible ones
+    (ai-edge-litert 2.3.0's aarch64 wheel is manylinux_2_27), so the whole range is listed.
+    """
+    minor = int(glibc.split(".")[1])
+    tags = [f"manylinux_2_{m}_{arch}" for m in range(minor, 16, -1)]
+    if arch in ("x86_64", "aarch64"):
+        tags.append(f"manylinux2014_{arch}")
+    if arch == "armv7l":
+        tags = [t for t in tags if int(t.split("_")[2]) >= 17]
+    return [*tags, f"linux_{arch}"]
 
 
 def _fail(path: Path, name: str, problem: str):
@@ -85,7 +101,7 @@ def parse_profile(path: Path) -> DeviceProfile:
         raise BadInputError(f"device profile {path} cannot be read: {exc}") from exc
     if not isinstance(data, dict):
         raise BadInputError(f"device profile {path} must be a YAML mapping")
-    for required in ("name", "arch", "python", "platform_tags", "format", "precision", "runtime", "install_path"):
+    for required in ("name", "arch", "python", "glibc", "format", "precision", "runtime", "install_path"):
         if required not in data:
             _fail(path, required, "is required")
     if data["name"] != path.stem:
@@ -95,8 +111,11 @@ def parse_profile(path: Path) -> DeviceProfile:
     python = str(data["python"])
     if not (python.count(".") == 1 and all(p.isdigit() for p in python.split("."))):
         _fail(path, "python", f"must look like 3.11, got {python!r}")
-    tags = data["platform_tags"]
-    if not (isinstance(tags, list) and tags and all(isinstance(t, str) and data["arch"] in t for t in tags)):
+    glibc = str(data["glibc"])
+    if not (glibc.count(".") == 1 and all(p.isdigit() for p in glibc.split(".")) and glibc.startswith("2.")):
+        _fail(path, "glibc", f"must be the device's glibc version like 2.36, got {glibc!r}")
+    tags = data.get("platform_tags") or wheel_platforms(data["arch"], glibc)
+    if not (isinstance(tags, list) and all(isinstance(t, str) and data["arch"] in t for t in tags)):
         _fail(path, "platform_tags", f"must list wheel platform tags for {data['arch']}")
     runtime = data["runtime"]
     if not (isinstance(runtime, dict) and runtime.get("package")):
@@ -115,7 +134,7 @@ def parse_profile(path: Path) -> DeviceProfile:
         _fail(path, "fallbacks", "must be a list of {format, precision}")
     return DeviceProfile(
         name=data["name"], description=str(data.get("description", data["name"])), arch=data["arch"],
-        python=python, platform_tags=tuple(tags),
+        python=python, glibc=glibc, platform_tags=tuple(tags),
         preferred=_target(path, "format/precision", {"format": data["format"], "precision": data["precision"]}),
         fallbacks=tuple(_target(path, f"fallbacks[{i}]", f) for i, f in enumerate(fallbacks)),
         runtime=dict(runtime), threads=threads, execution_device=str(data.get("execution_device", "cpu")),

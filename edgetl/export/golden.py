@@ -17,7 +17,7 @@ from PIL import Image
 
 from edgetl.data.splits import load_split
 from edgetl.export.calibration import balanced_draw
-from edgetl.runtime.base import Runner, softmax
+from edgetl.runtime.base import softmax
 from edgetl.runtime.images import load_rgb
 from edgetl.runtime.sidecar import GoldenSample
 
@@ -67,17 +67,3 @@ def make_golden(reference, folder: Path, count: int = 4) -> list[GoldenSample]:
                                    topk=[[int(k), round(float(probs[i][k]), 6)] for k in top],
                                    logits=[round(float(v), 5) for v in logits[i]]))
     return golden
-
-
-def check_golden(runner: Runner, folder: str | Path) -> dict:
-    """Run the stored golden images through `runner`; every top-1 must match the float model's."""
-    folder = Path(folder)
-    results = []
-    for sample in runner.sidecar.golden:
-        logits = runner.infer(runner.preprocess(folder / sample.file))[0]
-        got = int(np.argmax(logits))
-        results.append({"file": sample.file, "expected": runner.labels[sample.top1], "got": runner.labels[got],
-                        "match": got == sample.top1,
-                        "max_logit_error": round(float(np.max(np.abs(logits - np.asarray(sample.logits)))), 5)})
-    passed = bool(results) and all(r["match"] for r in results)
-    return {"passed": passed, "samples": results, "matched": sum(r["match"] for r in results), "total": len(results)}

@@ -28,9 +28,10 @@ from edgetl.evaluation import compare, runner_logits
 from edgetl.export import gate
 from edgetl.export.base import ExportRequest
 from edgetl.export.formats import FORMATS
-from edgetl.export.golden import check_golden, make_golden
+from edgetl.export.golden import make_golden
 from edgetl.export.graph import static_same_padding
 from edgetl.runtime import runner_class
+from edgetl.runtime.golden import check_golden
 from edgetl.runtime.sidecar import SIDECAR_NAME, Sidecar, sha256_file, verify_files
 
 

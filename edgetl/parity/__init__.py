@@ -71,7 +71,7 @@ def _held_out(reference, data: str | None) -> tuple[ImageCache, np.ndarray, str]
 
 def run_parity(run_dir: str | Path, data: str | None = None, artifacts: list[str] | None = None,
                max_drop: float | None = 1.0, report_dir: str | Path | None = None, threads: int | None = None) -> dict:
-    from edgetl.export.golden import check_golden
+    from edgetl.runtime.golden import check_golden
     from edgetl.export.reference import load_reference
     from edgetl.parity.report import write_report
 

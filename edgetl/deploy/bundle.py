@@ -1,0 +1,176 @@
+"""Offline bundles: everything a device needs to install and prove a model, with no network.
+
+    bundle/
+      model/            the artifact folder (model file(s), model.json sidecar, golden/)
+      samples/          held-out images from the run's test split + labels.json
+      wheels/           edgetl's wheel and every dependency for the device's platform and Python
+      install.sh        creates the release's own venv from wheels/ (pip --no-index)
+      edgetl.service    systemd unit running `edgetl run` on the camera at boot
+      manifest.json     bundle id, profile, artifact, sha256 of every file
+
+The artifact is the first of the profile's targets that the run has exported
+(exported on the fly when none is). Wheels come from `pip download` with the
+profile's platform tags and Python version, so an aarch64 Pi bundle can be built
+on an x86 laptop.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import subprocess
+import sys
+import tarfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+from edgetl import __version__, atomic
+from edgetl.console import info
+from edgetl.deploy.profiles import DeviceProfile
+from edgetl.errors import BadInputError
+from edgetl.runtime.sidecar import SIDECAR_NAME, Sidecar, sha256_file
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+MANIFEST = "manifest.json"
+DEVICE_DEPENDENCIES = ("numpy", "pillow", "opencv-python-headless", "click", "rich", "pyyaml")
+
+
+def choose_artifact(source: Path, profile: DeviceProfile, export_missing: bool = True) -> Path:
+    """An artifact folder for `profile` from a run directory (or the artifact folder itself)."""
+    if (source / SIDECAR_NAME).is_file():
+        return source
+    if not (source / "labels.json").is_file():
+        raise BadInputError(f"{source} is neither an artifact folder nor an edgetl run directory")
+    for target in profile.targets:
+        folder = source / "export" / f"{target.format}-{target.precision}"
+        if (folder / SIDECAR_NAME).is_file() and Sidecar.read(folder).precision == target.precision:
+            return folder
+    if not export_missing:
+        raise BadInputError(f"{source} has no artifact for {profile.name}",
+                            f"run `edgetl export {source} --format {profile.preferred.format} "
+                            f"--precision {profile.preferred.precision}`")
+    from edgetl.export import export_run
+
+    target = profile.preferred
+    info(f"exporting {target.format} {target.precision} for {profile.name} ...")
+    export_run(source, [target.format], [target.precision])
+    return source / "export" / f"{target.format}-{target.precision}"
+
+
+def _samples(artifact: Path, folder: Path, count: int) -> int:
+    from edgetl.data.splits import load_split
+    from edgetl.export.calibration import balanced_draw
+    from edgetl.train.run_dir import RunDir
+
+    run_dir = Path(Sidecar.read(artifact).source.get("run_dir", ""))
+    folder.mkdir(parents=True)
+    try:
+        run = RunDir(run_dir)
+        chosen = balanced_draw(load_split(run_dir, "test") or load_split(run_dir, "val"), count, seed=2)
+        root = run.data_root()
+    except (BadInputError, OSError, KeyError):
+        chosen, root = [], None
+    labels = {}
+    for number, sample in enumerate(chosen):
+        name = f"{number:04d}{Path(sample.path).suffix.lower()}"
+        shutil.copyfile(root / sample.path, folder / name)
+        labels[name] = sample.label
+    atomic.write_json(folder / "labels.json", labels)
+    return len(labels)
+
+
+def _wheels(profile: DeviceProfile, folder: Path, extra: str) -> list[str]:
+    folder.mkdir(parents=True)
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(folder),
+                            str(REPO_ROOT)], capture_output=True, text=True)
+    if build.returncode != 0:
+        raise BadInputError(f"could not build the edgetl wheel: {build.stderr.strip().splitlines()[-1:]}")
+    runtime = profile.runtime
+    packages = list(DEVICE_DEPENDENCIES)
+    if not runtime.get("preinstalled"):
+        packages.append(f"{runtime['package']}=={runtime['version']}" if runtime.get("version")
+                        else runtime["package"])
+    command = [sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:", "--dest", str(folder),
+               "--python-version", profile.python, "--implementation", "cp"]
+    for tag in profile.platform_tags:
+        command += ["--platform", tag]
+    result = subprocess.run(command + packages, capture_output=True, text=True)
+    if result.returncode != 0:
+        last = (result.stderr.strip().splitlines() or ["pip download failed"])[-1]
+        raise BadInputError(f"could not download wheels for {profile.name} ({profile.arch}, Python "
+                            f"{profile.python}): {last}", "check the profile's runtime version and platform tags")
+    return sorted(p.name for p in folder.iterdir())
+
+
+INSTALL_SH = """#!/bin/sh
+# Installs this release into its own virtual environment from the bundled wheels (no network).
+set -eu
+here=$(cd "$(dirname "$0")" && pwd)
+python=${{PYTHON:-python{python}}}
+"$python" -m venv "$here/venv"
+"$here/venv/bin/pip" install --no-index --find-links "$here/wheels" --disable-pip-version-check -q {requirement}
+"$here/venv/bin/edgetl" --version
+"""
+
+SERVICE = """[Unit]
+Description=edgetl camera classifier ({profile})
+After=network-online.target
+
+[Service]
+User={user}
+WorkingDirectory={path}/current
+ExecStart={path}/current/venv/bin/edgetl run {path}/current/model --source {source} --threads {threads} \
+--serve 8080 --json-lines
+Restart=on-failure
+RestartSec=3
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def build_bundle(source: str | Path, profile: DeviceProfile, out: str | Path, samples: int = 50,
+                 wheels: bool = True) -> dict:
+    """Write the bundle folder `out` (atomically) and return its manifest."""
+    artifact = choose_artifact(Path(source), profile)
+    sidecar = Sidecar.read(artifact)
+    extra = {"onnx": "onnx", "openvino": "openvino", "tflite": "tflite"}[sidecar.format]
+    bundle_id = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + sidecar.files[sidecar.model_file][:8]
+    with atomic.atomic_dir(out) as tmp:
+        shutil.copytree(artifact, tmp / "model")
+        sample_count = _samples(artifact, tmp / "samples", samples)
+        wheel_names = _wheels(profile, tmp / "wheels", extra) if wheels else []
+        requirement = shlex.quote(f"edgetl[device,{extra}]" if not profile.runtime.get("preinstalled")
+                                  else "edgetl[device]")
+        (tmp / "install.sh").write_text(INSTALL_SH.format(python=profile.python, requirement=requirement))
+        (tmp / "install.sh").chmod(0o755)
+        (tmp / "edgetl.service").write_text(SERVICE.format(
+            profile=profile.name, user=profile.service_user, path=profile.install_path,
+            source=shlex.quote(str(profile.camera.get("source", "0"))), threads=profile.threads))
+        files = {p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
+        manifest = {"bundle": bundle_id, "edgetl_version": __version__, "profile": profile.to_dict(),
+                    "artifact": {"format": sidecar.format, "precision": sidecar.precision,
+                                 "model_file": sidecar.model_file, "source": sidecar.source},
+                    "samples": sample_count, "wheels": wheel_names, "files": files}
+        atomic.write_json(tmp / MANIFEST, manifest)
+    return manifest
+
+
+def pack(folder: Path, archive: Path) -> Path:
+    """A .tar.gz of the bundle folder, written atomically."""
+    def write(tmp: Path) -> None:
+        with tarfile.open(tmp, "w:gz") as tar:
+            tar.add(folder, arcname="bundle")
+
+    return atomic.write_with(archive, write)
+
+
+def verify_bundle(folder: Path) -> list[str]:
+    """Files whose sha256 differs from the manifest (or are missing); empty when the bundle is intact."""
+    manifest_path = folder / MANIFEST
+    if not manifest_path.is_file():
+        return [MANIFEST]
+    manifest = json.loads(manifest_path.read_text())
+    return [name for name, digest in manifest["files"].items()
+            if not (folder / name).is_file() or sha256_file(folder / name) != digest]

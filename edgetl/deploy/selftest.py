@@ -1,0 +1,51 @@
+"""The on-device self-test of a release: integrity, golden samples, latency, accuracy. No torch.
+
+Run by deploy inside the release's own environment (`edgetl selftest RELEASE_DIR`), so it
+exercises exactly what the device will run: the bundle's files against their manifest,
+the golden samples against the parity-verified float top-1 (a preprocessing or
+runtime mismatch on the device is caught here), an on-device bench, and accuracy on
+the bundled held-out images.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from edgetl.bench.measure import bench_model
+from edgetl.deploy.bundle import MANIFEST, verify_bundle
+from edgetl.errors import BadInputError
+from edgetl.runtime import load
+from edgetl.runtime.golden import check_golden
+
+
+def self_test(release: str | Path, threads: int | None = None, runs: int = 50) -> dict:
+    release = Path(release)
+    if not (release / MANIFEST).is_file():
+        raise BadInputError(f"{release} is not an edgetl release (no {MANIFEST})")
+    manifest = json.loads((release / MANIFEST).read_text())
+    threads = threads or manifest["profile"].get("threads")
+    result: dict = {"release": manifest["bundle"], "passed": False}
+    corrupt = verify_bundle(release)
+    result["integrity"] = {"passed": not corrupt, "mismatched": corrupt}
+    if corrupt:
+        result["reason"] = f"{len(corrupt)} file(s) differ from the manifest, e.g. {corrupt[0]}"
+        return result
+    runner = load(release / "model", threads=threads)
+    golden = check_golden(runner, release / "model")
+    result["golden"] = golden
+    samples = release / "samples"
+    labels = json.loads((samples / "labels.json").read_text()) if (samples / "labels.json").is_file() else {}
+    if labels:
+        names = sorted(labels)
+        predicted = [top[0][0] for top in runner.classify([samples / n for n in names], topk=1)]
+        result["accuracy"] = round(sum(p == labels[n] for p, n in zip(predicted, names)) / len(names), 6)
+        result["samples"] = len(names)
+    bench = bench_model(release / "model", threads=threads, runs=runs, warmup=5)
+    result["bench"] = {k: bench[k] for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "fps", "rss_peak_mb",
+                                             "load_ms", "threads")}
+    result["passed"] = golden["passed"]
+    if not golden["passed"]:
+        result["reason"] = (f"golden samples reproduce the float top-1 in {golden['matched']}/{golden['total']}: "
+                            "the runtime or preprocessing on this device differs from the one parity verified")
+    return result

@@ -1,0 +1,116 @@
+"""Deploy on this machine (--local): real bundles, real pip installs with no index, real self-tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from conftest import artifact, json_out, run_cli
+from edgetl.deploy.bundle import MANIFEST, build_bundle, verify_bundle
+from edgetl.deploy.local import current_release, install_release, rollback
+from edgetl.deploy.profiles import get_profile
+from edgetl.errors import CheckFailedError
+from edgetl.runtime.sidecar import sha256_file
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def x86_bundle(exported, tmp_path_factory) -> Path:
+    """A linux-x86 bundle of the shared run's ONNX fp32 artifact, with every wheel it needs."""
+    out = tmp_path_factory.mktemp("bundles") / "x86"
+    build_bundle(Path(artifact(exported, "onnx", "fp32")["path"]), get_profile("linux-x86"), out, samples=10)
+    return out
+
+
+def _variant(bundle: Path, tmp_path: Path, release: str) -> Path:
+    """The same bundle under another release id (a 'new version' for the device)."""
+    copy = tmp_path / release
+    shutil.copytree(bundle, copy)
+    manifest = json.loads((copy / MANIFEST).read_text())
+    manifest["bundle"] = release
+    (copy / MANIFEST).write_text(json.dumps(manifest))
+    return copy
+
+
+def test_bundle_is_complete_and_verifies(x86_bundle):
+    manifest = json.loads((x86_bundle / MANIFEST).read_text())
+    assert verify_bundle(x86_bundle) == []
+    names = set(manifest["files"])
+    assert {"install.sh", "edgetl.service", "model/model.onnx", "model/model.json", "samples/labels.json"} <= names
+    wheels = manifest["wheels"]
+    assert any(w.startswith("edgetl-") for w in wheels) and any(w.startswith("onnxruntime-") for w in wheels)
+    assert all("aarch64" not in w for w in wheels)
+    assert "edgetl run" in (x86_bundle / "edgetl.service").read_text()
+
+
+def test_deploy_switch_rollback_and_failures_leave_current(x86_bundle, tmp_path):
+    device = tmp_path / "device"
+    v1 = install_release(_variant(x86_bundle, tmp_path, "20260101-000000-v1"), device)
+    assert v1["self_test"]["passed"] and v1["previous_release"] is None
+    assert current_release(device) == "20260101-000000-v1"
+    assert v1["bench"]["p50_ms"] > 0 and 0 <= v1["accuracy"] <= 1
+    # The release runs from its own venv, installed from the bundled wheels with no index.
+    release_python = device / "current" / "venv" / "bin" / "python"
+    assert subprocess.run([str(release_python), "-c", "import torch"], capture_output=True).returncode != 0
+
+    corrupted = _variant(x86_bundle, tmp_path, "20260102-000000-v2")
+    model = corrupted / "model" / "model.onnx"
+    model.write_bytes(model.read_bytes()[:-100])
+    with pytest.raises(CheckFailedError, match="checksum"):
+        install_release(corrupted, device)
+    assert current_release(device) == "20260101-000000-v1"
+    assert not list((device / "releases").glob("*.partial"))
+
+    wrong_pre = _variant(x86_bundle, tmp_path, "20260103-000000-v3")
+    sidecar_path = wrong_pre / "model" / "model.json"
+    sidecar = json.loads(sidecar_path.read_text())
+    sidecar["preprocess"]["mean"] = [0.0, 0.0, 0.0]
+    sidecar["preprocess"]["std"] = [0.01, 0.01, 0.01]
+    sidecar_path.write_text(json.dumps(sidecar))
+    manifest = json.loads((wrong_pre / MANIFEST).read_text())
+    manifest["files"]["model/model.json"] = sha256_file(sidecar_path)
+    (wrong_pre / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(CheckFailedError, match="self-test failed: golden"):
+        install_release(wrong_pre, device)
+    assert current_release(device) == "20260101-000000-v1"
+
+    v4 = install_release(_variant(x86_bundle, tmp_path, "20260104-000000-v4"), device)
+    assert v4["previous_release"] == "20260101-000000-v1" and current_release(device) == "20260104-000000-v4"
+    back = rollback(device)
+    assert back["release"] == "20260101-000000-v1" and current_release(device) == "20260101-000000-v1"
+    assert (device / "current" / "model" / "model.json").is_file()
+
+
+def test_cli_local_deploy_json_and_rollback(exported, tmp_path):
+    model = artifact(exported, "openvino", "fp32")["path"]
+    device = tmp_path / "box"
+    result = run_cli("deploy", model, "--device", "intel-cpu", "--local", str(device), "--samples", "8", "--json",
+                     check=True)
+    data = json_out(result)
+    assert {"host", "device", "release", "self_test", "bench", "accuracy", "previous_release"} <= set(data)
+    assert data["device"] == "intel-cpu" and data["self_test"]["passed"]
+    again = run_cli("deploy", "--rollback", "--local", str(device))
+    assert again.returncode == 2 and "no earlier release" in again.stderr
+
+
+def test_rpi5_bundle_has_aarch64_wheels_for_python_311(exported, tmp_path):
+    out = tmp_path / "rpi5.tar.gz"
+    result = run_cli("deploy", artifact(exported, "tflite", "int8")["path"], "--device", "rpi5",
+                     "--bundle-only", str(out), "--samples", "4", "--json", check=True)
+    data = json_out(result)
+    assert data["artifact"]["format"] == "tflite" and data["artifact"]["precision"] == "int8"
+    wheels = data["wheels"]
+    binary = [w for w in wheels if not w.endswith("-none-any.whl")]
+    assert binary and all("aarch64" in w for w in binary), binary
+    assert any(w.startswith("ai_edge_litert-") and "cp311" in w for w in wheels), wheels
+    with tarfile.open(out) as tar:
+        tar.extractall(tmp_path / "x", filter="data")
+    assert verify_bundle(tmp_path / "x" / "bundle") == []
