@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import artifact, json_out, run_cli
-from edgetl.deploy.bundle import MANIFEST, build_bundle, verify_bundle
+from edgetl.deploy.bundle import CHECKSUMS, MANIFEST, build_bundle, verify_bundle
 from edgetl.deploy.local import current_release, install_release, rollback
 from edgetl.deploy.profiles import get_profile
 from edgetl.errors import CheckFailedError
@@ -38,6 +38,13 @@ def _variant(bundle: Path, tmp_path: Path, release: str) -> Path:
     manifest["bundle"] = release
     (copy / MANIFEST).write_text(json.dumps(manifest))
     return copy
+
+
+def _rehash(bundle: Path) -> None:
+    manifest = json.loads((bundle / MANIFEST).read_text())
+    manifest["files"] = {name: sha256_file(bundle / name) for name in manifest["files"]}
+    (bundle / MANIFEST).write_text(json.dumps(manifest))
+    (bundle / CHECKSUMS).write_text("".join(f"{d}  {n}\n" for n, d in manifest["files"].items()))
 
 
 def test_bundle_is_complete_and_verifies(x86_bundle):
@@ -75,9 +82,7 @@ def test_deploy_switch_rollback_and_failures_leave_current(x86_bundle, tmp_path)
     sidecar["preprocess"]["mean"] = [0.0, 0.0, 0.0]
     sidecar["preprocess"]["std"] = [0.01, 0.01, 0.01]
     sidecar_path.write_text(json.dumps(sidecar))
-    manifest = json.loads((wrong_pre / MANIFEST).read_text())
-    manifest["files"]["model/model.json"] = sha256_file(sidecar_path)
-    (wrong_pre / MANIFEST).write_text(json.dumps(manifest))
+    _rehash(wrong_pre)  # a bundle *built* with the wrong sidecar: its checksums are consistent
     with pytest.raises(CheckFailedError, match="self-test failed: golden"):
         install_release(wrong_pre, device)
     assert current_release(device) == "20260101-000000-v1"

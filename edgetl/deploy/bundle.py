@@ -33,6 +33,7 @@ from edgetl.runtime.sidecar import SIDECAR_NAME, Sidecar, sha256_file
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MANIFEST = "manifest.json"
+CHECKSUMS = "SHA256SUMS"
 DEVICE_DEPENDENCIES = ("numpy", "pillow", "opencv-python-headless", "click", "rich", "pyyaml")
 
 
@@ -149,6 +150,8 @@ def build_bundle(source: str | Path, profile: DeviceProfile, out: str | Path, sa
             profile=profile.name, user=profile.service_user, path=profile.install_path,
             source=shlex.quote(str(profile.camera.get("source", "0"))), threads=profile.threads))
         files = {p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
+        # The same digests for `sha256sum -c` on a device that has coreutils but no edgetl yet.
+        (tmp / CHECKSUMS).write_text("".join(f"{digest}  {name}\n" for name, digest in files.items()))
         manifest = {"bundle": bundle_id, "edgetl_version": __version__, "profile": profile.to_dict(),
                     "artifact": {"format": sidecar.format, "precision": sidecar.precision,
                                  "model_file": sidecar.model_file, "source": sidecar.source},

@@ -1,122 +1,164 @@
 """Installing a bundle as a release, switching to it atomically, and rolling back.
 
-    PATH/releases/<id>.partial/   while uploading, verifying, installing and self-testing
-    PATH/releases/<id>/           a release that passed its self-test
-    PATH/current -> releases/<id> switched with one rename (symlink replace): atomic
-    PATH/state.json               current and previous release, history
+    ROOT/releases/<id>.partial/   while uploading, verifying, installing and self-testing
+    ROOT/releases/<id>/           a release that passed its self-test
+    ROOT/current -> releases/<id> switched with one rename of a fresh symlink: atomic
+    ROOT/state.json               current and previous release, history
 
-Any failure removes the partial release and leaves `current` untouched. The same
-steps run on a remote device through SSH (deploy/remote.py) and here with `--local`.
+The steps are written once against a small `Device` interface (run a command,
+upload a folder, read/write a small file), so `--local` and SSH deploys do exactly
+the same thing. Any failure removes the partial release and leaves `current`
+untouched. Commands are argument lists, quoted by the transport.
 """
 
 from __future__ import annotations
 
 import json
-import os
+import shlex
 import shutil
 import subprocess
 import sys
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
-from edgetl import atomic
 from edgetl.console import info
-from edgetl.deploy.bundle import MANIFEST, verify_bundle
+from edgetl.deploy.bundle import CHECKSUMS, MANIFEST
 from edgetl.errors import BadInputError, CheckFailedError
 
 KEEP_RELEASES = 3
 
 
-def current_release(root: Path) -> str | None:
-    link = root / "current"
-    return Path(os.readlink(link)).name if link.is_symlink() else None
+class LocalDevice:
+    """This machine as the device (`--local PATH`)."""
+
+    name = "local"
+
+    def __init__(self, python: str | None = None):
+        self.python = python or sys.executable
+
+    def run(self, argv: list[str], check: bool = False) -> subprocess.CompletedProcess:
+        result = subprocess.run(argv, capture_output=True, text=True)
+        if check and result.returncode != 0:
+            raise CheckFailedError(f"{argv[0]} failed on {self.name}: {_last_line(result.stderr)}")
+        return result
+
+    def upload(self, bundle: Path, target: str) -> None:
+        shutil.copytree(bundle, target, dirs_exist_ok=True)
+
+    def read_text(self, path: str) -> str | None:
+        return Path(path).read_text() if Path(path).is_file() else None
+
+    def write_text(self, path: str, text: str) -> None:
+        from edgetl import atomic
+
+        atomic.write_text(path, text)
+
+    def close(self) -> None:
+        pass
 
 
-def switch(root: Path, release: str) -> None:
-    """Point `current` at releases/<release> with an atomic rename of a fresh symlink."""
-    tmp = root / ".current.tmp"
-    if tmp.is_symlink() or tmp.exists():
-        tmp.unlink()
-    os.symlink(Path("releases") / release, tmp)
-    os.replace(tmp, root / "current")
+def _last_line(text: str) -> str:
+    return (text.strip().splitlines() or ["(no output)"])[-1]
 
 
-def _state(root: Path) -> dict:
-    path = root / "state.json"
-    return json.loads(path.read_text()) if path.is_file() else {"history": []}
+def current_release(root: Path | str, device=None) -> str | None:
+    device = device or LocalDevice()
+    result = device.run(["readlink", str(PurePosixPath(root) / "current")])
+    return PurePosixPath(result.stdout.strip()).name if result.returncode == 0 and result.stdout.strip() else None
 
 
-def _prune(root: Path, keep: int) -> None:
-    state = _state(root)
+def switch(device, root: str, release: str) -> None:
+    """Point `current` at releases/<release>: a fresh symlink renamed over the old one."""
+    tmp, current = f"{root}/.current.tmp", f"{root}/current"
+    device.run(["ln", "-sfn", f"releases/{release}", tmp], check=True)
+    device.run(["mv", "-Tf", tmp, current], check=True)
+
+
+def _state(device, root: str) -> dict:
+    text = device.read_text(f"{root}/state.json")
+    return json.loads(text) if text else {"history": []}
+
+
+def _releases(device, root: str) -> list[str]:
+    result = device.run(["ls", "-1", f"{root}/releases"])
+    return sorted(n for n in result.stdout.split() if n and not n.endswith(".partial")) if result.returncode == 0 else []
+
+
+def _prune(device, root: str, keep: int) -> None:
+    state = _state(device, root)
     protected = {state.get("current"), state.get("previous")}
-    finished = sorted(p for p in (root / "releases").iterdir() if p.is_dir() and not p.name.endswith(".partial"))
-    for old in finished[:-keep]:
-        if old.name not in protected:
-            shutil.rmtree(old, ignore_errors=True)
+    for old in _releases(device, root)[:-keep]:
+        if old not in protected:
+            device.run(["rm", "-rf", f"{root}/releases/{old}"])
 
 
-def install_release(bundle: Path, root: Path, python: str | None = None, keep: int = KEEP_RELEASES,
+def install_release(bundle: Path, root: Path | str, device=None, keep: int = KEEP_RELEASES,
                     threads: int | None = None) -> dict:
-    """Copy, verify, install, self-test and switch; returns the deploy result."""
+    """Upload, verify, install, self-test and switch; returns the deploy result."""
+    device = device or LocalDevice()
+    root = str(root)
     manifest = json.loads((bundle / MANIFEST).read_text())
     release = manifest["bundle"]
-    releases = root / "releases"
-    releases.mkdir(parents=True, exist_ok=True)
-    partial = releases / f"{release}.partial"
-    previous = current_release(root)
-    if (releases / release).is_dir():
-        raise BadInputError(f"release {release} is already installed in {root}", "build a new bundle to redeploy")
-    if partial.exists():
-        shutil.rmtree(partial)  # an interrupted earlier attempt: start the copy again
+    partial, final = f"{root}/releases/{release}.partial", f"{root}/releases/{release}"
+    previous = current_release(root, device)
+    if release in _releases(device, root):
+        raise BadInputError(f"release {release} is already installed on {device.name}", "build a new bundle")
+    device.run(["mkdir", "-p", partial], check=True)
     try:
-        info(f"installing release {release} into {root}")
-        shutil.copytree(bundle, partial, symlinks=False)
-        corrupt = verify_bundle(partial)
-        if corrupt:
-            raise CheckFailedError(f"checksum mismatch in {len(corrupt)} file(s), e.g. {corrupt[0]}",
-                                   "the bundle was corrupted in transit or on disk; rebuild it")
-        env = {**os.environ, "PYTHON": python or sys.executable}
-        install = subprocess.run(["sh", str(partial / "install.sh")], capture_output=True, text=True, env=env)
-        if install.returncode != 0:
-            tail = (install.stderr.strip().splitlines() or ["(no output)"])[-1]
-            raise CheckFailedError(f"install failed: {tail}", "see the wheels in the bundle for the device platform")
-        command = [str(partial / "venv" / "bin" / "edgetl"), "selftest", str(partial), "--json", "--quiet"]
+        info(f"uploading release {release} to {device.name}:{root}")
+        device.upload(bundle, partial)  # resumes: files already there with the right digest are kept
+        checked = device.run(["sh", "-c", f"cd {_quote(partial)} && sha256sum --quiet -c {CHECKSUMS}"])
+        if checked.returncode != 0:
+            bad = [line.split(":")[0] for line in checked.stdout.splitlines() if "FAILED" in line]
+            raise CheckFailedError(f"checksum mismatch on {device.name} in {len(bad) or 'some'} file(s)"
+                                   + (f", e.g. {bad[0]}" if bad else ""),
+                                   "the bundle was corrupted in transit or on disk; deploy again")
+        python = getattr(device, "python", None) or f"python{manifest['profile']['python']}"
+        installed = device.run(["env", f"PYTHON={python}", "sh", f"{partial}/install.sh"])
+        if installed.returncode != 0:
+            raise CheckFailedError(f"install failed on {device.name}: {_last_line(installed.stderr)}",
+                                   "check the bundle's wheels match the device's platform and Python")
+        command = [f"{partial}/venv/bin/edgetl", "selftest", partial, "--json", "--quiet"]
         if threads:
             command += ["--threads", str(threads)]
-        selftest = subprocess.run(command, capture_output=True, text=True)
+        selftest = device.run(command)
         try:
             report = json.loads(selftest.stdout)
         except json.JSONDecodeError:
-            tail = (selftest.stderr.strip().splitlines() or ["(no output)"])[-1]
-            raise CheckFailedError(f"self-test could not run: {tail}") from None
+            raise CheckFailedError(f"self-test could not run on {device.name}: {_last_line(selftest.stderr)}") from None
         if not report.get("passed"):
             raise CheckFailedError(f"self-test failed: {report.get('reason', 'see the report')}")
-        os.replace(partial, releases / release)
+        device.run(["mv", "-T", partial, final], check=True)
     except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
+        device.run(["rm", "-rf", partial])
         raise
-    switch(root, release)
-    state = _state(root)
+    switch(device, root, release)
+    state = _state(device, root)
     state.update(current=release, previous=previous, history=[*state.get("history", []), release][-20:])
-    atomic.write_json(root / "state.json", state)
-    _prune(root, keep)
-    return {"host": "local", "path": str(root), "device": manifest["profile"]["name"], "release": release,
+    device.write_text(f"{root}/state.json", json.dumps(state, indent=2) + "\n")
+    _prune(device, root, keep)
+    return {"host": device.name, "path": root, "device": manifest["profile"]["name"], "release": release,
             "self_test": {k: report[k] for k in ("passed", "integrity", "golden") if k in report},
             "bench": report.get("bench"), "accuracy": report.get("accuracy"), "previous_release": previous}
 
 
-def rollback(root: Path) -> dict:
+def rollback(root: Path | str, device=None) -> dict:
     """Switch `current` back to the previous release (no run directory or profile needed)."""
-    root = Path(root)
-    current = current_release(root)
+    device = device or LocalDevice()
+    root = str(root)
+    current = current_release(root, device)
     if current is None:
-        raise BadInputError(f"{root} has no current release to roll back from")
-    state = _state(root)
-    candidates = sorted(p.name for p in (root / "releases").iterdir()
-                        if p.is_dir() and not p.name.endswith(".partial") and p.name != current)
+        raise BadInputError(f"{device.name}:{root} has no current release to roll back from")
+    state = _state(device, root)
+    candidates = [r for r in _releases(device, root) if r != current]
     target = state.get("previous") if state.get("previous") in candidates else (candidates[-1] if candidates else None)
     if target is None:
-        raise BadInputError(f"{root} keeps no earlier release to roll back to")
-    switch(root, target)
+        raise BadInputError(f"{device.name}:{root} keeps no earlier release to roll back to")
+    switch(device, root, target)
     state.update(current=target, previous=current)
-    atomic.write_json(root / "state.json", state)
-    return {"host": "local", "path": str(root), "release": target, "previous_release": current}
+    device.write_text(f"{root}/state.json", json.dumps(state, indent=2) + "\n")
+    return {"host": device.name, "path": root, "release": target, "previous_release": current}
+
+
+def _quote(value: str) -> str:
+    return shlex.quote(value)
+
