@@ -119,3 +119,95 @@ def test_rpi5_bundle_has_aarch64_wheels_for_python_311(exported, tmp_path):
     with tarfile.open(out) as tar:
         tar.extractall(tmp_path / "x", filter="data")
     assert verify_bundle(tmp_path / "x" / "bundle") == []
+
+
+# -- over SSH, to a real OpenSSH server on loopback ---------------------------------------------
+from sshd import SSHD, start_sshd  # noqa: E402
+
+needs_sshd = pytest.mark.skipif(SSHD is None, reason="needs OpenSSH's sshd (.ci/run installs openssh-server)")
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory):
+    server = start_sshd(tmp_path_factory.mktemp("sshd"))
+    yield server
+    server.stop()
+
+
+def _ssh(server, **overrides):
+    from edgetl.deploy.ssh import SshDevice
+
+    options = dict(host="127.0.0.1", port=server.port, username="root", identity=str(server.identity),
+                   known_hosts=str(server.known_hosts), python=sys.executable, timeout=10)
+    options.update(overrides)
+    return SshDevice(**options)
+
+
+@needs_sshd
+def test_ssh_deploy_corrupt_resume_and_rollback(x86_bundle, sshd, tmp_path):
+    root = str(tmp_path / "remote" / "opt" / "edgetl")
+    device = _ssh(sshd)
+    try:
+        v1 = install_release(_variant(x86_bundle, tmp_path, "20260201-000000-v1"), root, device=device)
+        assert v1["host"].endswith(f"127.0.0.1:{sshd.port}") and v1["self_test"]["passed"]
+        assert current_release(root, device) == "20260201-000000-v1"
+
+        corrupted = _variant(x86_bundle, tmp_path, "20260202-000000-v2")
+        (corrupted / "model" / "model.onnx").write_bytes(b"not a model")
+        with pytest.raises(CheckFailedError, match="checksum"):
+            install_release(corrupted, root, device=device)
+        assert current_release(root, device) == "20260201-000000-v1"
+        assert not list(Path(root, "releases").glob("*.partial"))
+
+        # An upload killed midway leaves a partial release; the next deploy resumes it.
+        v3 = _variant(x86_bundle, tmp_path, "20260203-000000-v3")
+        partial = Path(root, "releases", "20260203-000000-v3.partial")
+        shutil.copytree(v3 / "model", partial / "model")
+        (partial / "model" / "model.onnx").write_bytes((v3 / "model" / "model.onnx").read_bytes()[:5000])
+        result = install_release(v3, root, device=device)
+        assert result["previous_release"] == "20260201-000000-v1"
+        assert current_release(root, device) == "20260203-000000-v3"
+        assert Path(root, "current", "model", "model.onnx").read_bytes() == (v3 / "model" / "model.onnx").read_bytes()
+
+        back = rollback(root, device)
+        assert back["release"] == "20260201-000000-v1" and current_release(root, device) == "20260201-000000-v1"
+    finally:
+        device.close()
+
+
+@needs_sshd
+def test_ssh_refuses_unknown_host_keys_and_unreachable_ports(sshd, tmp_path):
+    from edgetl.errors import BadInputError
+
+    empty = tmp_path / "known_hosts"
+    with pytest.raises(BadInputError, match="not trusted") as info:
+        _ssh(sshd, known_hosts=str(empty))
+    assert "--accept-new-host-key" in info.value.hint
+    device = _ssh(sshd, known_hosts=str(empty), accept_new_host_key=True)
+    device.close()
+    assert f"[127.0.0.1]:{sshd.port} ssh-ed25519 " in empty.read_text()
+    _ssh(sshd, known_hosts=str(empty)).close()  # now trusted
+    from sshd import free_port
+
+    with pytest.raises(BadInputError, match="cannot reach"):
+        _ssh(sshd, port=free_port(), timeout=3)
+
+
+@needs_sshd
+def test_fleet_of_three_hosts_in_parallel(exported, tmp_path):
+    servers = [start_sshd(tmp_path / f"host{i}") for i in range(3)]
+    try:
+        inventory = tmp_path / "fleet.yaml"
+        inventory.write_text("hosts:\n" + "".join(
+            f"  - {{host: 127.0.0.1, port: {s.port}, user: root, identity: {s.identity}, known_hosts: {s.known_hosts},"
+            f" path: {tmp_path / f'device{i}'}}}\n" for i, s in enumerate(servers)))
+        result = run_cli("deploy", artifact(exported, "onnx", "int8")["path"], "--device", "linux-x86",
+                         "--hosts", str(inventory), "--python", sys.executable, "--samples", "6", "--json", check=True)
+        rows = json_out(result)["hosts"]
+        assert len(rows) == 3 and all(r["ok"] and r["self_test"]["passed"] for r in rows), rows
+        assert len({r["host"] for r in rows}) == 3
+        for i in range(3):
+            assert current_release(tmp_path / f"device{i}") == rows[0]["release"]
+    finally:
+        for server in servers:
+            server.stop()

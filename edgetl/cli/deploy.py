@@ -12,11 +12,22 @@ from edgetl.cli.common import json_option, percent, table
 @click.option("--device", "device_name", help="Device profile (`edgetl devices list`).")
 @click.option("--local", "local_path", type=click.Path(file_okay=False), help="Install on this machine under PATH.")
 @click.option("--bundle-only", type=click.Path(dir_okay=False), help="Only write the offline bundle (.tar.gz).")
+@click.option("--host", "host_spec", help="[USER@]HOST of the device (SSH).")
+@click.option("--port", type=int, default=22, show_default=True)
+@click.option("--identity", type=click.Path(dir_okay=False), help="SSH private key (never logged).")
+@click.option("--known-hosts", type=click.Path(dir_okay=False), help="known_hosts file (default ~/.ssh/known_hosts).")
+@click.option("--accept-new-host-key", is_flag=True, help="Trust and record an unknown host key (never a changed one).")
+@click.option("--hosts", "inventory", type=click.Path(dir_okay=False), help="Inventory YAML: deploy to a fleet in parallel.")
+@click.option("--path", "remote_path", help="Install folder on the device (default: the profile's install_path).")
+@click.option("--python", "device_python", help="Python on the device for the release venv (default: pythonX.Y "
+                                               "of the profile).")
+@click.option("--timeout", type=float, default=15, show_default=True, help="Seconds to reach a device.")
 @click.option("--rollback", is_flag=True, help="Switch the device back to its previous release.")
 @click.option("--samples", type=int, default=50, show_default=True, help="Held-out images shipped for the self-test.")
 @click.option("--threads", type=int, help="Threads for the self-test bench (default: the profile's).")
 @json_option
-def deploy(source, device_name, local_path, bundle_only, rollback, samples, threads):
+def deploy(source, device_name, local_path, bundle_only, host_spec, port, identity, known_hosts, accept_new_host_key,
+           inventory, remote_path, device_python, timeout, rollback, samples, threads):
     """Deploy SOURCE (a run directory or an artifact folder) to a device.
 
     The bundle carries the artifact the profile prefers (exported on the fly if missing), its
@@ -35,18 +46,33 @@ def deploy(source, device_name, local_path, bundle_only, rollback, samples, thre
     from edgetl.deploy.profiles import get_profile
     from edgetl.errors import BadInputError
 
+    ssh = {"port": port, "identity": identity, "known_hosts": known_hosts, "accept_new_host_key": accept_new_host_key,
+           "timeout": timeout, "python": device_python}
     if rollback:
-        if not local_path:
-            raise BadInputError("--rollback needs the device: --local PATH")
-        result = do_rollback(Path(local_path))
-        console.print(f"rolled back {result['path']}: current is now {result['release']} "
+        if local_path:
+            result = do_rollback(Path(local_path))
+        elif host_spec:
+            from edgetl.deploy.fleet import parse_target
+            from edgetl.deploy.ssh import SshDevice
+
+            user, host = parse_target(host_spec)
+            if not remote_path:
+                raise BadInputError("--rollback over SSH needs --path (the install folder on the device)")
+            device = SshDevice(host, port, user, identity, known_hosts, accept_new_host_key, timeout)
+            try:
+                result = do_rollback(remote_path, device)
+            finally:
+                device.close()
+        else:
+            raise BadInputError("--rollback needs the device: --host [USER@]HOST --path DIR, or --local PATH")
+        console.print(f"rolled back {result['host']}:{result['path']}: current is now {result['release']} "
                       f"(was {result['previous_release']})")
         return result
     if not source or not device_name:
         raise BadInputError("deploy needs SOURCE (run or artifact) and --device PROFILE",
                             "e.g. edgetl deploy runs/my-run --device rpi5 --bundle-only rpi5.tar.gz")
-    if not (local_path or bundle_only):
-        raise BadInputError("say where to deploy: --local PATH or --bundle-only OUT.tar.gz")
+    if not (local_path or bundle_only or host_spec or inventory):
+        raise BadInputError("say where to deploy: --host, --hosts, --local PATH or --bundle-only OUT.tar.gz")
     profile = get_profile(device_name)
     with tempfile.TemporaryDirectory(prefix="edgetl-bundle-") as tmp:
         bundle = Path(tmp) / "bundle"
@@ -57,6 +83,27 @@ def deploy(source, device_name, local_path, bundle_only, rollback, samples, thre
                           f"({len(manifest['files'])} files, {len(manifest['wheels'])} wheels)")
             return {"bundle": manifest["bundle"], "path": bundle_only, "device": profile.name,
                     "artifact": manifest["artifact"], "wheels": manifest["wheels"], "files": len(manifest["files"])}
+        if host_spec or inventory:
+            from edgetl.deploy.fleet import deploy_fleet, parse_target, read_inventory
+
+            if inventory:
+                hosts = read_inventory(inventory)
+            else:
+                user, host = parse_target(host_spec)
+                hosts = [{"host": host, "user": user}]
+            defaults = {**ssh, "path": remote_path or profile.install_path}
+            rows = deploy_fleet(bundle, hosts, defaults, threads=threads)
+            _fleet_table(rows, profile.name)
+            failed = [r for r in rows if not r["ok"]]
+            if failed:
+                from edgetl.console import emit_json
+                from edgetl.errors import CheckFailedError
+
+                if click.get_current_context().params.get("as_json"):
+                    emit_json(rows[0] if len(rows) == 1 else {"hosts": rows})
+                raise CheckFailedError(f"deploy failed on {len(failed)} of {len(rows)} host(s): "
+                                       + "; ".join(f"{r['host']}: {r['error']}" for r in failed))
+            return rows[0] if len(rows) == 1 else {"hosts": rows}
         result = install_release(bundle, Path(local_path), threads=threads)
     bench = result["bench"] or {}
     table(f"deployed {result['release']} to {result['path']} ({profile.name})",
@@ -66,6 +113,14 @@ def deploy(source, device_name, local_path, bundle_only, rollback, samples, thre
             percent(result["accuracy"]), bench.get("p50_ms"), bench.get("p99_ms"), bench.get("fps"),
             result["previous_release"]]])
     return result
+
+
+def _fleet_table(rows: list[dict], profile: str) -> None:
+    table(f"deploy ({profile})", ["host", "result", "release", "golden", "accuracy", "p50 ms", "p99 ms", "previous"],
+          [[r["host"], "ok" if r["ok"] else f"FAILED: {r['error']}", r.get("release"),
+            f"{r['self_test']['golden']['matched']}/{r['self_test']['golden']['total']}" if r["ok"] else None,
+            percent(r.get("accuracy")), (r.get("bench") or {}).get("p50_ms"), (r.get("bench") or {}).get("p99_ms"),
+            r.get("previous_release")] for r in rows])
 
 
 @click.command(short_help="Self-test an installed release: checksums, golden samples, bench, accuracy.")
