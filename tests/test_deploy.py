@@ -211,3 +211,19 @@ def test_fleet_of_three_hosts_in_parallel(exported, tmp_path):
     finally:
         for server in servers:
             server.stop()
+
+
+def test_jetson_bundle_builds_the_tensorrt_engine_on_the_device(exported, tmp_path):
+    """No Jetson here: check the commands the bundle will run there (engine built on the device)."""
+    bundle = tmp_path / "jetson"
+    manifest = build_bundle(Path(artifact(exported, "onnx", "int8")["path"]), get_profile("jetson-orin-nano"),
+                            bundle, samples=2)
+    script = (bundle / "build_engine.sh").read_text()
+    assert 'trtexec --onnx="$here/model/model.onnx" --saveEngine="$here/model/trt_cache/model.engine"' in script
+    assert "--int8 --fp16" in script
+    install = (bundle / "install.sh").read_text()
+    assert "--system-site-packages" in install and "build_engine.sh" in install
+    assert not any(w.startswith("onnxruntime") for w in manifest["wheels"])  # JetPack's own wheel is used
+    assert all("aarch64" in w for w in manifest["wheels"] if not w.endswith("none-any.whl"))
+    assert any("cp310" in w for w in manifest["wheels"])
+    assert subprocess.run(["sh", "-n", str(bundle / "build_engine.sh")]).returncode == 0

@@ -109,10 +109,36 @@ INSTALL_SH = """#!/bin/sh
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 python=${{PYTHON:-python{python}}}
-"$python" -m venv "$here/venv"
+"$python" -m venv {venv_flags}"$here/venv"
 "$here/venv/bin/pip" install --no-index --find-links "$here/wheels" --disable-pip-version-check -q {requirement}
 "$here/venv/bin/edgetl" --version
+if [ -x "$here/build_engine.sh" ]; then "$here/build_engine.sh"; fi
 """
+
+ENGINE_SH = """#!/bin/sh
+# Builds the TensorRT engine on this device from the QDQ ONNX model: engines are tied to the
+# GPU and TensorRT version they were built with, so they are never shipped, always built here.
+# onnxruntime's TensorRT provider then loads it from the cache folder beside the model.
+set -eu
+here=$(cd "$(dirname "$0")" && pwd)
+mkdir -p "$here/model/{cache}"
+{command}
+"""
+
+
+def engine_script(profile: DeviceProfile, model_file: str) -> str:
+    """The device-side TensorRT build command from the profile's template, every path quoted."""
+    template = profile.tensorrt["build"]
+    cache = profile.tensorrt.get("engine_cache", "trt_cache")
+    model = '"$here/model/' + model_file + '"'
+    engine = '"$here/model/' + cache + '/model.engine"'
+    parts = []
+    for part in shlex.split(template):
+        if "{model}" in part or "{engine}" in part:
+            parts.append(part.replace("{model}", model).replace("{engine}", engine))  # paths already quoted
+        else:
+            parts.append(shlex.quote(part))
+    return ENGINE_SH.format(cache=cache, command=" ".join(parts))
 
 SERVICE = """[Unit]
 Description=edgetl camera classifier ({profile})
@@ -144,8 +170,14 @@ def build_bundle(source: str | Path, profile: DeviceProfile, out: str | Path, sa
         wheel_names = _wheels(profile, tmp / "wheels", extra) if wheels else []
         requirement = shlex.quote(f"edgetl[device,{extra}]" if not profile.runtime.get("preinstalled")
                                   else "edgetl[device]")
-        (tmp / "install.sh").write_text(INSTALL_SH.format(python=profile.python, requirement=requirement))
+        # A preinstalled runtime (JetPack's onnxruntime-gpu) is reached through the system site-packages.
+        venv_flags = "--system-site-packages " if profile.runtime.get("preinstalled") else ""
+        (tmp / "install.sh").write_text(INSTALL_SH.format(python=profile.python, requirement=requirement,
+                                                          venv_flags=venv_flags))
         (tmp / "install.sh").chmod(0o755)
+        if profile.tensorrt.get("build") and sidecar.format == "onnx":
+            (tmp / "build_engine.sh").write_text(engine_script(profile, sidecar.model_file))
+            (tmp / "build_engine.sh").chmod(0o755)
         (tmp / "edgetl.service").write_text(SERVICE.format(
             profile=profile.name, user=profile.service_user, path=profile.install_path,
             source=shlex.quote(str(profile.camera.get("source", "0"))), threads=profile.threads))

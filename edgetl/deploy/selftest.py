@@ -31,7 +31,10 @@ def self_test(release: str | Path, threads: int | None = None, runs: int = 50) -
     if corrupt:
         result["reason"] = f"{len(corrupt)} file(s) differ from the manifest, e.g. {corrupt[0]}"
         return result
-    runner = load(release / "model", threads=threads)
+    # The profile's execution device: on a Jetson this is TensorRT, whose engine is built and cached here.
+    device = manifest["profile"].get("execution_device")
+    device = None if str(device).lower() == "cpu" else device
+    runner = load(release / "model", threads=threads, device=device)
     golden = check_golden(runner, release / "model")
     result["golden"] = golden
     samples = release / "samples"
@@ -41,7 +44,7 @@ def self_test(release: str | Path, threads: int | None = None, runs: int = 50) -
         predicted = [top[0][0] for top in runner.classify([samples / n for n in names], topk=1)]
         result["accuracy"] = round(sum(p == labels[n] for p, n in zip(predicted, names)) / len(names), 6)
         result["samples"] = len(names)
-    bench = bench_model(release / "model", threads=threads, runs=runs, warmup=5)
+    bench = bench_model(release / "model", threads=threads, runs=runs, warmup=5, device=device)
     result["bench"] = {k: bench[k] for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "fps", "rss_peak_mb",
                                              "load_ms", "threads")}
     result["passed"] = golden["passed"]
