@@ -25,23 +25,25 @@ def run_demo(out: str | Path = "demo", epochs: int = 3, formats: list[str] | Non
         write_demo_data(data_dir, per_class=180, size=64)
     if run_dir.exists():
         shutil.rmtree(run_dir)  # the demo always shows a fresh run
-    info(f"[bold]1/3 finetune[/bold] efficientnet_lite0 (offline ImageNet weights) on {data_dir}")
+    info(f"[bold]1/6 finetune[/bold] efficientnet_lite0 (offline ImageNet weights) on {data_dir}")
     summary = finetune(TrainConfig(
         data=str(data_dir), model="efficientnet_lite0", out=str(run_dir), epochs=epochs, img_size=64,
         batch_size=32, lr=0.003, backbone_lr_mult=0.5, strategy="finetune",
     ))
     formats = formats or list(FORMATS)
-    info(f"[bold]2/3 export[/bold] {', '.join(formats)} in fp32 and int8, gated at {max_drop} pp")
+    info(f"[bold]2/6 export[/bold] {', '.join(formats)} in fp32 and int8, gated at {max_drop} pp")
     exported = export_run(run_dir, formats, ["fp32", "int8"], calib_size=300, max_drop=max_drop)
-    info("[bold]3/5 parity[/bold] every artifact against the float model on the test split")
+    info("[bold]3/6 parity[/bold] every artifact against the float model on the test split")
     parity = run_parity(run_dir, max_drop=max_drop)
-    info("[bold]4/5 bench[/bold] latency of every artifact through the device runtime")
+    info("[bold]4/6 bench[/bold] latency of every artifact through the device runtime")
     from edgetl.bench import run_bench
 
     artifacts = [r["path"] for r in exported["artifacts"] if r["delivered"]]
     bench = run_bench(artifacts, runs=50, warmup=5, plot=run_dir / "bench.png")
-    info("[bold]5/5 run[/bold] the device runtime over the held-out images")
+    info("[bold]5/6 run[/bold] the device runtime over the held-out images")
     held_out = _run_held_out(run_dir, artifacts[-1])
+    info("[bold]6/6 deploy[/bold] locally: bundle, install with no index, self-test, atomic switch")
+    deployed = _deploy_locally(run_dir, out / "device")
     return {
         "finetune": {k: v for k, v in summary.items() if k not in ("confusion", "config")},
         "export": [{k: r[k] for k in ("format", "precision", "delivered", "path", "status", "size_bytes", "seconds",
@@ -53,7 +55,24 @@ def run_demo(out: str | Path = "demo", epochs: int = 3, formats: list[str] | Non
             {k: m[k] for k in ("path", "format", "precision", "size_mb", "accuracy", "p50_ms", "p99_ms", "fps",
                                "rss_peak_mb")} for m in bench["models"]]},
         "run": held_out,
+        "deploy": deployed,
     }
+
+
+def _deploy_locally(run_dir: Path, device_dir: Path) -> dict:
+    """`edgetl deploy --local` with the generic profile of this machine's architecture."""
+    import platform
+    import tempfile
+
+    from edgetl.deploy.bundle import build_bundle
+    from edgetl.deploy.local import install_release
+    from edgetl.deploy.profiles import get_profile
+
+    profile = get_profile("linux-aarch64" if platform.machine() in ("aarch64", "arm64") else "linux-x86")
+    with tempfile.TemporaryDirectory(prefix="edgetl-demo-bundle-") as tmp:
+        bundle = Path(tmp) / "bundle"
+        build_bundle(run_dir, profile, bundle, samples=30)
+        return install_release(bundle, device_dir)
 
 
 def _run_held_out(run_dir: Path, model: str) -> dict:

@@ -33,7 +33,7 @@ def demo(out, epochs, max_drop):
 
     Real handwritten digits -> finetune EfficientNet-Lite0 -> export ONNX, OpenVINO and TFLite
     in fp32 and gated int8 -> parity of every artifact against the float model -> bench of every
-    artifact -> the device runtime over the held-out images.
+    artifact -> the device runtime over the held-out images -> a local deploy with self-test.
     """
     from edgetl.cli.common import percent, table
     from edgetl.console import info
@@ -55,6 +55,12 @@ def demo(out, epochs, max_drop):
     run = result["run"]
     info(f"edgetl run over {run['frames']} held-out images with {run['model']}: accuracy {percent(run['accuracy'])}, "
          f"{run['fps']} FPS end to end; figures: {result['parity']['report']['png']}, {result['bench']['plot']}")
+    deployed = result["deploy"]
+    bench = deployed["bench"] or {}
+    info(f"deployed release {deployed['release']} to {deployed['path']}: self-test "
+         f"{'passed' if deployed['self_test']['passed'] else 'FAILED'} (golden {deployed['self_test']['golden']['matched']}"
+         f"/{deployed['self_test']['golden']['total']}, accuracy {percent(deployed['accuracy'])}), on-device p50 "
+         f"{bench.get('p50_ms')} ms, p99 {bench.get('p99_ms')} ms")
     return result
 
 
