@@ -62,11 +62,18 @@ def test_deploy_switch_rollback_and_failures_leave_current(x86_bundle, tmp_path)
     device = tmp_path / "device"
     v1 = install_release(_variant(x86_bundle, tmp_path, "20260101-000000-v1"), device)
     assert v1["self_test"]["passed"] and v1["previous_release"] is None
+    assert v1["service"] == "not installed"  # no systemd unit on the CI machine
     assert current_release(device) == "20260101-000000-v1"
     assert v1["bench"]["p50_ms"] > 0 and 0 <= v1["accuracy"] <= 1
     # The release runs from its own venv, installed from the bundled wheels with no index.
     release_python = device / "current" / "venv" / "bin" / "python"
     assert subprocess.run([str(release_python), "-c", "import torch"], capture_output=True).returncode != 0
+    # What the systemd unit runs works from the renamed release folder.
+    service = (device / "current" / "edgetl.service").read_text()
+    assert "current/venv/bin/python -m edgetl run" in service
+    selftest = subprocess.run([str(release_python), "-m", "edgetl", "selftest", str(device / "current"), "--json",
+                               "--quiet", "--runs", "3"], capture_output=True, text=True)
+    assert selftest.returncode == 0 and json.loads(selftest.stdout)["passed"], selftest.stderr[-1000:]
 
     corrupted = _variant(x86_bundle, tmp_path, "20260102-000000-v2")
     model = corrupted / "model" / "model.onnx"

@@ -111,7 +111,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 python=${{PYTHON:-python{python}}}
 "$python" -m venv {venv_flags}"$here/venv"
 "$here/venv/bin/pip" install --no-index --find-links "$here/wheels" --disable-pip-version-check -q {requirement}
-"$here/venv/bin/edgetl" --version
+"$here/venv/bin/python" -m edgetl --version
 if [ -x "$here/build_engine.sh" ]; then "$here/build_engine.sh"; fi
 """
 
@@ -147,8 +147,10 @@ After=network-online.target
 [Service]
 User={user}
 WorkingDirectory={path}/current
-ExecStart={path}/current/venv/bin/edgetl run {path}/current/model --source {source} --threads {threads} \
---serve 8080 --json-lines
+# `python -m edgetl`, not the venv's console script: the release folder is renamed after install,
+# and console scripts keep the old path in their shebang while the interpreter link does not.
+ExecStart={path}/current/venv/bin/python -m edgetl run {path}/current/model --source {source} \
+--threads {threads} --serve 8080 --json-lines
 Restart=on-failure
 RestartSec=3
 

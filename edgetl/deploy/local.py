@@ -117,7 +117,7 @@ def install_release(bundle: Path, root: Path | str, device=None, keep: int = KEE
         if installed.returncode != 0:
             raise CheckFailedError(f"install failed on {device.name}: {_last_line(installed.stderr)}",
                                    "check the bundle's wheels match the device's platform and Python")
-        command = [f"{partial}/venv/bin/edgetl", "selftest", partial, "--json", "--quiet"]
+        command = [f"{partial}/venv/bin/python", "-m", "edgetl", "selftest", partial, "--json", "--quiet"]
         if threads:
             command += ["--threads", str(threads)]
         selftest = device.run(command)
@@ -136,9 +136,23 @@ def install_release(bundle: Path, root: Path | str, device=None, keep: int = KEE
     state.update(current=release, previous=previous, history=[*state.get("history", []), release][-20:])
     device.write_text(f"{root}/state.json", json.dumps(state, indent=2) + "\n")
     _prune(device, root, keep)
+    service = restart_service(device)
     return {"host": device.name, "path": root, "device": manifest["profile"]["name"], "release": release,
             "self_test": {k: report[k] for k in ("passed", "integrity", "golden") if k in report},
-            "bench": report.get("bench"), "accuracy": report.get("accuracy"), "previous_release": previous}
+            "bench": report.get("bench"), "accuracy": report.get("accuracy"), "previous_release": previous,
+            "service": service}
+
+
+SERVICE_NAME = "edgetl.service"
+
+
+def restart_service(device) -> str:
+    """Restart the camera service if the device runs it under systemd (it follows `current`)."""
+    probe = device.run(["sh", "-c", f"command -v systemctl >/dev/null && systemctl cat {SERVICE_NAME} >/dev/null 2>&1"])
+    if probe.returncode != 0:
+        return "not installed"
+    restarted = device.run(["systemctl", "restart", SERVICE_NAME])
+    return "restarted" if restarted.returncode == 0 else f"restart failed: {_last_line(restarted.stderr)}"
 
 
 def rollback(root: Path | str, device=None) -> dict:
@@ -156,7 +170,8 @@ def rollback(root: Path | str, device=None) -> dict:
     switch(device, root, target)
     state.update(current=target, previous=current)
     device.write_text(f"{root}/state.json", json.dumps(state, indent=2) + "\n")
-    return {"host": device.name, "path": root, "release": target, "previous_release": current}
+    return {"host": device.name, "path": root, "release": target, "previous_release": current,
+            "service": restart_service(device)}
 
 
 def _quote(value: str) -> str:
