@@ -40,7 +40,6 @@ class TfliteRunner(Runner):
         self.input_detail = self.interpreter.get_input_details()[0]
         self.output_index = self.interpreter.get_output_details()[0]["index"]
         self.fixed_batch = 1
-        self._batch = 1
 
     def _run(self, batch):
         self.interpreter.set_tensor(self.input_detail["index"], batch)
