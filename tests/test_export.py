@@ -169,3 +169,35 @@ def test_runner_classifies_images_with_labels(exported):
     assert len(top) == 2 and len(top[0]) == 3 and top[0] == top[1]
     assert top[0][0][0] in sidecar.labels and 0 < top[0][0][1] <= 1
     assert np.isclose(sum(score for _, score in runner.topk(runner.infer(runner.preprocess(golden)), 10)[0]), 1.0)
+
+
+def test_golden_samples_check_the_artifact_not_the_quantization(exported, tmp_path):
+    """A device must reproduce what the artifact answered on the export host; an int8 top-1
+    that differs from the float model's is quantization error (counted, not a runtime fault)."""
+    from edgetl.runtime.golden import check_golden
+
+    source = Path(_row(exported, "onnx", "int8")["path"])
+    sidecar = json.loads((source / "model.json").read_text())
+    assert all(g["artifact_top1"] is not None and len(g["artifact_logits"]) == len(sidecar["labels"])
+               for g in sidecar["golden"])
+    classes = len(sidecar["labels"])
+
+    def variant(name: str, edit) -> dict:
+        folder = tmp_path / name
+        shutil.copytree(source, folder)
+        data = json.loads((folder / "model.json").read_text())
+        edit(data["golden"][0])
+        (folder / "model.json").write_text(json.dumps(data))
+        return check_golden(load(folder, threads=1), folder)
+
+    as_exported = check_golden(load(source, threads=1), source)
+    assert as_exported["passed"] and as_exported["matched"] == as_exported["total"] == 4
+
+    # the float model answered otherwise on sample 0: still a healthy runtime, one float disagreement
+    quantized = variant("float-differs", lambda g: g.update(top1=(g["artifact_top1"] + 1) % classes))
+    assert quantized["passed"] and quantized["samples"][0]["float_match"] is False
+    assert quantized["float_matched"] < quantized["total"]
+
+    # the host answered otherwise than this runtime does: a runtime mismatch
+    broken = variant("host-differs", lambda g: g.update(artifact_top1=(g["artifact_top1"] + 1) % classes))
+    assert not broken["passed"] and broken["matched"] == 3

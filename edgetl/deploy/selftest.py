@@ -2,8 +2,8 @@
 
 Run by deploy inside the release's own environment (`edgetl selftest RELEASE_DIR`), so it
 exercises exactly what the device will run: the bundle's files against their manifest,
-the golden samples against the parity-verified float top-1 (a preprocessing or
-runtime mismatch on the device is caught here), an on-device bench, and accuracy on
+the golden samples against the artifact's answers on the export host (a
+preprocessing or runtime mismatch on the device is caught here), an on-device bench, and accuracy on
 the bundled held-out images.
 """
 
@@ -49,6 +49,6 @@ def self_test(release: str | Path, threads: int | None = None, runs: int = 50) -
                                              "load_ms", "threads")}
     result["passed"] = golden["passed"]
     if not golden["passed"]:
-        result["reason"] = (f"golden samples reproduce the float top-1 in {golden['matched']}/{golden['total']}: "
+        result["reason"] = (f"golden samples reproduce the host's top-1 in {golden['matched']}/{golden['total']}: "
                             "the runtime or preprocessing on this device differs from the one parity verified")
     return result

@@ -17,7 +17,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -31,7 +31,7 @@ from edgetl.export.formats import FORMATS
 from edgetl.export.golden import make_golden
 from edgetl.export.graph import static_same_padding
 from edgetl.runtime import runner_class
-from edgetl.runtime.golden import check_golden
+from edgetl.runtime.golden import check_golden, record_reference
 from edgetl.runtime.sidecar import SIDECAR_NAME, Sidecar, sha256_file, verify_files
 
 
@@ -117,8 +117,6 @@ class Exporter:
                              sensitive_layers=ref.sensitive_layers, validation=self.validation)
 
     def _sidecar(self, fmt: str, requested: str, attempt: gate.Attempt, exported, key: str) -> Sidecar:
-        from dataclasses import replace
-
         ref = self.reference
         inp = exported.input
         preprocess = replace(ref.preprocess, layout=exported.layout, input_dtype=inp.dtype,
@@ -132,7 +130,8 @@ class Exporter:
         return Sidecar(
             format=fmt, precision=attempt.precision, requested_precision=requested, model_file=exported.model_file,
             labels=ref.labels, preprocess=preprocess, input=exported.input, output=exported.output,
-            quantization=exported.quantization, calibration=calibration, golden=list(self.golden),
+            quantization=exported.quantization, calibration=calibration,
+            golden=[replace(g) for g in self.golden],  # each artifact records its own answers
             source={"run_dir": str(ref.run.path.resolve()), "model": ref.model_name,
                     "checkpoint_sha256": ref.checkpoint_sha256,
                     "split_digest": ref.run.read_dataset().get("split_digest"), "edgetl_version": __version__,
@@ -205,11 +204,12 @@ class Exporter:
     def _publish(self, target: Path, scratch: Path, sidecar: Sidecar, metrics: dict, result: ArtifactResult) -> None:
         shutil.copytree(self.golden_dir, scratch, dirs_exist_ok=True)
         runner = runner_class(sidecar.format)(scratch / sidecar.model_file, sidecar)
-        golden = check_golden(runner, scratch)
+        record_reference(runner, scratch)
+        golden = check_golden(runner, scratch)  # proves the recorded answers reproduce before publishing
         sidecar.attempts = result.attempts
         sidecar.validation = {"split": "val", **{k: metrics[k] for k in (
             "images", "accuracy", "float_accuracy", "drop_pp", "agreement", "kl", "cosine", "worst_class")},
-            "golden": {"passed": golden["passed"], "matched": golden["matched"], "total": golden["total"]}}
+            "golden": {k: golden[k] for k in ("passed", "matched", "float_matched", "total")}}
         sidecar.files = {p.relative_to(scratch).as_posix(): sha256_file(p)
                          for p in sorted(scratch.rglob("*")) if p.is_file()}
         with atomic.atomic_dir(target) as tmp:
@@ -222,8 +222,12 @@ class Exporter:
         result.val_accuracy, result.drop_pp = metrics["accuracy"], metrics["drop_pp"]
         result.agreement, result.golden_passed = metrics["agreement"], golden["passed"]
         if not golden["passed"]:
-            warn(f"{target.name}: golden samples do not reproduce the float top-1 "
-                 f"({golden['matched']}/{golden['total']})")
+            warn(f"{target.name}: golden samples do not reproduce on a second run "
+                 f"({golden['matched']}/{golden['total']}): the runtime is not deterministic here")
+        elif golden["float_matched"] < golden["total"]:
+            warn(f"{target.name}: {sidecar.precision} changes the float top-1 of "
+                 f"{golden['total'] - golden['float_matched']}/{golden['total']} golden samples "
+                 f"(quantization error; see its accuracy drop)")
 
 
 def export_run(run_dir: str | Path, formats: list[str], precisions: list[str], calib_size: int = 300,

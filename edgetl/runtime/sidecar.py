@@ -44,6 +44,11 @@ class GoldenSample:
     top1: int  # the float model's class index
     topk: list[list[float]]  # [[index, probability], ...] from the float model
     logits: list[float]
+    # What this artifact itself answered on the export host: the reference a device must
+    # reproduce. A quantized model may legitimately differ from the float top-1 (that is
+    # parity's accuracy drop); a device that differs from the host is a runtime fault.
+    artifact_top1: int | None = None
+    artifact_logits: list[float] | None = None
 
 
 @dataclass
