@@ -86,6 +86,8 @@ def test_rerun_skips_unchanged_and_redoes_tampered(exported, trained_run):
     model_file = out / "onnx-fp32" / "model.onnx"
     again = export_run(trained_run["run_dir"], ["onnx"], ["fp32"], out=out)
     assert again["artifacts"][0]["status"] == "up-to-date"
+    # a skipped artifact reports the same size as the fresh export did: the model files only
+    assert again["artifacts"][0]["size_bytes"] == _row(exported, "onnx", "fp32")["size_bytes"] == model_file.stat().st_size
     model_file.write_bytes(model_file.read_bytes()[:1000])  # a half-written file
     redone = export_run(trained_run["run_dir"], ["onnx"], ["fp32"], out=out)
     assert redone["artifacts"][0]["status"] == "ok"

@@ -50,8 +50,7 @@ def example_input(runner, batch: int) -> np.ndarray:
 
 
 def size_mb(model_file: Path, sidecar: Sidecar) -> float:
-    names = [n for n in sidecar.files if not n.startswith("golden/") and n != "model.json"] or [model_file.name]
-    return round(sum((model_file.parent / n).stat().st_size for n in names) / 1e6, 3)
+    return round(sidecar.model_bytes(model_file.parent) / 1e6, 3)
 
 
 def bench_model(path: str | Path, threads: int | None = None, runs: int | None = None, seconds: float | None = None,

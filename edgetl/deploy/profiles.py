@@ -10,20 +10,18 @@ Validation errors name the file and the field. No torch.
 
 from __future__ import annotations
 
-import difflib
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import yaml
 
-from edgetl.errors import BadInputError, UnknownNameError
+from edgetl.errors import BadInputError
 from edgetl.export.formats import FORMATS
+from edgetl.recipe_folders import SHIPPED as SHIPPED_RECIPES, RecipeFolders
 
 ARCHES = ("aarch64", "x86_64", "armv7l")
 PRECISIONS = ("fp32", "fp16", "int8")
 CAMERA_PIPELINES = ("v4l2", "libcamera", "gstreamer")
-SHIPPED = Path(__file__).resolve().parent.parent / "recipes" / "devices"
 
 
 @dataclass(frozen=True)
@@ -143,29 +141,14 @@ def parse_profile(path: Path) -> DeviceProfile:
     )
 
 
-def profile_folders() -> list[Path]:
-    extra = [Path(p) for p in os.environ.get("EDGETL_DEVICES_PATH", "").split(os.pathsep) if p]
-    return [*extra, SHIPPED]
-
-
-def _profiles() -> dict[str, Path]:
-    found: dict[str, Path] = {}
-    for folder in profile_folders():
-        if folder.is_dir():
-            for path in sorted(folder.glob("*.yaml")):
-                found.setdefault(path.stem, path)
-    return found
+SHIPPED = SHIPPED_RECIPES / "devices"
+PROFILES = RecipeFolders(kind="device profile", env_var="EDGETL_DEVICES_PATH", shipped=SHIPPED,
+                         list_command="edgetl devices list", add_hint="add one as devices/NAME.yaml")
 
 
 def list_profiles() -> list[str]:
-    return sorted(_profiles())
+    return PROFILES.names()
 
 
 def get_profile(name: str) -> DeviceProfile:
-    profiles = _profiles()
-    if name not in profiles:
-        close = difflib.get_close_matches(name, list(profiles), n=1)
-        raise UnknownNameError(f"unknown device profile '{name}'",
-                               (f"did you mean '{close[0]}'? " if close else "")
-                               + f"`edgetl devices list` shows the {len(profiles)} available; add one as devices/NAME.yaml")
-    return parse_profile(profiles[name])
+    return parse_profile(PROFILES.path(name))

@@ -30,8 +30,9 @@ class ExportRequest:
     workdir: Path
     precision: str  # fp32 | fp16 | int8
     calibration: Any = None  # edgetl.export.calibration.CalibrationSet for int8
-    options: dict = field(default_factory=dict)  # attempt-specific knobs (method, float layers, io dtype, ...)
-    sensitive_layers: tuple[str, ...] = ()  # recipe's int8-sensitive module patterns
+    # Attempt-specific knobs from the gate's plan: method, float_layers (the recipe's int8-sensitive
+    # modules, on the attempts that keep them in float), calib_images, io dtype, ...
+    options: dict = field(default_factory=dict)
     validation: Any = None  # LabelledImages of the val split, for accuracy-aware quantization
 
     @property

@@ -114,7 +114,7 @@ class Exporter:
                              preprocess=ref.preprocess, out_dir=scratch, workdir=self.workdir,
                              precision=attempt.precision, calibration=self.calibration,
                              options={**attempt.options, "metadata_json": meta},
-                             sensitive_layers=ref.sensitive_layers, validation=self.validation)
+                             validation=self.validation)
 
     def _sidecar(self, fmt: str, requested: str, attempt: gate.Attempt, exported, key: str) -> Sidecar:
         ref = self.reference
@@ -154,7 +154,7 @@ class Exporter:
             result.__dict__.update(status="up-to-date", delivered=existing.precision, attempts=existing.attempts,
                                    val_accuracy=validation.get("accuracy"), drop_pp=validation.get("drop_pp"),
                                    agreement=validation.get("agreement"),
-                                   size_bytes=sum((target / n).stat().st_size for n in existing.files),
+                                   size_bytes=existing.model_bytes(target),
                                    golden_passed=(validation.get("golden") or {}).get("passed"))
             return result
         started = time.perf_counter()
@@ -217,8 +217,7 @@ class Exporter:
             atomic.write_text(tmp / SIDECAR_NAME, sidecar.to_json())
         shutil.rmtree(scratch, ignore_errors=True)
         result.delivered = sidecar.precision
-        result.size_bytes = sum((target / name).stat().st_size for name in sidecar.files
-                                if not name.startswith("golden/"))
+        result.size_bytes = sidecar.model_bytes(target)
         result.val_accuracy, result.drop_pp = metrics["accuracy"], metrics["drop_pp"]
         result.agreement, result.golden_passed = metrics["agreement"], golden["passed"]
         if not golden["passed"]:

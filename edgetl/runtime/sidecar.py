@@ -76,6 +76,12 @@ class Sidecar:
         data["preprocess"] = self.preprocess.to_dict()
         return data
 
+    def model_bytes(self, folder: str | Path) -> int:
+        """Bytes of the files the model needs (weights, graph), without golden samples or this
+        sidecar: the number every table calls "size"."""
+        names = [n for n in self.files if not n.startswith("golden/") and n != SIDECAR_NAME] or [self.model_file]
+        return sum((Path(folder) / n).stat().st_size for n in names)
+
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2) + "\n"
 
