@@ -139,6 +139,20 @@ def test_bench_json_contract_and_plot(exported, tmp_path):
     assert (tmp_path / "bench.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_every_runtime_defaults_to_the_same_thread_count(exported):
+    """Without --threads, each format runs on the physical cores (LiteRT alone would take one)."""
+    from edgetl.runtime.base import default_threads
+
+    cores = default_threads()
+    assert 1 <= cores <= os.cpu_count()
+    runners = [load(artifact(exported, fmt, "fp32")["path"]) for fmt in FORMATS]
+    assert {r.threads for r in runners} == {cores}
+    ort = next(r for r in runners if r.format == "onnx")
+    assert ort.options.intra_op_num_threads == cores
+    ov = next(r for r in runners if r.format == "openvino")
+    assert ov.compiled.get_property("INFERENCE_NUM_THREADS") == cores
+
+
 @contextlib.contextmanager
 def fed_live_server(row: dict, infer_ms: float):
     """A real LiveServer on loopback, fed by a thread with real results on the golden images."""

@@ -80,7 +80,7 @@ def bench_model(path: str | Path, threads: int | None = None, runs: int | None =
     sidecar = runner.sidecar
     return {
         "path": str(model_file), "format": sidecar.format, "precision": sidecar.precision,
-        "backend": runner.backend, "threads": threads, "device": device or "cpu", "batch": batch,
+        "backend": runner.backend, "threads": runner.threads, "device": device or "cpu", "batch": batch,
         "load_ms": round(load_ms, 2), "first_ms": round(first_ms, 3), **stats,
         "fps": round(batch * 1000.0 / stats["mean_ms"], 2),
         "rss_peak_mb": round(max(0.0, (peak or baseline) - baseline), 1) if peak_reset else None,

@@ -9,7 +9,7 @@ from edgetl.cli.common import json_option, percent, table
 
 @click.command(short_help="Latency percentiles, FPS, memory and per-layer time of exported models.")
 @click.argument("models", nargs=-1, required=True, type=click.Path())
-@click.option("--threads", type=int, help="Runtime threads (default: the runtime's choice).")
+@click.option("--threads", type=int, help="Inference threads (default: the physical cores available).")
 @click.option("--runs", type=int, help="Timed runs per model (default 100).")
 @click.option("--seconds", type=float, help="Time each model for this long instead of a run count.")
 @click.option("--warmup", type=int, default=10, show_default=True, help="Untimed runs first.")

@@ -12,7 +12,7 @@ from edgetl.cli.common import table
 @click.option("--source", required=True, help="Camera index (0) or /dev/videoN, video file, rtsp:// or http:// "
                                               "stream, image file or folder of images.")
 @click.option("--topk", type=int, default=3, show_default=True)
-@click.option("--threads", type=int, help="Runtime threads.")
+@click.option("--threads", type=int, help="Inference threads (default: the physical cores available).")
 @click.option("--device", help="Execution device: cpu, cuda, tensorrt (ONNX); CPU, GPU, NPU (OpenVINO).")
 @click.option("--json-lines", is_flag=True, help="One JSON object per frame on stdout, then a summary line.")
 @click.option("--show", is_flag=True, help="Show the annotated frames in a window.")

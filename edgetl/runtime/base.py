@@ -8,6 +8,7 @@ and turns logits into top-k labels. No torch.
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -25,6 +26,27 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return exp / exp.sum(axis=-1, keepdims=True)
 
 
+def default_threads() -> int:
+    """Physical cores this process may use: the thread count when the caller names none.
+
+    Each runtime has its own default otherwise (LiteRT one thread, onnxruntime and
+    OpenVINO the physical cores), which made `bench` compare formats at different
+    thread counts and left TFLite at half speed on a 2-core machine. Hyper-threads are
+    not counted: they share a core's vector units and inference scales badly onto them.
+    """
+    try:
+        allowed = os.sched_getaffinity(0)
+    except AttributeError:  # not Linux
+        return max(1, (os.cpu_count() or 2) // 2)
+    cores = set()
+    for cpu in allowed:
+        try:
+            cores.add(Path(f"/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list").read_text().strip())
+        except OSError:
+            cores.add(str(cpu))
+    return max(1, len(cores))
+
+
 class Runner(ABC):
     format: str = ""
     backend: str = ""  # the runtime package actually used
@@ -33,7 +55,7 @@ class Runner(ABC):
                  device: str | None = None):
         self.model_path = Path(model_path)
         self.sidecar = sidecar
-        self.threads = threads
+        self.threads = int(threads) if threads else default_threads()
         self.device = device
         batch = sidecar.input.shape[0] if sidecar.input.shape else None
         self.fixed_batch = batch if isinstance(batch, int) and batch > 0 else None

@@ -27,9 +27,8 @@ class OnnxRunner(Runner):
         super().__init__(model_path, sidecar, threads, device)
         ort = require("onnxruntime", "onnx", "running ONNX models")
         options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         wanted = PROVIDERS.get((device or "cpu").lower(), PROVIDERS["cpu"])
         available = set(ort.get_available_providers())

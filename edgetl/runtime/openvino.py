@@ -28,8 +28,7 @@ class OpenVinoRunner(Runner):
         self.target = (device or "CPU").upper()
         self.config = {"PERFORMANCE_HINT": "LATENCY"}
         if self.target == "CPU":
-            if threads:
-                self.config["INFERENCE_NUM_THREADS"] = int(threads)
+            self.config["INFERENCE_NUM_THREADS"] = self.threads
             if sidecar.precision == "fp32":
                 self.config["INFERENCE_PRECISION_HINT"] = "f32"
         model = self.core.read_model(str(model_path))

@@ -35,7 +35,7 @@ class TfliteRunner(Runner):
     def __init__(self, model_path, sidecar, threads=None, device=None):
         super().__init__(model_path, sidecar, threads, device)
         Interpreter, self.backend = interpreter_class()
-        self.interpreter = Interpreter(model_path=str(model_path), num_threads=threads or None)
+        self.interpreter = Interpreter(model_path=str(model_path), num_threads=self.threads)
         self.interpreter.allocate_tensors()
         self.input_detail = self.interpreter.get_input_details()[0]
         self.output_index = self.interpreter.get_output_details()[0]["index"]
