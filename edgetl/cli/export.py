@@ -68,6 +68,7 @@ def parity(run_dir, data, artifacts, max_drop, report_dir, threads):
     parity.png. Exit code 1 when an artifact fails.
     """
     from edgetl.parity import gate, run_parity
+    from edgetl.parity.report import golden_cell
 
     result = run_parity(run_dir, data=data, artifacts=list(artifacts) or None, max_drop=max_drop,
                         report_dir=report_dir, threads=threads)
@@ -75,7 +76,7 @@ def parity(run_dir, data, artifacts, max_drop, report_dir, threads):
           ["Artifact", "Status", "Top-1", "Drop pp", "Agreement", "KL", "Worst class", "Golden"],
           [[f"{r['format']}-{r['precision']}", r["status"], percent(r.get("accuracy")), r.get("drop_pp"),
             percent(r.get("agreement")), r.get("kl"), r.get("worst_class"),
-            f"{r['golden']['matched']}/{r['golden']['total']}" if r.get("golden") else None]
+            golden_cell(r.get("golden"))]
            for r in result["artifacts"]])
     for row in result["artifacts"]:
         if row.get("detail") or row.get("error"):

@@ -32,7 +32,7 @@ def markdown(result: dict) -> str:
             f"| {_name(row)} | {row['status']} | {_pct(row.get('accuracy'))} | {row.get('drop_pp', '-')} | "
             f"{_pct(row.get('agreement'))} | {row.get('kl', '-')} | {row.get('cosine', '-')} | "
             f"{row.get('worst_class') or '-'} ({row.get('worst_class_drop_pp', '-')} pp) | "
-            f"{golden.get('matched', '-')}/{golden.get('total', '-')} |")
+            f"{golden_cell(golden)} |")
     for row in result["artifacts"]:
         if row.get("detail") or row.get("error"):
             lines += ["", f"**{_name(row)}**: {row.get('detail') or row.get('error')}"]
@@ -82,3 +82,13 @@ def write_report(result: dict, classes: list[str], folder: Path) -> dict:
     atomic.write_text(paths["markdown"], markdown(result))
     plot(result, classes, paths["png"])
     return {k: str(v) for k, v in paths.items()}
+
+
+def golden_cell(golden: dict | None) -> str:
+    """'4/4', or '4/4 (float top-1 3/4)' when quantization changed a golden answer."""
+    if not golden:
+        return "-"
+    text = f"{golden.get('matched', '-')}/{golden.get('total', '-')}"
+    if golden.get("float_matched") is not None and golden["float_matched"] != golden.get("total"):
+        text += f" (float top-1 {golden['float_matched']}/{golden['total']})"
+    return text
