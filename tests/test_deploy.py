@@ -234,3 +234,16 @@ def test_jetson_bundle_builds_the_tensorrt_engine_on_the_device(exported, tmp_pa
     assert all("aarch64" in w for w in manifest["wheels"] if not w.endswith("none-any.whl"))
     assert any("cp310" in w for w in manifest["wheels"])
     assert subprocess.run(["sh", "-n", str(bundle / "build_engine.sh")]).returncode == 0
+    # the CSI camera is a GStreamer pipeline: the system's OpenCV (built with GStreamer) must win
+    assert "uninstall -y -q opencv-python-headless" in install and "GStreamer" in install
+    assert subprocess.run(["sh", "-n", str(bundle / "install.sh")]).returncode == 0
+    assert "nvarguscamerasrc" in (bundle / "edgetl.service").read_text()
+
+
+def test_pi_service_asks_the_camera_for_the_profiles_capture_mode(exported, tmp_path):
+    bundle = tmp_path / "rpi5"
+    build_bundle(Path(artifact(exported, "tflite", "int8")["path"]), get_profile("rpi5"), bundle, samples=2,
+                 wheels=False)
+    service = (bundle / "edgetl.service").read_text()
+    assert "--source 0 --threads 4 --camera-size 640x480 --camera-fps 30 --serve 8080" in service
+    assert "opencv-python-headless" not in (bundle / "install.sh").read_text()

@@ -50,6 +50,10 @@ def test_a_new_device_is_a_yaml_file_and_errors_name_the_field(tmp_path, monkeyp
     """))
     with pytest.raises(BadInputError, match="platform_tags"):
         get_profile("arm-tags")
+    (tmp_path / "odd-camera.yaml").write_text(text.replace("name: my-board", "name: odd-camera").replace(
+        'camera: {pipeline: v4l2, source: "0"}', 'camera: {pipeline: v4l2, source: "0", width: 640, height: "480p"}'))
+    with pytest.raises(BadInputError, match="camera.height"):
+        get_profile("odd-camera")
     with pytest.raises(UnknownNameError) as unknown:
         get_profile("rpi6")
     assert "rpi5" in unknown.value.hint

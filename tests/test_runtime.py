@@ -105,9 +105,16 @@ def test_images_and_folders_as_sources(exported):
     ("/no/such/clip.mp4", "does not exist"),
     ("9", "cannot open camera 9"),
     ("/dev/video99", "does not exist"),
+    ("9 --camera-size 640by480", "is not WIDTHxHEIGHT"),
+    ("__golden__ --camera-size 640x480", "apply to cameras"),
+    ("nvarguscamerasrc ! video/x-raw ! appsink", "GStreamer"),  # pip's OpenCV has no GStreamer
 ])
 def test_bad_sources_are_one_clear_line(exported, source, message):
-    result = run_cli("run", artifact(exported, "onnx", "fp32")["path"], "--source", source)
+    model = artifact(exported, "onnx", "fp32")["path"]
+    source, *flags = source.split(" --") if " --" in source else (source,)
+    flags = [part for flag in flags for part in ("--" + flag).split(" ", 1)]
+    source = str(Path(model, "golden")) if source == "__golden__" else source
+    result = run_cli("run", model, "--source", source, *flags)
     assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
 
 

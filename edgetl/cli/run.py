@@ -20,7 +20,11 @@ from edgetl.cli.common import table
 @click.option("--serve", type=int, help="Serve a live page (MJPEG + predictions) on this port.")
 @click.option("--serve-host", default="0.0.0.0", show_default=True, help="Address the live page listens on.")
 @click.option("--max-frames", type=int, help="Stop after this many frames.")
-def run(model, source, topk, threads, device, json_lines, show, save, serve, serve_host, max_frames):
+@click.option("--camera-size", metavar="WxH", help="Ask the camera for this capture size, e.g. 640x480 "
+                                                     "(fewer pixels: less decoding and resizing per frame).")
+@click.option("--camera-fps", type=float, help="Ask the camera for this frame rate.")
+def run(model, source, topk, threads, device, json_lines, show, save, serve, serve_host, max_frames, camera_size,
+        camera_fps):
     """Classify what SOURCE shows with MODEL (an exported file or artifact folder).
 
     Capture, preprocessing and inference overlap; live sources drop stale frames, files never do.
@@ -29,13 +33,15 @@ def run(model, source, topk, threads, device, json_lines, show, save, serve, ser
 
     from edgetl.console import console, info
     from edgetl.runtime.app import classify_source
+    from edgetl.runtime.sources import parse_size
 
     def serving(server) -> None:
         info(f"live page on http://{serve_host}:{server.port}/ (Ctrl-C to stop)")
 
     summary = classify_source(model, source, topk=topk, threads=threads, device=device, json_lines=json_lines,
                               save=save, show=show, serve=serve, serve_host=serve_host, max_frames=max_frames,
-                              on_serving=serving)
+                              on_serving=serving, camera_size=parse_size(camera_size) if camera_size else None,
+                              camera_fps=camera_fps)
     if json_lines:
         click.echo(json.dumps({"summary": summary}))
     else:

@@ -111,8 +111,15 @@ here=$(cd "$(dirname "$0")" && pwd)
 python=${{PYTHON:-python{python}}}
 "$python" -m venv {venv_flags}"$here/venv"
 "$here/venv/bin/pip" install --no-index --find-links "$here/wheels" --disable-pip-version-check -q {requirement}
-"$here/venv/bin/python" -m edgetl --version
+{system_opencv}"$here/venv/bin/python" -m edgetl --version
 if [ -x "$here/build_engine.sh" ]; then "$here/build_engine.sh"; fi
+"""
+
+# GStreamer camera pipelines need the system's OpenCV (pip's wheels are built without GStreamer):
+# drop the wheel from the venv so the system-site-packages one is imported, when the system has it.
+SYSTEM_OPENCV = """if "$python" -c "import cv2, re, sys; sys.exit(not re.search(r'GStreamer:\\s+YES', cv2.getBuildInformation()))" 2>/dev/null; then
+  "$here/venv/bin/pip" uninstall -y -q opencv-python-headless
+fi
 """
 
 ENGINE_SH = """#!/bin/sh
@@ -150,13 +157,23 @@ WorkingDirectory={path}/current
 # `python -m edgetl`, not the venv's console script: the release folder is renamed after install,
 # and console scripts keep the old path in their shebang while the interpreter link does not.
 ExecStart={path}/current/venv/bin/python -m edgetl run {path}/current/model --source {source} \
---threads {threads} --serve 8080 --json-lines
+--threads {threads}{camera} --serve 8080 --json-lines
 Restart=on-failure
 RestartSec=3
 
 [Install]
 WantedBy=multi-user.target
 """
+
+
+def _camera_flags(camera: dict) -> str:
+    """The profile's capture mode as `edgetl run` flags (numbers only, validated by the profile)."""
+    flags = ""
+    if camera.get("width") and camera.get("height"):
+        flags += f" --camera-size {int(camera['width'])}x{int(camera['height'])}"
+    if camera.get("fps"):
+        flags += f" --camera-fps {float(camera['fps']):g}"
+    return flags
 
 
 def build_bundle(source: str | Path, profile: DeviceProfile, out: str | Path, samples: int = 50,
@@ -174,15 +191,18 @@ def build_bundle(source: str | Path, profile: DeviceProfile, out: str | Path, sa
                                   else "edgetl[device]")
         # A preinstalled runtime (JetPack's onnxruntime-gpu) is reached through the system site-packages.
         venv_flags = "--system-site-packages " if profile.runtime.get("preinstalled") else ""
+        gstreamer = profile.camera.get("pipeline") == "gstreamer" and bool(venv_flags)
         (tmp / "install.sh").write_text(INSTALL_SH.format(python=profile.python, requirement=requirement,
-                                                          venv_flags=venv_flags))
+                                                          venv_flags=venv_flags,
+                                                          system_opencv=SYSTEM_OPENCV if gstreamer else ""))
         (tmp / "install.sh").chmod(0o755)
         if profile.tensorrt.get("build") and sidecar.format == "onnx":
             (tmp / "build_engine.sh").write_text(engine_script(profile, sidecar.model_file))
             (tmp / "build_engine.sh").chmod(0o755)
         (tmp / "edgetl.service").write_text(SERVICE.format(
             profile=profile.name, user=profile.service_user, path=profile.install_path,
-            source=shlex.quote(str(profile.camera.get("source", "0"))), threads=profile.threads))
+            source=shlex.quote(str(profile.camera.get("source", "0"))), threads=profile.threads,
+            camera=_camera_flags(profile.camera)))
         files = {p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
         # The same digests for `sha256sum -c` on a device that has coreutils but no edgetl yet.
         (tmp / CHECKSUMS).write_text("".join(f"{digest}  {name}\n" for name, digest in files.items()))

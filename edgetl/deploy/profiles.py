@@ -124,6 +124,12 @@ def parse_profile(path: Path) -> DeviceProfile:
     camera = data.get("camera", {"pipeline": "v4l2", "source": "0"})
     if not isinstance(camera, dict) or camera.get("pipeline") not in CAMERA_PIPELINES:
         _fail(path, "camera.pipeline", f"must be one of {', '.join(CAMERA_PIPELINES)}")
+    for key in ("width", "height", "fps"):
+        value = camera.get(key)
+        if value is not None and not (isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0):
+            _fail(path, f"camera.{key}", f"must be a positive number, got {value!r}")
+    if ("width" in camera) != ("height" in camera):
+        _fail(path, "camera.width", "camera.width and camera.height go together")
     install_path = str(data["install_path"])
     if not install_path.startswith("/"):
         _fail(path, "install_path", f"must be an absolute path, got {install_path!r}")

@@ -12,12 +12,13 @@ from edgetl.runtime.stream import run_stream
 def classify_source(model: str | Path, source: str, topk: int = 3, threads: int | None = None,
                     device: str | None = None, json_lines: bool = False, save: str | None = None,
                     show: bool = False, serve: int | None = None, serve_host: str = "0.0.0.0",
-                    max_frames: int | None = None, on_serving=None) -> dict:
+                    max_frames: int | None = None, on_serving=None, camera_size: tuple[int, int] | None = None,
+                    camera_fps: float | None = None) -> dict:
     """Run `model` over `source`; returns the summary (frames, fps, latency percentiles, dropped)."""
     from edgetl.runtime.sinks import JsonLinesSink, VideoSink, WindowSink
 
     runner = load(model, threads=threads, device=device)
-    stream = open_source(source)
+    stream = open_source(source, camera_size=camera_size, camera_fps=camera_fps)
     sinks = []
     try:
         if json_lines:
@@ -44,5 +45,7 @@ def classify_source(model: str | Path, source: str, topk: int = 3, threads: int 
             sink.close()
         stream.close()
     summary.update(model=str(runner.model_path), format=runner.format, precision=runner.sidecar.precision,
-                   source=stream.description, live=stream.live, saved=save)
+                   source=stream.description, live=stream.live, saved=save, threads=runner.threads)
+    if getattr(stream, "size", None):
+        summary["frame_size"] = list(stream.size)
     return summary

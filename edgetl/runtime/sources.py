@@ -1,6 +1,7 @@
 """Where frames come from: a camera, a video file, a network stream, an image or a folder.
 
     0, 1, /dev/video0          a camera (V4L2 through OpenCV), live
+    "... ! appsink"            a GStreamer pipeline (Jetson CSI cameras), live
     rtsp://..., http(s)://...  a network stream, live
     clip.mp4                   a video file, every frame
     photo.jpg / photos/        images (EXIF-rotated, any mode), every one
@@ -13,6 +14,7 @@ exit code 2. No torch.
 from __future__ import annotations
 
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,12 +67,29 @@ class ImageSource(Source):
             yield Frame(index, str(path), time.time(), image)
 
 
+def parse_size(text: str) -> tuple[int, int]:
+    """'640x480' -> (640, 480); one clear error otherwise."""
+    width, sep, height = str(text).lower().partition("x")
+    if not (sep and width.isdigit() and height.isdigit() and int(width) > 0 and int(height) > 0):
+        raise BadInputError(f"camera size {text!r} is not WIDTHxHEIGHT", "pass e.g. --camera-size 640x480")
+    return int(width), int(height)
+
+
 class VideoSource(Source):
-    def __init__(self, target, description: str, live: bool):
+    def __init__(self, target, description: str, live: bool, size: tuple[int, int] | None = None,
+                 fps: float | None = None, gstreamer: bool = False):
         os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")  # one clear line of ours, not OpenCV's probing
         cv2 = require("cv2", "device", "reading video and cameras")
         self.capture = None
-        if not isinstance(target, int) and hasattr(cv2, "CAP_PROP_N_THREADS"):
+        if gstreamer:
+            self.capture = cv2.VideoCapture(target, cv2.CAP_GSTREAMER)
+            if not self.capture.isOpened():
+                built = re.search(r"GStreamer:\s+YES", cv2.getBuildInformation()) is not None
+                raise SourceError(f"cannot open GStreamer pipeline {description}",
+                                  "check the pipeline with gst-launch-1.0" if built else
+                                  "this OpenCV has no GStreamer support (pip's opencv wheels lack it): use the "
+                                  "system's python3-opencv (JetPack ships one; the Jetson profile's venv sees it)")
+        elif not isinstance(target, int) and hasattr(cv2, "CAP_PROP_N_THREADS"):
             # One decoder thread: capture is already its own pipeline stage, and FFmpeg's
             # threaded decoding costs ~75% more CPU per frame, CPU that inference needs
             # (measured 1.16 against 0.67 ms for a 640x480 frame on 2 cores).
@@ -84,7 +103,17 @@ class VideoSource(Source):
                     "stream": "check the URL and that the stream is reachable from this machine",
                     "video": "check the file exists and is a video OpenCV can decode"}[kind]
             raise SourceError(f"cannot open {description if kind == 'camera' else f'{kind} {description}'}", hint)
+        if size or fps:
+            # Ask the camera for a mode near what the model needs: a 224 px model gains nothing
+            # from 1080p, and every pixel costs decoding and resizing on the device's CPU.
+            if size:
+                self.capture.set(cv2.CAP_PROP_FRAME_WIDTH, size[0])
+                self.capture.set(cv2.CAP_PROP_FRAME_HEIGHT, size[1])
+            if fps:
+                self.capture.set(cv2.CAP_PROP_FPS, float(fps))
         self.fps = self.capture.get(cv2.CAP_PROP_FPS) or None
+        # What the device actually delivers (a camera picks its nearest mode), for the summary.
+        self.size = (int(self.capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(self.capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
 
     def frames(self) -> Iterator[Frame]:
         index = 0
@@ -99,14 +128,23 @@ class VideoSource(Source):
         self.capture.release()
 
 
-def open_source(spec: str) -> Source:
+def open_source(spec: str, camera_size: tuple[int, int] | None = None, camera_fps: float | None = None) -> Source:
+    """`camera_size`/`camera_fps` request a capture mode from a camera; other sources refuse them."""
     spec = str(spec)
     if spec.isdigit():
-        return VideoSource(int(spec), f"camera {spec}", live=True)
+        return VideoSource(int(spec), f"camera {spec}", live=True, size=camera_size, fps=camera_fps)
     if spec.startswith("/dev/video"):
         if not Path(spec).exists():
             raise SourceError(f"camera {spec} does not exist", "list cameras with: ls /dev/video*")
-        return VideoSource(spec, spec, live=True)
+        return VideoSource(spec, spec, live=True, size=camera_size, fps=camera_fps)
+    if " ! " in spec and "appsink" in spec:  # a GStreamer pipeline (Jetson CSI cameras: nvarguscamerasrc)
+        if camera_size or camera_fps:
+            raise BadInputError("--camera-size and --camera-fps do not apply to a GStreamer pipeline",
+                                "set width, height and framerate in the pipeline's caps instead")
+        return VideoSource(spec, spec, live=True, gstreamer=True)
+    if camera_size or camera_fps:
+        raise BadInputError(f"--camera-size and --camera-fps apply to cameras, not to {spec}",
+                            "drop them, or pass a camera index (0) or /dev/videoN as --source")
     if spec.startswith(("rtsp://", "http://", "https://", "rtmp://")):
         return VideoSource(spec, spec, live=True)
     path = Path(spec).expanduser()
