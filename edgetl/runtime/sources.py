@@ -89,13 +89,13 @@ class VideoSource(Source):
                                   "check the pipeline with gst-launch-1.0" if built else
                                   "this OpenCV has no GStreamer support (pip's opencv wheels lack it): use the "
                                   "system's python3-opencv (JetPack ships one; the Jetson profile's venv sees it)")
-        elif not isinstance(target, int) and hasattr(cv2, "CAP_PROP_N_THREADS"):
+        elif (not live or str(target).startswith(("rtsp", "http", "rtmp"))) and hasattr(cv2, "CAP_PROP_N_THREADS"):
             # One decoder thread: capture is already its own pipeline stage, and FFmpeg's
             # threaded decoding costs ~75% more CPU per frame, CPU that inference needs
             # (measured 1.16 against 0.67 ms for a 640x480 frame on 2 cores).
             self.capture = cv2.VideoCapture(target, cv2.CAP_ANY, [cv2.CAP_PROP_N_THREADS, 1])
         if self.capture is None or not self.capture.isOpened():
-            self.capture = cv2.VideoCapture(target)  # cameras, and backends without the property
+            self.capture = cv2.VideoCapture(target)  # cameras (V4L2 backend), and OpenCVs without the property
         self.description, self.live = description, live
         if not self.capture.isOpened():
             kind = "camera" if live and not str(target).startswith(("rtsp", "http")) else "stream" if live else "video"
