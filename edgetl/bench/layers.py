@@ -37,12 +37,10 @@ def _summarise(per_node: dict[str, tuple[str, float]], runs: int) -> dict:
 def _onnx_layers(runner, inputs: np.ndarray, runs: int) -> dict:
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
+    options = runner.options  # the runner's threads and optimisation level, profiling on top
     options.enable_profiling = True
     with tempfile.TemporaryDirectory() as tmp:
         options.profile_file_prefix = str(Path(tmp) / "profile")
-        if runner.threads:
-            options.intra_op_num_threads = runner.threads
         session = ort.InferenceSession(str(runner.model_path), options, providers=runner.providers)
         feed = {session.get_inputs()[0].name: inputs}
         for _ in range(runs):
@@ -58,14 +56,8 @@ def _onnx_layers(runner, inputs: np.ndarray, runs: int) -> dict:
 
 
 def _openvino_layers(runner, inputs: np.ndarray, runs: int) -> dict:
-    import openvino as ov
-
-    core = ov.Core()
-    config = {"PERF_COUNT": True, "PERFORMANCE_HINT": "LATENCY"}
-    if runner.threads:
-        config["INFERENCE_NUM_THREADS"] = int(runner.threads)
-    compiled = core.compile_model(core.read_model(str(runner.model_path)), (runner.device or "CPU").upper(), config)
-    request = compiled.create_infer_request()
+    # The runner's own compilation (batch 1, threads, f32 hint for fp32 IRs) with counters on.
+    request = runner.compile(PERF_COUNT=True).create_infer_request()
     per_node: dict[str, tuple[str, float]] = {}
     for _ in range(runs):
         request.infer({0: inputs})

@@ -13,18 +13,22 @@ existed are checked against the float top-1.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
 from edgetl.runtime.base import Runner
+from edgetl.runtime.sidecar import GoldenSample
 
 
-def check_golden(runner: Runner, folder: str | Path) -> dict:
-    """Run the stored golden images through `runner`; every top-1 must match the artifact's reference."""
-    folder = Path(folder)
-    results = []
+def _answers(runner: Runner, folder: Path) -> Iterator[tuple[GoldenSample, np.ndarray]]:
     for sample in runner.sidecar.golden:
-        logits = runner.infer(runner.preprocess(folder / sample.file))[0]
+        yield sample, runner.infer(runner.preprocess(folder / sample.file))[0]
+
+
+def _summary(runner: Runner, answers) -> dict:
+    results = []
+    for sample, logits in answers:
         got = int(np.argmax(logits))
         expected = sample.top1 if sample.artifact_top1 is None else sample.artifact_top1
         reference = sample.logits if sample.artifact_logits is None else sample.artifact_logits
@@ -37,10 +41,19 @@ def check_golden(runner: Runner, folder: str | Path) -> dict:
             "float_matched": sum(r["float_match"] for r in results), "total": len(results)}
 
 
-def record_reference(runner: Runner, folder: str | Path) -> None:
-    """Store in the runner's sidecar what this artifact answers for each golden image (export time)."""
-    folder = Path(folder)
-    for sample in runner.sidecar.golden:
-        logits = runner.infer(runner.preprocess(folder / sample.file))[0]
+def check_golden(runner: Runner, folder: str | Path) -> dict:
+    """Run the stored golden images through `runner`; every top-1 must match the artifact's reference."""
+    return _summary(runner, _answers(runner, Path(folder)))
+
+
+def record_reference(runner: Runner, folder: str | Path) -> dict:
+    """Store in the runner's sidecar what this artifact answers for each golden image (export time).
+
+    Returns check_golden's summary of those same answers, so export reports `float_matched`
+    without running the images a second time.
+    """
+    answers = list(_answers(runner, Path(folder)))
+    for sample, logits in answers:
         sample.artifact_top1 = int(np.argmax(logits))
         sample.artifact_logits = [round(float(v), 5) for v in logits]
+    return _summary(runner, answers)

@@ -31,11 +31,8 @@ class OpenVinoRunner(Runner):
             self.config["INFERENCE_NUM_THREADS"] = self.threads
             if sidecar.precision == "fp32":
                 self.config["INFERENCE_PRECISION_HINT"] = "f32"
-        model = self.core.read_model(str(model_path))
-        self.dynamic_batch = model.input(0).get_partial_shape()[0].is_dynamic
-        if self.dynamic_batch:
-            model.reshape({model.input(0): _batch_one(model.input(0).get_partial_shape(), sidecar)})
-        self.compiled = self.core.compile_model(model, self.target, self.config)
+        self.dynamic_batch = False
+        self.compiled = self.compile()
         self.request = self.compiled.create_infer_request()
         self.output = self.compiled.output(0)
         # The request's own tensors, bound once: copying a frame into them (~10 us) is cheaper
@@ -43,6 +40,15 @@ class OpenVinoRunner(Runner):
         self._input = self.request.get_input_tensor(0)
         self._result = self.request.get_output_tensor(0)
         self._batched = None  # (request, output) of the dynamic-batch model, compiled on first use
+
+    def compile(self, **extra):
+        """The batch-1 model compiled with this runner's settings (plus `extra`, e.g. PERF_COUNT
+        for per-layer profiling, so the profile is of the very model that is benchmarked)."""
+        model = self.core.read_model(str(self.model_path))
+        self.dynamic_batch = model.input(0).get_partial_shape()[0].is_dynamic
+        if self.dynamic_batch:
+            model.reshape({model.input(0): _batch_one(model.input(0).get_partial_shape(), self.sidecar)})
+        return self.core.compile_model(model, self.target, {**self.config, **extra})
 
     def _run(self, batch):
         if len(batch) == 1 or not self.dynamic_batch:

@@ -20,12 +20,18 @@ def json_line(result: Result) -> str:
 
 
 def annotate(result: Result) -> np.ndarray:
-    """The frame (BGR) with top-k labels, scores, inference latency and FPS drawn on it."""
+    """The frame (BGR) with top-k labels, scores, inference latency and FPS drawn on it.
+
+    Drawn once per result: --save, --show and --serve together share the same image
+    (sinks read it, none draws on it).
+    """
+    if result.annotated is not None:
+        return result.annotated
     cv2 = require("cv2", "device", "drawing overlays")
     frame = result.frame.bgr
     if frame is None:
         frame = np.asarray(result.frame.image)[:, :, ::-1]
-    frame = np.ascontiguousarray(frame).copy()
+    frame = np.array(frame, order="C")  # a private, contiguous copy to draw on
     scale = max(0.4, min(frame.shape[:2]) / 480)
     thickness = max(1, int(round(scale * 1.5)))
     lines = [f"{label} {score:.2f}" for label, score in result.topk]
@@ -36,6 +42,7 @@ def annotate(result: Result) -> np.ndarray:
         cv2.putText(frame, text, (8, y), cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale, (0, 0, 0), thickness + 2, cv2.LINE_AA)
         cv2.putText(frame, text, (8, y), cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale, colour, thickness, cv2.LINE_AA)
         y += int(24 * scale)
+    result.annotated = frame
     return frame
 
 

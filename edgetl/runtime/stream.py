@@ -34,6 +34,7 @@ class Result:
     topk: list[tuple[str, float]]
     latency_ms: dict[str, float]
     fps: float
+    annotated: np.ndarray | None = field(default=None, repr=False)  # drawn once, shared by every sink
 
 
 @dataclass
