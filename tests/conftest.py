@@ -56,7 +56,7 @@ def exported(trained_run, tmp_path_factory) -> dict:
     from edgetl.export import FORMATS, export_run
 
     out = tmp_path_factory.mktemp("export") / "export"
-    return export_run(trained_run["run_dir"], list(FORMATS), ["fp32", "int8"], calib_size=32, out=out)
+    return export_run(trained_run["run_dir"], list(FORMATS), ["fp32", "int8"], calib_size=32, out=out, max_drop=None)
 
 
 def artifact(exported: dict, fmt: str, precision: str) -> dict:

@@ -103,9 +103,10 @@ def test_gate_falls_back_on_a_broken_calibration_and_records_attempts(trained_ru
     result = export_run(trained_run["run_dir"], ["openvino"], ["int8"], calib_size=8,
                         calib_data=str(tmp_path / "calib"), max_drop=0.5, out=tmp_path / "out")
     row = result["artifacts"][0]
-    assert row["attempts"][0]["status"].startswith("rejected"), row["attempts"]
+    assert row["attempts"][0]["status"] != "accepted", row["attempts"]
     assert len(row["attempts"]) >= 2
-    assert row["status"] == "fallback" and row["drop_pp"] <= 0.5
+    assert row["status"] in ("fallback", "mixed precision") and row["drop_pp"] <= 0.5
+    assert row["agreement"] >= result["min_agreement"]
     sidecar = Sidecar.read(row["path"])
     assert sidecar.attempts == row["attempts"] and sidecar.requested_precision == "int8"
 

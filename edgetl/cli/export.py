@@ -17,13 +17,16 @@ from edgetl.export.formats import DEFAULT_PRECISIONS, FORMATS
 @click.option("--calib-size", type=int, default=300, show_default=True,
               help="Class-balanced calibration images from the train split (int8).")
 @click.option("--calib-data", type=click.Path(), help="A folder of calibration images instead of the train split.")
-@click.option("--max-drop", type=float,
-              help="Gate: int8 may lose at most this many percentage points of validation accuracy; "
-                   "otherwise better quantization is tried, then fp16, then fp32.")
-@click.option("--budget", type=float, default=600, show_default=True, help="Seconds of fallback attempts per artifact.")
+@click.option("--max-drop", default="1.0", show_default=True, callback=lambda ctx, param, value: parse_drop(value),
+              help="Gate: int8 may lose at most this many percentage points of validation top-1 (and must agree "
+                   "with float on --min-agreement of the images); otherwise other calibrations, then the most "
+                   "sensitive layers in float, then fp16, then fp32 are tried. 'none' turns the gate off.")
+@click.option("--min-agreement", type=click.FloatRange(0, 1), default=0.975, show_default=True,
+              help="Gate: the fraction of validation images whose int8 top-1 must equal the float top-1.")
+@click.option("--budget", type=float, default=600, show_default=True, help="Seconds of gate attempts per artifact.")
 @click.option("--out", type=click.Path(file_okay=False), help="Output folder (default RUN_DIR/export).")
 @json_option
-def export(run_dir, formats, precisions, calib_size, calib_data, max_drop, budget, out):
+def export(run_dir, formats, precisions, calib_size, calib_data, max_drop, min_agreement, budget, out):
     """Export the best checkpoint of RUN_DIR; every artifact is measured against the float model.
 
     Each artifact lands in OUT/<format>-<precision>/ with model.json (labels, preprocessing,
@@ -36,18 +39,41 @@ def export(run_dir, formats, precisions, calib_size, calib_data, max_drop, budge
     report = export_run(run_dir, parse_list(formats, list(FORMATS), "format"),
                         parse_list(precisions, ["fp32", "fp16", "int8"], "precision"),
                         calib_size=calib_size, calib_data=calib_data, max_drop=max_drop, out=out,
-                        budget_seconds=budget)
+                        budget_seconds=budget, min_agreement=min_agreement)
     rows = report["artifacts"]
+    fp32 = {r["format"]: r["latency_ms"] for r in rows if r["delivered"] == "fp32" and r.get("latency_ms")}
+    for row in rows:
+        base = fp32.get(row["format"])
+        row["latency_ratio"] = round(row["latency_ms"] / base, 3) if base and row.get("latency_ms") else None
     table(f"export: {report['out']} (float validation accuracy {percent(report['float_val_accuracy'])})",
-          ["Format", "Precision", "Delivered", "Status", "Size MB", "Seconds", "Val accuracy", "Drop pp", "Agreement"],
+          ["Format", "Precision", "Delivered", "Status", "Size MB", "Seconds", "Val accuracy", "Drop pp", "Agreement",
+           "Float layers", "p50 ms", "vs fp32"],
           [[r["format"], r["precision"], r["delivered"], r["status"], f"{r['size_bytes'] / 1e6:.2f}", r["seconds"],
-            percent(r["val_accuracy"]), r["drop_pp"], percent(r["agreement"])] for r in rows])
+            percent(r["val_accuracy"]), r["drop_pp"], percent(r["agreement"]), len(r.get("float_layers") or []),
+            r.get("latency_ms"), r.get("latency_ratio")] for r in rows])
+    for note in report.get("notes", []):
+        click.echo(f"note: {note}", err=True)
     for row in rows:
         if row["message"]:
             click.echo(f"{row['format']}-{row['precision']}: {row['message']}", err=True)
-    return {"out": report["out"], "float_val_accuracy": report["float_val_accuracy"], "artifacts": [
-        {k: r[k] for k in ("format", "precision", "delivered", "path", "status", "size_bytes", "seconds",
-                           "val_accuracy", "drop_pp", "agreement", "golden_passed", "attempts")} for r in rows]}
+    return {"out": report["out"], "float_val_accuracy": report["float_val_accuracy"], "max_drop": report["max_drop"],
+            "min_agreement": report["min_agreement"], "notes": report["notes"], "artifacts": [
+        {k: r.get(k) for k in ("format", "precision", "delivered", "path", "status", "size_bytes", "seconds",
+                               "val_accuracy", "drop_pp", "agreement", "float_layers", "latency_ms", "latency_ratio",
+                               "golden_passed", "attempts", "message")} for r in rows]}
+
+
+def parse_drop(value):
+    """'1.0' -> 1.0; 'none'/'off' -> None (gate off)."""
+    if value is None or str(value).strip().lower() in ("none", "off"):
+        return None
+    try:
+        drop = float(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a number of percentage points or 'none'") from None
+    if drop < 0:
+        raise click.BadParameter("must be >= 0 percentage points, or 'none'")
+    return drop
 
 
 @click.command(short_help="Compare every artifact with the float model on held-out images; gate on the drop.")
@@ -85,7 +111,8 @@ def parity(run_dir, data, artifacts, max_drop, report_dir, threads):
     summary = {"float": result["float"], "max_drop": max_drop, "passed": result["passed"],
                "report": result["report"], "artifacts": [
                    {k: r.get(k) for k in ("format", "precision", "path", "status", "accuracy", "drop_pp", "agreement",
-                                          "kl", "cosine", "worst_class", "top5", "golden", "detail")}
+                                          "kl", "cosine", "worst_class", "top5", "golden", "detail",
+                                          "float_layers", "sensitivity")}
                    for r in result["artifacts"]]}
     if not result["passed"]:
         from edgetl.console import emit_json

@@ -1,22 +1,32 @@
-"""The accuracy gate's fallback plan: what to try, in order, when int8 loses too much.
+"""The int8 gate: a calibration search, measured mixed precision, then fp16 and fp32.
 
-No anchor tool does this across runtimes. After each attempt the pipeline
-measures the drop on the validation split; while it is above `--max-drop` and the
-time budget allows, the next step is tried:
+On by default (`--max-drop 1.0`; `--max-drop none` turns it off). Every attempt
+is measured on the validation split against the float model, and one passes
+when its top-1 drop is within `max_drop` *and* its top-1 agreement with float is
+at least `min_agreement`: accuracy lets flipped images cancel out, agreement
+counts each of them. The steps, all plain data so every one can be recorded:
 
-1. the default calibrated int8 (NNCF for ONNX and OpenVINO, ai-edge-quantizer static int8 for TFLite);
-2. twice the calibration images with mixed precision: the recipe's sensitive layers (first
-   conv, classifier, squeeze-excite / hard-swish blocks) kept in float (16-bit activations for TFLite);
-3. another quantizer: onnxruntime Percentile for ONNX, NNCF's accuracy-aware quantization for OpenVINO;
-4. fp16;
-5. fp32, the last resort, always delivered if nothing else passes.
+1. **Recipe search** (`recipes`): a few calibrations per format (number of
+   images, range estimator, bias correction), all tried within `--budget`, in a
+   fixed order with a fixed image draw, so the same run gives the same
+   artifact. The best agreement (then the smallest drop) wins.
+2. **Mixed precision** (`mixed`): if the winner misses the bound, the layers
+   that measured most sensitive (`sensitivity.py`, torch module names, the same
+   in every format) are kept in float, 1, 2, 3, 5, 8 of them, worst first, on the
+   winning recipe; the first that passes is delivered: the fewest float layers.
+3. **fp16**, then **fp32** as the last resort (always delivered).
 
-Every attempt (what, drop, agreement, seconds, error) is recorded in the sidecar.
+Without the gate, int8 is the first recipe alone.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+
+MIXED_COUNTS = (1, 2, 3, 5, 8)
+DEFAULT_MAX_DROP = 1.0
+DEFAULT_MIN_AGREEMENT = 0.975
+CALIBRATION_CAP = 1000  # "all the train split" stops here: ranges settle long before, time does not
 
 
 @dataclass(frozen=True)
@@ -24,40 +34,69 @@ class Attempt:
     what: str
     precision: str
     options: dict = field(default_factory=dict)
+    stage: str = "recipe"  # recipe | mixed | fallback
     last_resort: bool = False
 
 
-def plan(fmt: str, precision: str, calib_size: int, sensitive: tuple[str, ...], max_drop: float | None) -> list[Attempt]:
-    """The attempts for one requested (format, precision); just one unless int8 is gated."""
-    if precision != "int8":
-        return [Attempt(f"{precision}", precision)]
-    first = {
-        "onnx": Attempt("int8 NNCF (QDQ)", "int8", {"tool": "nncf", "calib_images": calib_size}),
-        "openvino": Attempt("int8 NNCF", "int8", {"calib_images": calib_size}),
-        "tflite": Attempt("int8 static (a8w8)", "int8", {"recipe": "static_wi8_ai8", "calib_images": calib_size}),
-    }[fmt]
+def recipes(fmt: str, calib_size: int, calib_all: int, searched: bool = True) -> list[Attempt]:
+    """The calibration search for one format; the first entry is the default (and the only one ungated)."""
+    sizes = [calib_size] + ([calib_all] if searched and calib_all > calib_size else [])
+    found: list[Attempt] = []
+    for images in sizes:
+        found += {
+            "onnx": [Attempt(f"int8 onnxruntime MinMax, {images} images", "int8",
+                             {"tool": "onnxruntime", "method": "minmax", "calib_images": images})],
+            "openvino": [Attempt(f"int8 NNCF, fast bias correction, {images} images", "int8",
+                                 {"calib_images": images, "bias_correction": "fast"})],
+            "tflite": [Attempt(f"int8 ai-edge-quantizer a8w8, {images} images", "int8",
+                               {"recipe": "static_wi8_ai8", "calib_images": images})],
+        }[fmt]
+    if searched:
+        found += {
+            "onnx": [Attempt(f"int8 onnxruntime Percentile 99.999, {calib_size} images", "int8",
+                             {"tool": "onnxruntime", "method": "percentile", "percentile": 99.999,
+                              "calib_images": calib_size})],
+            "openvino": [Attempt(f"int8 NNCF, full bias correction, {calib_size} images", "int8",
+                                 {"calib_images": calib_size, "bias_correction": "full"})],
+            "tflite": [],
+        }[fmt]
+    return found if searched else found[:1]
+
+
+def mixed(best: Attempt, ranking: list[str], counts: tuple[int, ...] = MIXED_COUNTS) -> list[Attempt]:
+    """The winning recipe with the k most sensitive layers kept in float, k = 1, 2, 3, 5, 8."""
+    steps = []
+    for count in counts:
+        if count > len(ranking):
+            break
+        layers = ranking[:count]
+        steps.append(replace(best, what=f"{best.what}, {count} most sensitive layer(s) float ({', '.join(layers)})",
+                             options={**best.options, "float_layers": layers}, stage="mixed"))
+    return steps
+
+
+def fallbacks() -> list[Attempt]:
+    return [Attempt("fp16", "fp16", stage="fallback"),
+            Attempt("fp32 (last resort)", "fp32", stage="fallback", last_resort=True)]
+
+
+def passes(metrics: dict, max_drop: float | None, min_agreement: float | None) -> bool:
     if max_drop is None:
-        return [first]
-    floats = list(sensitive)
-    more = 2 * calib_size
-    steps = {
-        "onnx": [
-            Attempt("int8 NNCF, 2x images, sensitive layers float", "int8",
-                    {"tool": "nncf", "calib_images": more, "float_layers": floats}),
-            Attempt("int8 onnxruntime Percentile 99.99, 2x images, sensitive layers float", "int8",
-                    {"tool": "onnxruntime", "method": "percentile", "percentile": 99.99, "calib_images": more,
-                     "float_layers": floats}),
-        ],
-        "openvino": [
-            Attempt("int8 NNCF, 2x images, sensitive layers float", "int8",
-                    {"calib_images": more, "float_layers": floats}),
-            Attempt("int8 NNCF accuracy control", "int8",
-                    {"calib_images": more, "accuracy_control": True, "max_drop": max_drop / 100.0,
-                     "max_iterations": 3}),
-        ],
-        "tflite": [
-            Attempt("int8 weights, 16-bit activations (a16w8)", "int8",
-                    {"recipe": "static_wi8_ai16", "calib_images": more}),
-        ],
-    }[fmt]
-    return [first, *steps, Attempt("fp16", "fp16"), Attempt("fp32 (last resort)", "fp32", last_resort=True)]
+        return True
+    return metrics["drop_pp"] <= max_drop and (min_agreement is None or metrics["agreement"] >= min_agreement)
+
+
+def better(a: dict, b: dict | None) -> bool:
+    """Whether measured attempt `a` beats `b`: agreement first (every flip counts), then the drop."""
+    return b is None or (a["agreement"], -a["drop_pp"]) > (b["agreement"], -b["drop_pp"])
+
+
+def resolution_note(images: int, max_drop: float | None) -> str | None:
+    """A warning when one validation image is worth too much for the gate to tell recipes apart."""
+    if images == 0:
+        return "no validation images: int8 cannot be judged; the gate accepts the first recipe"
+    one = 100.0 / images
+    if max_drop is not None and one > max_drop / 4:
+        return (f"the validation split has {images} images: one image is {one:.2f} pp, too coarse to tell "
+                f"int8 recipes apart at --max-drop {max_drop}; give the run a larger validation split")
+    return None

@@ -15,19 +15,19 @@ Labels and preprocessing go into the IR's rt_info (`model_info`, and `edgetl`).
 
 from __future__ import annotations
 
-import fnmatch
 import json
 
 from edgetl.export.base import ExportedModel, ExportRequest
 from edgetl.export.base import quiet_converters
 from edgetl.export.onnx import float_onnx
+from edgetl.export.qdq import in_modules, module_of
 from edgetl.runtime.sidecar import TensorInfo
 
 
 def _ignored_names(model, patterns) -> list[str]:
-    scopes = ["/" + p.replace(".", "/") + "/*" for p in patterns]
+    """Friendly names (the ONNX node names, `/blocks/blocks.1/.../conv_dw/Conv`) of the given torch modules."""
     return [op.get_friendly_name() for op in model.get_ops()
-            if any(fnmatch.fnmatch(op.get_friendly_name(), s) for s in scopes)]
+            if in_modules(module_of(op.get_friendly_name()), patterns)]
 
 
 def _quantize(request: ExportRequest, model):
@@ -39,10 +39,13 @@ def _quantize(request: ExportRequest, model):
     float_layers = list(request.options.get("float_layers", []))
     ignored = _ignored_names(model, float_layers) if float_layers else []
     scope = nncf.IgnoredScope(names=ignored, validate=False) if ignored else None
+    fast = request.options.get("bias_correction", "fast") == "fast"
     info = {"tool": f"nncf {nncf.__version__}", "weights": "int8 symmetric per-channel",
             "activations": "int8/uint8 per-tensor (mixed preset)", "calibration_images": min(limit, len(calibration)),
-            "float_layers": float_layers, "float_nodes": len(ignored), "method": "nncf.quantize"}
-    kwargs = dict(preset=nncf.QuantizationPreset.MIXED, subset_size=min(limit, len(calibration)))
+            "float_layers": float_layers, "float_nodes": len(ignored),
+            "method": f"nncf.quantize, {'fast' if fast else 'full'} bias correction"}
+    kwargs = dict(preset=nncf.QuantizationPreset.MIXED, subset_size=min(limit, len(calibration)),
+                  fast_bias_correction=fast)
     if scope is not None:
         kwargs["ignored_scope"] = scope
     if not request.options.get("accuracy_control"):

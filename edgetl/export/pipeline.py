@@ -30,6 +30,7 @@ from edgetl.export.base import ExportRequest
 from edgetl.export.formats import FORMATS
 from edgetl.export.golden import make_golden
 from edgetl.export.graph import static_same_padding
+from edgetl.export.trial import Trial, p50_ms
 from edgetl.runtime import runner_class
 from edgetl.runtime.golden import record_reference
 from edgetl.runtime.sidecar import SIDECAR_NAME, Sidecar, sha256_file, verify_files
@@ -48,8 +49,14 @@ class ArtifactResult:
     drop_pp: float | None = None
     agreement: float | None = None
     golden_passed: bool | None = None
+    latency_ms: float | None = None  # p50 at batch 1 on the export host, default threads
+    float_layers: list[str] = field(default_factory=list)
     attempts: list[dict] = field(default_factory=list)
     message: str = ""
+
+
+GATE_VERSION = 2
+SENSITIVITY_ROWS = 15
 
 
 def git_commit() -> str | None:
@@ -89,8 +96,10 @@ class Exporter:
     """One export session over a run: shared float reference, validation data, calibration."""
 
     def __init__(self, reference, out: Path, calibration, max_drop: float | None, budget_seconds: float,
-                 settings: dict, golden_count: int = 4):
+                 settings: dict, golden_count: int = 4, min_agreement: float | None = gate.DEFAULT_MIN_AGREEMENT):
         self.reference = reference
+        self.min_agreement = min_agreement
+        self._sensitivity: dict | None = None
         self.out = out
         self.calibration = calibration
         self.max_drop = max_drop
@@ -139,15 +148,120 @@ class Exporter:
                     "key": key},
         )
 
+    def sensitivity(self) -> dict:
+        """Per-layer int8 sensitivity of this run's model, measured once per export session."""
+        if self._sensitivity is None:
+            from edgetl.export import onnx as onnx_export
+            from edgetl.export.sensitivity import DEFAULT_IMAGES, measure
+
+            scratch = self.workdir / "sensitivity"
+            scratch.mkdir(exist_ok=True)
+            request = self._request(gate.Attempt("sensitivity", "int8"), scratch)
+            prepared = onnx_export._prepared(request, onnx_export.float_onnx(request))
+            batches = list(self.calibration.batches("NCHW", limit=DEFAULT_IMAGES, batch_size=16))
+            self._sensitivity = measure(prepared, batches)
+            info(f"  int8 sensitivity: {len(self._sensitivity['layers'])} layers in "
+                 f"{self._sensitivity['seconds']} s; worst: "
+                 + ", ".join(f"{r['layer']} ({r['sqnr_db']} dB)" for r in self._sensitivity["layers"][:3]))
+        return self._sensitivity
+
+    def _try(self, fmt: str, requested: str, attempt: gate.Attempt, number: int, key: str) -> Trial:
+        """Export one attempt into a scratch folder and measure it on the validation split."""
+        record = {"what": attempt.what, "precision": attempt.precision, "stage": attempt.stage}
+        scratch = self.workdir / f"{fmt}-{requested}-{number}"
+        scratch.mkdir()
+        started = time.perf_counter()
+        try:
+            exported = FORMATS[fmt].exporter().export(self._request(attempt, scratch))
+            sidecar = self._sidecar(fmt, requested, attempt, exported, key)
+            runner = runner_class(fmt)(scratch / exported.model_file, sidecar)
+            metrics = compare(self.float_val, runner_logits(runner, self.validation.pixels),
+                              self.validation.labels, self.reference.labels)
+        except Exception as exc:  # a converter failing must not lose the other artifacts
+            first_line = str(exc).splitlines()[0][:300] if str(exc) else ""
+            record.update(status="error", error=f"{type(exc).__name__}: {first_line}",
+                          seconds=round(time.perf_counter() - started, 2))
+            shutil.rmtree(scratch, ignore_errors=True)
+            return Trial(attempt, record)
+        record.update(status="measured", drop_pp=metrics["drop_pp"], agreement=metrics["agreement"],
+                      val_accuracy=metrics["accuracy"], seconds=round(time.perf_counter() - started, 2))
+        return Trial(attempt, record, scratch, sidecar, metrics)
+
+    def _plan_and_run(self, fmt: str, precision: str, key: str, result: ArtifactResult) -> Trial | None:
+        """Run the gate's chain; returns the trial to publish (None if every attempt failed)."""
+        started = time.perf_counter()
+        counter = iter(range(1000))
+        gated = precision == "int8" and self.max_drop is not None
+
+        def run(attempt: gate.Attempt) -> Trial | None:
+            if gated and time.perf_counter() - started > self.budget and not attempt.last_resort and result.attempts:
+                result.attempts.append({"what": attempt.what, "stage": attempt.stage,
+                                        "status": "skipped: time budget spent"})
+                return None
+            trial = self._try(fmt, precision, attempt, next(counter), key)
+            result.attempts.append(trial.record)
+            return trial if trial.metrics is not None else None
+
+        if precision != "int8":
+            return run(gate.Attempt(precision, precision))
+        size, everything = self.settings["calib_size"], len(self.calibration)
+        candidates = gate.recipes(fmt, min(size, everything), everything, searched=gated)
+        if not gated:
+            return run(candidates[0])
+        best: Trial | None = None
+        for attempt in candidates:
+            trial = run(attempt)
+            if trial is not None and gate.better(trial.metrics, best.metrics if best else None):
+                if best is not None:
+                    best.discard()
+                best = trial
+            elif trial is not None:
+                trial.discard()
+        if best is not None:
+            best.record["status"] = "best recipe"
+            if gate.passes(best.metrics, self.max_drop, self.min_agreement):
+                return best.accept()
+            best.record["status"] = "best recipe, " + self._miss(best.metrics)
+            try:
+                ranking = [row["layer"] for row in self.sensitivity()["layers"]]
+            except Exception as exc:
+                ranking = []
+                warn(f"  {fmt}: could not measure layer sensitivity ({type(exc).__name__}: {exc})")
+            for attempt in gate.mixed(best.attempt, ranking):
+                trial = run(attempt)
+                if trial is None:
+                    continue
+                if gate.passes(trial.metrics, self.max_drop, self.min_agreement):
+                    best.discard()
+                    return trial.accept()
+                trial.record["status"] = "rejected: " + self._miss(trial.metrics)
+                trial.discard()
+            best.discard()
+        for attempt in gate.fallbacks():
+            trial = run(attempt)
+            if trial is None:
+                continue
+            if attempt.last_resort or gate.passes(trial.metrics, self.max_drop, self.min_agreement):
+                return trial.accept()
+            trial.record["status"] = "rejected: " + self._miss(trial.metrics)
+            trial.discard()
+        return None
+
+    def _miss(self, metrics: dict) -> str:
+        reasons = []
+        if metrics["drop_pp"] > self.max_drop:
+            reasons.append(f"drop {metrics['drop_pp']:.2f} pp > {self.max_drop}")
+        if self.min_agreement is not None and metrics["agreement"] < self.min_agreement:
+            reasons.append(f"agreement {100 * metrics['agreement']:.2f}% < {100 * self.min_agreement:.1f}%")
+        return ", ".join(reasons)
+
     def export_one(self, fmt: str, precision: str) -> ArtifactResult:
         target = self.out / f"{fmt}-{precision}"
         result = ArtifactResult(format=fmt, precision=precision, path=str(target))
-        attempts = gate.plan(fmt, precision, self.settings["calib_size"], self.reference.sensitive_layers,
-                             self.max_drop)
-        calibrated = any(a.precision == "int8" for a in attempts)
+        calibrated = precision == "int8"
         key = _source_key(self.reference, fmt, precision, {
             **(self.settings if calibrated else {}), "max_drop": self.max_drop if calibrated else None,
-            "plan": [asdict(a) for a in attempts]})
+            "min_agreement": self.min_agreement if calibrated else None, "gate": GATE_VERSION})
         existing = _up_to_date(target, key)
         if existing is not None:
             validation = existing.validation or {}
@@ -155,60 +269,60 @@ class Exporter:
                                    val_accuracy=validation.get("accuracy"), drop_pp=validation.get("drop_pp"),
                                    agreement=validation.get("agreement"),
                                    size_bytes=existing.model_bytes(target),
-                                   golden_passed=(validation.get("golden") or {}).get("passed"))
+                                   golden_passed=(validation.get("golden") or {}).get("passed"),
+                                   latency_ms=validation.get("latency_ms"),
+                                   float_layers=(existing.sensitivity or {}).get("float_layers", []))
             return result
         started = time.perf_counter()
-        for number, attempt in enumerate(attempts):
-            if time.perf_counter() - started > self.budget and not attempt.last_resort and number > 0:
-                result.attempts.append({"what": attempt.what, "status": "skipped: time budget spent"})
-                continue
-            record = {"what": attempt.what, "precision": attempt.precision}
-            scratch = self.workdir / f"{fmt}-{precision}-{number}"
-            scratch.mkdir()
-            attempt_start = time.perf_counter()
-            try:
-                exported = FORMATS[fmt].exporter().export(self._request(attempt, scratch))
-                sidecar = self._sidecar(fmt, precision, attempt, exported, key)
-                runner = runner_class(fmt)(scratch / exported.model_file, sidecar)
-                metrics = compare(self.float_val, runner_logits(runner, self.validation.pixels),
-                                  self.validation.labels, self.reference.labels)
-            except Exception as exc:  # a converter failing must not lose the other artifacts
-                first_line = str(exc).splitlines()[0][:300] if str(exc) else ""
-                record.update(status="error", error=f"{type(exc).__name__}: {first_line}",
-                              seconds=round(time.perf_counter() - attempt_start, 2))
-                result.attempts.append(record)
-                shutil.rmtree(scratch, ignore_errors=True)
-                if self.max_drop is None:
-                    break  # no fallback was asked for
-                continue
-            record.update(status="measured", drop_pp=metrics["drop_pp"], agreement=metrics["agreement"],
-                          val_accuracy=metrics["accuracy"], seconds=round(time.perf_counter() - attempt_start, 2))
-            passes = (self.max_drop is None or attempt.precision == "fp32" or attempt.last_resort
-                      or metrics["drop_pp"] <= self.max_drop)
-            record["status"] = "accepted" if passes else f"rejected: drop {metrics['drop_pp']:.2f} pp > {self.max_drop}"
-            result.attempts.append(record)
-            if passes:
-                self._publish(target, scratch, sidecar, metrics, result)
-                result.status = "ok" if number == 0 else "fallback"
-                break
-            shutil.rmtree(scratch, ignore_errors=True)
+        chosen = self._plan_and_run(fmt, precision, key, result)
+        if chosen is not None:
+            if chosen.sidecar.precision == "int8":
+                chosen.sidecar.sensitivity = self._sensitivity_record(chosen)
+            self._publish(target, chosen.scratch, chosen.sidecar, chosen.metrics, result)
+            result.status = "ok" if chosen.attempt.stage == "recipe" and chosen.sidecar.precision == precision \
+                else ("mixed precision" if chosen.attempt.stage == "mixed" else "fallback")
+            result.float_layers = list(chosen.attempt.options.get("float_layers", []))
         result.seconds = round(time.perf_counter() - started, 2)
         if result.delivered is None:
             result.status = "failed"
             result.message = "; ".join(a.get("error", a["status"]) for a in result.attempts)
         elif result.delivered != precision:
-            result.message = (f"delivered {result.delivered}: {precision} lost more than {self.max_drop} pp "
-                              f"on validation in every attempt")
+            worst = ", ".join((self._sensitivity or {}).get("layers", [{}])[0:1] and
+                              [r["layer"] for r in self._sensitivity["layers"][:3]])
+            result.message = (f"delivered {result.delivered}: {precision} missed the gate (drop <= {self.max_drop} pp, "
+                              f"agreement >= {100 * (self.min_agreement or 0):.1f}%) on validation in every attempt"
+                              + (f"; the most sensitive layers: {worst}" if worst else ""))
+        elif result.float_layers:
+            result.message = f"int8 with {len(result.float_layers)} layer(s) kept float: {', '.join(result.float_layers)}"
         return result
+
+    def _sensitivity_record(self, chosen: Trial) -> dict | None:
+        if self._sensitivity is None:
+            try:
+                self.sensitivity()
+            except Exception as exc:
+                warn(f"  could not measure layer sensitivity ({type(exc).__name__}: {exc})")
+                return None
+        measured = self._sensitivity
+        floats = list(chosen.attempt.options.get("float_layers", []))
+        return {"method": measured["method"], "split": measured["split"], "images": measured["images"],
+                "full_int8": measured["full_int8"],
+                "layers": [{k: v for k, v in row.items() if k != "nodes"} for row in measured["layers"][:SENSITIVITY_ROWS]],
+                "float_layers": floats,
+                "reason": (f"the {len(floats)} most sensitive layer(s) by measured SQNR, the fewest that kept the "
+                           f"validation drop within {self.max_drop} pp and agreement >= {self.min_agreement}")
+                if floats else None}
 
     def _publish(self, target: Path, scratch: Path, sidecar: Sidecar, metrics: dict, result: ArtifactResult) -> None:
         shutil.copytree(self.golden_dir, scratch, dirs_exist_ok=True)
         runner = runner_class(sidecar.format)(scratch / sidecar.model_file, sidecar)
         golden = record_reference(runner, scratch)
+        latency = p50_ms(runner)
         sidecar.attempts = result.attempts
         sidecar.validation = {"split": "val", **{k: metrics[k] for k in (
             "images", "accuracy", "float_accuracy", "drop_pp", "agreement", "kl", "cosine", "worst_class")},
-            "golden": {k: golden[k] for k in ("passed", "matched", "float_matched", "total")}}
+            "golden": {k: golden[k] for k in ("passed", "matched", "float_matched", "total")},
+            "latency_ms": latency}
         sidecar.files = {p.relative_to(scratch).as_posix(): sha256_file(p)
                          for p in sorted(scratch.rglob("*")) if p.is_file()}
         with atomic.atomic_dir(target) as tmp:
@@ -219,6 +333,7 @@ class Exporter:
         result.size_bytes = sidecar.model_bytes(target)
         result.val_accuracy, result.drop_pp = metrics["accuracy"], metrics["drop_pp"]
         result.agreement, result.golden_passed = metrics["agreement"], golden["passed"]
+        result.latency_ms = latency
         if golden["float_matched"] < golden["total"]:
             warn(f"{target.name}: {sidecar.precision} changes the float top-1 of "
                  f"{golden['total'] - golden['float_matched']}/{golden['total']} golden samples "
@@ -226,9 +341,13 @@ class Exporter:
 
 
 def export_run(run_dir: str | Path, formats: list[str], precisions: list[str], calib_size: int = 300,
-               calib_data: str | None = None, max_drop: float | None = None, out: str | Path | None = None,
-               budget_seconds: float = 600.0) -> dict:
-    """Export a finished run; returns {"run_dir", "out", "float_val_accuracy", "artifacts": [...]}."""
+               calib_data: str | None = None, max_drop: float | None = gate.DEFAULT_MAX_DROP,
+               out: str | Path | None = None, budget_seconds: float = 600.0,
+               min_agreement: float | None = gate.DEFAULT_MIN_AGREEMENT) -> dict:
+    """Export a finished run; returns {"run_dir", "out", "float_val_accuracy", "notes", "artifacts": [...]}.
+
+    int8 is gated by default (`max_drop` pp of validation top-1 and `min_agreement`); `max_drop=None` turns
+    the gate off and delivers the first recipe as it comes."""
     from edgetl.export.calibration import load_calibration
     from edgetl.export.reference import load_reference
 
@@ -245,12 +364,22 @@ def export_run(run_dir: str | Path, formats: list[str], precisions: list[str], c
             samples, root, source = list_images(calib_data), Path(calib_data), f"folder {calib_data}"
         else:
             samples, root, source = load_split(reference.run.path, "train"), reference.run.data_root(), "train split"
-        wanted = calib_size * (2 if max_drop is not None else 1)
+        # The gate's search also tries the whole split (up to a cap); the first calib_size of this
+        # balanced draw are the same images as a draw of calib_size alone.
+        wanted = max(calib_size, gate.CALIBRATION_CAP) if max_drop is not None else calib_size
         calibration = load_calibration(root, samples, reference.preprocess, wanted, source)
         if len(calibration) < calib_size:
             warn(f"calibrating on {len(calibration)} images ({source} has no more); --calib-size asked {calib_size}")
-    settings = {"calib_size": calib_size, "calib_data": calib_data}
-    session = Exporter(reference, out, calibration, max_drop, budget_seconds, settings)
+    settings = {"calib_size": calib_size, "calib_data": calib_data,
+                "calib_images": len(calibration) if calibration is not None else 0}
+    session = Exporter(reference, out, calibration, max_drop, budget_seconds, settings,
+                       min_agreement=min_agreement if max_drop is not None else None)
+    notes = []
+    if "int8" in precisions and max_drop is not None:
+        note = gate.resolution_note(len(session.validation), max_drop)
+        if note:
+            warn(note)
+            notes.append(note)
     results = []
     try:
         for fmt in formats:
@@ -263,10 +392,11 @@ def export_run(run_dir: str | Path, formats: list[str], precisions: list[str], c
                 results.append(session.export_one(fmt, precision))
                 row = results[-1]
                 info(f"  {fmt}-{precision}: {row.status}"
-                     + (f", val accuracy {row.val_accuracy:.3f} (drop {row.drop_pp:+.2f} pp)"
-                        if row.val_accuracy is not None else f" ({row.message})"))
+                     + (f", val accuracy {row.val_accuracy:.3f} (drop {row.drop_pp:+.2f} pp, agreement "
+                        f"{100 * row.agreement:.2f}%)" if row.val_accuracy is not None else f" ({row.message})"))
     finally:
         session.close()
     return {"run_dir": str(reference.run.path), "out": str(out),
             "float_val_accuracy": round(float((session.float_val.argmax(1) == session.validation.labels).mean()), 6),
-            "max_drop": max_drop, "artifacts": [asdict(r) for r in results]}
+            "max_drop": max_drop, "min_agreement": session.min_agreement, "notes": notes,
+            "artifacts": [asdict(r) for r in results]}

@@ -40,7 +40,52 @@ def markdown(result: dict) -> str:
         if changed:
             lines += ["", f"{_name(row)}: {len(changed)} image(s) changed prediction: "
                       + ", ".join(f"`{p}`" for p in changed[:20]) + (" ..." if len(changed) > 20 else "")]
+    lines += sensitivity_markdown(result)
     return "\n".join(lines) + "\n"
+
+
+def sensitivity_markdown(result: dict, rows: int = 10) -> list[str]:
+    """Per int8 artifact: the layers that cost the most when quantized alone, worst first."""
+    lines = []
+    for row in result["artifacts"]:
+        layers = row.get("sensitivity") or []
+        if not layers:
+            continue
+        how = row.get("sensitivity_method") or {}
+        lines += ["", f"## int8 sensitivity: {_name(row)}", "",
+                  f"{how.get('method', '')}; {how.get('images', '?')} {how.get('split', 'calibration')} images. "
+                  f"Kept in float: {', '.join(f'`{x}`' for x in row.get('float_layers') or []) or 'none'}.", "",
+                  "| layer (torch module) | SQNR alone (dB) | KL alone | agreement if kept float |",
+                  "| --- | --- | --- | --- |"]
+        for layer in layers[:rows]:
+            lines.append(f"| `{layer['layer']}` | {layer['sqnr_db']} | {layer['kl']} | "
+                         f"{_pct(layer.get('agreement_if_float'))} |")
+    return lines
+
+
+def plot_sensitivity(result: dict, path: Path, rows: int = 10) -> bool:
+    """sensitivity.png: SQNR of the worst layers per int8 artifact (lower = more sensitive)."""
+    artifacts = [r for r in result["artifacts"] if r.get("sensitivity")]
+    if not artifacts:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(artifacts), figsize=(5.5 * len(artifacts), 0.35 * rows + 1.8), squeeze=False)
+    for ax, row in zip(axes[0], artifacts):
+        layers = row["sensitivity"][:rows]
+        floats = set(row.get("float_layers") or [])
+        ax.barh([x["layer"] for x in layers], [x["sqnr_db"] for x in layers],
+                color=["tab:orange" if x["layer"] in floats else "tab:blue" for x in layers])
+        ax.invert_yaxis()
+        ax.set(xlabel="logit SQNR with only this layer int8 (dB)", title=f"{_name(row)} (orange: kept float)")
+        ax.tick_params(axis="y", labelsize=8)
+    fig.tight_layout()
+    atomic.write_with(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    plt.close(fig)
+    return True
 
 
 def plot(result: dict, classes: list[str], path: Path) -> None:
@@ -81,6 +126,8 @@ def write_report(result: dict, classes: list[str], folder: Path) -> dict:
     atomic.write_json(paths["json"], result)
     atomic.write_text(paths["markdown"], markdown(result))
     plot(result, classes, paths["png"])
+    if plot_sensitivity(result, folder / "sensitivity.png"):
+        paths["sensitivity_png"] = folder / "sensitivity.png"
     return {k: str(v) for k, v in paths.items()}
 
 

@@ -66,6 +66,7 @@ class Sidecar:
     calibration: dict | None = None
     attempts: list[dict] = field(default_factory=list)
     validation: dict | None = None  # accuracy on the validation split vs float
+    sensitivity: dict | None = None  # int8: measured per-layer sensitivity, worst first, and the layers kept float
     source: dict = field(default_factory=dict)
     golden: list[GoldenSample] = field(default_factory=list)
     schema: str = SCHEMA
@@ -119,7 +120,8 @@ class Sidecar:
             golden = [GoldenSample(**g) for g in data.get("golden", [])]
         except TypeError as exc:
             fail("golden", f"is invalid ({exc})")
-        known = {k: data[k] for k in ("files", "quantization", "calibration", "attempts", "validation", "source")
+        known = {k: data[k] for k in ("files", "quantization", "calibration", "attempts", "validation", "source",
+                                          "sensitivity")
                  if k in data}
         return cls(format=data["format"], precision=data["precision"],
                    requested_precision=data.get("requested_precision", data["precision"]),

@@ -1,0 +1,147 @@
+"""ONNX QDQ graph facts and rewrites shared by the int8 exporters and the sensitivity analysis.
+
+- Layer names. torch.onnx names every node by its module scope
+  (`/blocks/1/0/conv_dw/Conv`), so a node maps back to the torch module it
+  came from (`blocks.1.0.conv_dw`). The same module path selects the same layer
+  in the OpenVINO IR (friendly names are the ONNX node names) and in the TFLite
+  graph (litert-torch writes module scopes into tensor names): one name, one
+  layer, three formats.
+- uint8 activations. NNCF's ONNX backend writes many activation quantizers with
+  int8 zero points. onnxruntime on x86 without VNNI runs S8S8 convolutions far
+  slower than U8S8 (measured 3x slower than fp32 on a Lite0, where U8S8 is about
+  0.7x). `q_u8 = q_s8 + 128` with the zero point moved by 128 is exact in QDQ
+  semantics — the clip range [-128, 127] becomes [0, 255] — checked with graph
+  optimisations off. Fused integer kernels may then round differently (U8S8 on
+  AVX2 accumulates pairs in int16 and can saturate, VNNI does not).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+WEIGHTED_OPS = ("Conv", "Gemm", "MatMul", "ConvTranspose")
+# Activations a runtime fuses into the layer before them: quantizing the layer means quantizing
+# after them (a range of [0, 6] after ReLU6, not the wide pre-activation range).
+FUSED_ACTIVATIONS = ("Clip", "Relu", "LeakyRelu", "HardSwish", "HardSigmoid", "Sigmoid", "Tanh", "PRelu")
+
+
+def module_of(node_name: str) -> str | None:
+    """The torch module path of an exported node; None for nodes outside any module.
+
+    torchvision scopes read `/features/4/block/2/fc1/Conv`; timm's Sequential
+    children carry their full path (`/blocks/blocks.1/blocks.1.0/conv_dw/Conv`),
+    which replaces the prefix built so far. Both give `features.4.block.2.fc1`
+    and `blocks.1.0.conv_dw`.
+    """
+    parts = [p for p in node_name.split("/") if p]
+    if len(parts) < 2:
+        return None
+    path = ""
+    for part in parts[:-1]:
+        path = part if "." in part else (f"{path}.{part}" if path else part)  # a dotted scope is a full path
+    return path
+
+
+def in_modules(module: str | None, patterns) -> bool:
+    """Whether a module path is one of `patterns` (module paths or globs) or lies inside one."""
+    import fnmatch
+
+    if not module:
+        return False
+    prefixes = [".".join(module.split(".")[:k]) for k in range(1, module.count(".") + 2)]
+    return any(fnmatch.fnmatchcase(prefix, pattern) for pattern in patterns for prefix in prefixes)
+
+
+def weighted_layers(graph) -> list[tuple[str, list[str]]]:
+    """(module path, node names) of every weighted layer (conv / linear), in graph order.
+
+    The node names are the layer's own node plus the activation it is fused with
+    (a Conv's single consumer Clip/Relu/HardSwish...), so that quantizing or
+    keeping a layer in float treats them as the runtime does: as one op.
+    """
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    layers = []
+    for node in graph.node:
+        module = module_of(node.name)
+        if node.op_type not in WEIGHTED_OPS or not module:
+            continue
+        names = [node.name]
+        following = consumers.get(node.output[0], [])
+        if len(following) == 1 and following[0].op_type in FUSED_ACTIVATIONS:
+            names.append(following[0].name)
+        layers.append((module, names))
+    return layers
+
+
+def nodes_of_modules(graph, patterns) -> list[str]:
+    """Node names that belong to the given torch modules (paths or globs), with their fused activations."""
+    if not patterns:
+        return []
+    chosen = {n.name for n in graph.node if in_modules(module_of(n.name), patterns)}
+    for module, names in weighted_layers(graph):
+        if names[0] in chosen:
+            chosen.update(names)
+    return [n.name for n in graph.node if n.name in chosen]
+
+
+def activations_to_uint8(model) -> int:
+    """Move every int8 activation quantizer to uint8 (zero point + 128), in place; returns how many.
+
+    Weight quantizers (whose input is a constant) keep int8: U8S8 is the fast path.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    graph = model.graph
+    initializers = {init.name: init for init in graph.initializer}
+    constants = set(initializers) | {out for n in graph.node if n.op_type == "Constant" for out in n.output}
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    moved, stale = 0, set()
+    for node in list(graph.node):
+        if node.op_type != "QuantizeLinear" or len(node.input) < 3 or node.input[0] in constants:
+            continue
+        zero_point = initializers.get(node.input[2])
+        if zero_point is None or zero_point.data_type != onnx.TensorProto.INT8:
+            continue
+        dequantizers = [c for c in consumers.get(node.output[0], []) if c.op_type == "DequantizeLinear"]
+        if len(dequantizers) != len(consumers.get(node.output[0], [])):
+            continue  # something reads the int8 tensor itself: leave it alone
+        shifted = (numpy_helper.to_array(zero_point).astype(np.int16) + 128).astype(np.uint8)
+        name = f"{node.output[0]}_zero_point_u8"
+        graph.initializer.append(numpy_helper.from_array(shifted, name))
+        node.input[2] = name
+        for dequantizer in dequantizers:
+            while len(dequantizer.input) < 3:
+                dequantizer.input.append("")
+            dequantizer.input[2] = name
+        stale.add(node.output[0])
+        moved += 1
+    kept = [info for info in graph.value_info if info.name not in stale]  # they still say int8
+    del graph.value_info[:]
+    graph.value_info.extend(kept)
+    used = {name for node in graph.node for name in node.input}
+    unused = [init for init in graph.initializer if init.name not in used]
+    for init in unused:
+        graph.initializer.remove(init)
+    return moved
+
+
+def activation_zero_point_types(model) -> dict[str, int]:
+    """How many activation quantizers use each zero-point type ({'int8': n, 'uint8': m})."""
+    import onnx
+
+    initializers = {init.name: init for init in model.graph.initializer}
+    counts: dict[str, int] = {}
+    for node in model.graph.node:
+        if node.op_type == "QuantizeLinear" and node.input[0] not in initializers and len(node.input) > 2:
+            zero_point = initializers.get(node.input[2])
+            if zero_point is not None:
+                kind = onnx.helper.tensor_dtype_to_np_dtype(zero_point.data_type).name
+                counts[kind] = counts.get(kind, 0) + 1
+    return counts

@@ -1,0 +1,117 @@
+"""Per-layer int8 sensitivity, measured: which layers cost the accuracy, named by torch module.
+
+A fixed list of "sensitive layers" per recipe only guesses; on a fine-tuned
+Lite0 one layer cost almost all of the int8 loss, and it was not on the list.
+This measures it the way onnxruntime's `qdq_loss_debug` and NNCF's accuracy
+control reason about it, on the calibration images (never val or test):
+
+1. calibrate once (onnxruntime MinMax, the ranges cached as JSON);
+2. for every weighted layer (conv / linear), quantize *that layer alone*
+   (per-channel int8 weights, uint8 activations, the rest float) and compare the
+   model's logits with float: SQNR in dB (higher is better), top-1 agreement and
+   KL divergence;
+3. for the worst `recover` layers, quantize everything *but* that layer and
+   measure how much agreement keeping it float buys back.
+
+The ranking (worst first) names torch modules, which the gate's mixed precision
+keeps in float in any format (see `qdq.py`).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edgetl.console import progress_bar
+from edgetl.export.qdq import weighted_layers
+
+DEFAULT_IMAGES = 96
+
+
+def _logits(session, batches: list[np.ndarray]) -> np.ndarray:
+    name = session.get_inputs()[0].name
+    return np.concatenate([session.run(None, {name: b})[0] for b in batches])
+
+
+def _scores(reference: np.ndarray, candidate: np.ndarray) -> dict:
+    noise = float(np.sum((reference - candidate) ** 2))
+    signal = float(np.sum(reference ** 2))
+    sqnr = 99.0 if noise == 0 else 10 * np.log10(max(signal, 1e-12) / noise)
+    p = np.exp(reference - reference.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    q = np.exp(candidate - candidate.max(1, keepdims=True))
+    q /= q.sum(1, keepdims=True)
+    kl = float(np.mean(np.sum(p * (np.log(p + 1e-12) - np.log(q + 1e-12)), axis=1)))
+    return {"sqnr_db": round(float(sqnr), 2), "agreement": round(float(np.mean(reference.argmax(1) == candidate.argmax(1))), 4),
+            "kl": round(kl, 5)}
+
+
+class _Reader:
+    def __init__(self, batches, input_name):
+        self.items = iter([{input_name: b} for b in batches])
+
+    def get_next(self):
+        return next(self.items, None)
+
+
+def measure(prepared: Path, calibration_batches: list[np.ndarray], recover: int = 10,
+            threads: int | None = None) -> dict:
+    """Rank the weighted layers of the prepared fp32 ONNX by how much int8 hurts each alone.
+
+    `calibration_batches`: NCHW float32 batches (a few dozen images is enough to rank).
+    Returns {"method", "images", "seconds", "full_int8": scores, "layers": [...worst first]}.
+    """
+    import onnx
+    import onnxruntime as ort
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    started = time.perf_counter()
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+
+    def session(path) -> ort.InferenceSession:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    float_session = session(prepared)
+    input_name = float_session.get_inputs()[0].name
+    reference = _logits(float_session, calibration_batches)
+    layers = weighted_layers(onnx.load(str(prepared)).graph)
+    with tempfile.TemporaryDirectory(prefix="edgetl-sensitivity-") as tmp:
+        cache = Path(tmp) / "ranges.json"
+
+        def quantized(nodes=None, exclude=None) -> np.ndarray:
+            target = Path(tmp) / "candidate.onnx"
+            quantize_static(str(prepared), str(target), _Reader(calibration_batches, input_name),
+                            quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
+                            weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
+                            nodes_to_quantize=nodes, nodes_to_exclude=exclude,
+                            extra_options={"CalibMaxIntermediateOutputs": 64}, calibration_cache_path=str(cache))
+            return _logits(session(target), calibration_batches)
+
+        full = _scores(reference, quantized())
+        rows = []
+        with progress_bar("int8 sensitivity per layer", len(layers) + min(recover, len(layers))) as advance:
+            for module, nodes in layers:
+                rows.append({"layer": module, "nodes": nodes, **_scores(reference, quantized(nodes=nodes))})
+                advance()
+            rows.sort(key=lambda r: (r["sqnr_db"], -r["kl"]))
+            for row in rows[:recover]:
+                kept = _scores(reference, quantized(exclude=row["nodes"]))
+                row["agreement_if_float"] = kept["agreement"]
+                row["sqnr_db_if_float"] = kept["sqnr_db"]
+                advance()
+    images = int(sum(len(b) for b in calibration_batches))
+    return {"method": ("onnxruntime QDQ (MinMax, per-channel int8 weights, uint8 activations): each layer quantized "
+                       "alone against float, logits compared"),
+            "images": images, "split": "calibration", "seconds": round(time.perf_counter() - started, 1),
+            "full_int8": full, "layers": rows}
+
+
+def worst_layers(ranking: dict, count: int) -> list[str]:
+    """The `count` most sensitive module paths, worst first."""
+    return [row["layer"] for row in ranking["layers"][:count]]

@@ -1,0 +1,140 @@
+"""int8 that behaves like float: measured layer sensitivity, mixed precision, the default gate, fast ONNX int8.
+
+Real converters, real runtimes, a real fine-tuned Lite0 (the shared digits run).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import json_out, run_cli
+from edgetl.export import export_run
+from edgetl.export.qdq import activation_zero_point_types, activations_to_uint8, module_of, nodes_of_modules
+from edgetl.runtime.sidecar import Sidecar
+
+
+def _row(exported, fmt, precision) -> dict:
+    return next(r for r in exported["artifacts"] if r["format"] == fmt and r["precision"] == precision)
+
+
+@pytest.fixture(scope="module")
+def float_model(trained_run):
+    from edgetl.export.reference import load_reference
+
+    return load_reference(trained_run["run_dir"])
+
+
+def test_layer_names_are_torch_modules_in_all_three_formats(exported, float_model):
+    """One module path names one layer: it maps back to the torch model and selects ops in every format."""
+    import onnx
+    import openvino as ov
+
+    from edgetl.export.openvino import _ignored_names
+    from edgetl.export.tflite import _float_entries
+
+    modules = dict(float_model.model.named_modules())
+    graph = onnx.load(str(Path(_row(exported, "onnx", "fp32")["path"]) / "model.onnx")).graph
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    assert convs and all(module_of(n.name) in modules for n in convs), [module_of(n.name) for n in convs][:5]
+    depthwise = next(module_of(n.name) for n in convs if module_of(n.name).endswith("conv_dw"))
+    chosen = nodes_of_modules(graph, [depthwise])
+    assert any(n.endswith("/Conv") for n in chosen) and any(n.endswith("/Clip") for n in chosen), chosen
+    assert not nodes_of_modules(graph, ["no_such_module"])
+    ir = ov.Core().read_model(str(Path(_row(exported, "openvino", "fp32")["path"]) / "model.xml"))
+    assert _ignored_names(ir, [depthwise]) and not _ignored_names(ir, ["no_such_module"])
+    tflite = (Path(_row(exported, "tflite", "fp32")["path"]) / "model.tflite").read_bytes()
+    assert _float_entries(tflite, [depthwise]) and not _float_entries(tflite, ["no_such_module"])
+
+
+def test_nncf_int8_activations_move_to_uint8_exactly(exported, trained_run, tmp_path, float_model):
+    """NNCF writes int8 activation zero points (slow on x86 without VNNI); the uint8 rewrite changes no output."""
+    import nncf
+    import onnx
+    import onnxruntime as ort
+
+    from edgetl.export.calibration import normalized_batches
+
+    source = Path(_row(exported, "onnx", "fp32")["path"]) / "model.onnx"
+    validation = float_model.labelled("val")
+    batches = list(normalized_batches(validation.pixels, validation.preprocess, "NCHW", batch_size=1))
+    model = nncf.quantize(onnx.load(str(source)), nncf.Dataset([{"input": b} for b in batches]),
+                          preset=nncf.QuantizationPreset.MIXED, subset_size=len(batches))
+    assert activation_zero_point_types(model).get("int8", 0) > 0
+    onnx.save(model, str(tmp_path / "signed.onnx"))
+    moved = activations_to_uint8(model)
+    onnx.save(model, str(tmp_path / "unsigned.onnx"))
+    assert moved > 0 and "int8" not in activation_zero_point_types(model)
+    inputs = np.concatenate(batches)
+    reference = ort.SessionOptions()  # QDQ semantics, no fused integer kernels: the rewrite must be exact
+    reference.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    outputs = [ort.InferenceSession(str(tmp_path / name), reference, providers=["CPUExecutionProvider"])
+               .run(None, {"input": inputs})[0] for name in ("signed.onnx", "unsigned.onnx")]
+    assert np.array_equal(*outputs), float(np.abs(outputs[0] - outputs[1]).max())
+
+
+@pytest.fixture(scope="module")
+def strict(trained_run, tmp_path_factory) -> dict:
+    """A gate no recipe alone can pass (no drop, full agreement): the search and mixed precision must run."""
+    out = tmp_path_factory.mktemp("strict") / "export"
+    return export_run(trained_run["run_dir"], ["onnx", "tflite"], ["int8"], calib_size=32, out=out,
+                      max_drop=0.0, min_agreement=1.0)
+
+
+def test_gate_searches_recipes_then_keeps_the_measured_worst_layers_float(strict):
+    for row in strict["artifacts"]:
+        stages = [a.get("stage") for a in row["attempts"]]
+        assert stages.count("recipe") >= 2, row["attempts"]  # more than one calibration was tried
+        sidecar = Sidecar.read(row["path"])
+        ranking = [layer["layer"] for layer in sidecar.sensitivity["layers"]]
+        assert len(ranking) >= 10 and len(set(ranking)) == len(ranking)
+        sqnr = [layer["sqnr_db"] for layer in sidecar.sensitivity["layers"]]
+        assert sqnr == sorted(sqnr), "worst first"
+        mixed = [a for a in row["attempts"] if a.get("stage") == "mixed"]
+        if row["status"] == "ok":  # a recipe already agreed on every validation image
+            continue
+        assert mixed, row["attempts"]
+        for count, attempt in zip((1, 2, 3, 5, 8), mixed):  # the k most sensitive layers, in ranking order
+            assert ", ".join(ranking[:count]) in attempt["what"], (attempt["what"], ranking[:count])
+        if row["status"] == "mixed precision":
+            assert sidecar.precision == "int8" and sidecar.sensitivity["float_layers"] == row["float_layers"]
+            assert row["float_layers"] == ranking[:len(row["float_layers"])]
+            assert sidecar.quantization["float_layers"] == row["float_layers"]
+        else:
+            assert row["delivered"] in ("fp16", "fp32") and ranking[0] in row["message"], row["message"]
+
+
+def test_parity_lists_the_sensitivity_of_each_int8_artifact(strict, trained_run, tmp_path):
+    args = ["parity", trained_run["run_dir"], "--max-drop", "100", "--report", str(tmp_path / "rep"), "--json"]
+    int8 = [r for r in strict["artifacts"] if r["delivered"] == "int8"]
+    if not int8:
+        pytest.skip("the strict gate delivered no int8 on this run")
+    for row in int8:
+        args += ["--artifacts", row["path"]]
+    data = json_out(run_cli(*args, check=True))
+    for row in data["artifacts"]:
+        assert len(row["sensitivity"]) >= 10
+        assert {"layer", "sqnr_db", "kl", "agreement"} <= set(row["sensitivity"][0])
+        assert "agreement_if_float" in row["sensitivity"][0]
+    report = (tmp_path / "rep" / "report.md").read_text()
+    assert "int8 sensitivity" in report and row["sensitivity"][0]["layer"] in report
+    assert (tmp_path / "rep" / "sensitivity.png").stat().st_size > 0
+
+
+def test_export_gates_int8_by_default_and_none_turns_it_off(trained_run, tmp_path):
+    gated = json_out(run_cli("export", trained_run["run_dir"], "--format", "onnx", "--precision", "int8",
+                             "--calib-size", "32", "--out", str(tmp_path / "gated"), "--json", check=True))
+    assert gated["max_drop"] == 1.0 and gated["min_agreement"] == 0.975
+    row = gated["artifacts"][0]
+    assert len([a for a in row["attempts"] if a.get("stage") == "recipe"]) >= 2
+    assert row["latency_ms"] > 0
+    # the digits run's validation split is a few dozen images: the gate says it cannot resolve 1 pp
+    assert any("too coarse" in note for note in gated["notes"]), gated["notes"]
+    off = json_out(run_cli("export", trained_run["run_dir"], "--format", "onnx", "--precision", "int8",
+                           "--calib-size", "32", "--max-drop", "none", "--out", str(tmp_path / "off"), "--json",
+                           check=True))
+    assert off["max_drop"] is None and len(off["artifacts"][0]["attempts"]) == 1
+    bad = run_cli("export", trained_run["run_dir"], "--max-drop", "lots")
+    assert bad.returncode == 2 and "--max-drop" in bad.stderr and "Traceback" not in bad.stderr
