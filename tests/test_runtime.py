@@ -128,7 +128,7 @@ def test_unreadable_video_and_empty_folder(exported, tmp_path):
 
 
 def test_bench_json_contract_and_plot(exported, tmp_path):
-    paths = [artifact(exported, fmt, "fp32")["path"] for fmt in FORMATS]
+    paths = [artifact(exported, fmt, "fp32")["path"] for fmt in FORMATS] + [artifact(exported, "onnx", "int8")["path"]]
     result = run_cli("bench", *paths, "--runs", "20", "--warmup", "3", "--threads", "1", "--layers",
                      "--plot", str(tmp_path / "bench.png"), "--json", check=True)
     data = json_out(result)
@@ -139,7 +139,11 @@ def test_bench_json_contract_and_plot(exported, tmp_path):
         assert keys <= set(model), keys - set(model)
         assert model["min_ms"] <= model["p50_ms"] <= model["p90_ms"] <= model["p99_ms"] <= model["max_ms"]
         assert model["runs"] == 20 and model["threads"] == 1 and model["fps"] > 0
-    layers = {m["format"]: m["layers"] for m in data["models"]}
+    by_name = {(m["format"], m["precision"]): m for m in data["models"]}
+    assert by_name[("onnx", "int8")]["vs_fp32"] == round(by_name[("onnx", "int8")]["p50_ms"]
+                                                         / by_name[("onnx", "fp32")]["p50_ms"], 3)
+    assert by_name[("onnx", "fp32")]["vs_fp32"] is None
+    layers = {m["format"]: m["layers"] for m in data["models"] if m["precision"] == "fp32"}
     assert layers["onnx"]["supported"] and layers["onnx"]["top_layers"][0]["op_type"]
     assert layers["openvino"]["supported"] and layers["openvino"]["top_layers"]
     assert layers["tflite"]["supported"] is False and "benchmark_model" in layers["tflite"]["note"]

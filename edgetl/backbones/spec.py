@@ -2,8 +2,9 @@
 
 The recipe is the single place that knows a backbone's input size, its
 normalisation, where its ImageNet weights live, which module is the classifier
-head, how its layers group into stages (for gradual unfreezing and for keeping
-sensitive layers in float under int8), and good default hyperparameters.
+head, how its layers group into stages (for gradual unfreezing), and good default
+hyperparameters. Which layers int8 must keep in float is not guessed here: the
+export gate measures it per model (`edgetl.export.sensitivity`).
 Reading validates every field and names the file and field that is wrong.
 Nothing here imports torch.
 """
@@ -77,7 +78,6 @@ class BackboneSpec:
     weights: tuple[WeightSource, ...]
     head: str
     stages: tuple[tuple[str, ...], ...]  # input to output; each a tuple of module paths
-    sensitive_layers: tuple[str, ...] = ()
     recommended: Recommended = field(default_factory=Recommended)
     source_file: str = ""
 
@@ -200,7 +200,6 @@ def parse_recipe(path: Path) -> BackboneSpec:
                         "label_smoothing", "warmup_epochs", "patience")
         },
     )
-    quant = r.get(data, "quantization", dict, "", {})
     input_size = r.get(data, "input_size", int, "")
     if not 32 <= input_size <= 1024:
         r.fail("input_size", "must lie between 32 and 1024 pixels")
@@ -214,7 +213,6 @@ def parse_recipe(path: Path) -> BackboneSpec:
         weights=tuple(sources),
         head=r.get(data, "head", str, ""),
         stages=tuple(stages),
-        sensitive_layers=tuple(quant.get("sensitive", ())),
         recommended=recommended,
         source_file=str(path),
     )

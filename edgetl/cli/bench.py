@@ -35,10 +35,11 @@ def bench(models, threads, runs, seconds, warmup, batch, layers, device, plot):
     cpu = report["cpu"]
     console.print(f"CPU: {cpu['model']} ({cpu['logical_cores']} logical cores; {', '.join(cpu['features']) or '-'})"
                   + (f" - {cpu['note']}" if cpu["note"] else ""))
-    table("bench", ["Model", "Format", "Precision", "Size MB", "Accuracy", "Load ms", "p50 ms", "p99 ms", "FPS",
-                    "RSS MB"],
+    table("bench", ["Model", "Format", "Precision", "Size MB", "Accuracy", "Load ms", "p50 ms", "p99 ms",
+                    "vs fp32", "FPS", "RSS MB"],
           [[label(m), m["format"], m["precision"], m["size_mb"], percent(m["accuracy"]), m["load_ms"], m["p50_ms"],
-            m["p99_ms"], m["fps"], m["rss_peak_mb"]] for m in report["models"]])
+            m["p99_ms"], m["vs_fp32"] if m["vs_fp32"] is not None else "-", m["fps"], m["rss_peak_mb"]]
+           for m in report["models"]])
     for model in report["models"]:
         layer = model.get("layers")
         if layer and layer.get("supported"):

@@ -30,8 +30,8 @@ class ExportRequest:
     workdir: Path
     precision: str  # fp32 | fp16 | int8
     calibration: Any = None  # edgetl.export.calibration.CalibrationSet for int8
-    # Attempt-specific knobs from the gate's plan: method, float_layers (the recipe's int8-sensitive
-    # modules, on the attempts that keep them in float), calib_images, io dtype, ...
+    # Attempt-specific knobs from the gate's plan: method, float_layers (the measured most int8-sensitive
+    # torch modules, on the attempts that keep them in float), calib_images, io dtype, ...
     options: dict = field(default_factory=dict)
     validation: Any = None  # LabelledImages of the val split, for accuracy-aware quantization
 

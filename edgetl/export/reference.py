@@ -23,7 +23,6 @@ class FloatReference:
     labels: list[str]
     preprocess: Preprocess
     checkpoint_sha256: str
-    sensitive_layers: tuple[str, ...]
 
     def logits(self, pixels: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """Float logits for pre-cut uint8 pixels, normalised with the run's preprocessing."""
@@ -50,7 +49,7 @@ class FloatReference:
 
 def load_reference(run_dir: str | Path) -> FloatReference:
     require("torch", "train", "loading the float model of a run")
-    from edgetl.backbones import create_model, get_spec
+    from edgetl.backbones import create_model
     from edgetl.runtime.sidecar import sha256_file
     from edgetl.train import checkpoint
 
@@ -60,5 +59,4 @@ def load_reference(run_dir: str | Path) -> FloatReference:
     model = create_model(saved["model_name"], num_classes=len(labels), pretrained=False)
     model.load_state_dict(saved["model"])
     model.eval()
-    return FloatReference(run, model, saved["model_name"], labels, run.read_preprocess(), sha256_file(run.best),
-                          tuple(get_spec(saved["model_name"]).sensitive_layers))
+    return FloatReference(run, model, saved["model_name"], labels, run.read_preprocess(), sha256_file(run.best))
