@@ -138,3 +138,21 @@ def test_export_gates_int8_by_default_and_none_turns_it_off(trained_run, tmp_pat
     assert off["max_drop"] is None and len(off["artifacts"][0]["attempts"]) == 1
     bad = run_cli("export", trained_run["run_dir"], "--max-drop", "lots")
     assert bad.returncode == 2 and "--max-drop" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_torchvision_scopes_map_to_module_names(tmp_path):
+    """MobileNetV3 (torchvision) nests Sequentials differently from timm: every node still names its module."""
+    import onnx
+    import torch
+
+    from edgetl.backbones import create_model
+
+    model = create_model("mobilenet_v3_small", num_classes=3, pretrained=False).eval()
+    with torch.no_grad():
+        torch.onnx.export(model, (torch.zeros(1, 3, 64, 64),), str(tmp_path / "m.onnx"), dynamo=False,
+                          input_names=["input"], output_names=["logits"], opset_version=17)
+    modules = dict(model.named_modules())
+    nodes = [n for n in onnx.load(str(tmp_path / "m.onnx")).graph.node if n.op_type in ("Conv", "Gemm")]
+    names = [module_of(n.name) for n in nodes]
+    assert len(nodes) > 40 and all(name in modules for name in names), [n for n in names if n not in modules][:5]
+    assert "features.1.block.0.0" in names and any(name.endswith("fc2") for name in names)

@@ -28,18 +28,24 @@ FUSED_ACTIVATIONS = ("Clip", "Relu", "LeakyRelu", "HardSwish", "HardSigmoid", "S
 def module_of(node_name: str) -> str | None:
     """The torch module path of an exported node; None for nodes outside any module.
 
-    torchvision scopes read `/features/4/block/2/fc1/Conv`; timm's Sequential
-    children carry their full path (`/blocks/blocks.1/blocks.1.0/conv_dw/Conv`),
-    which replaces the prefix built so far. Both give `features.4.block.2.fc1`
-    and `blocks.1.0.conv_dw`.
+    The exporter writes one scope per module, and a Sequential child as its
+    parent's attribute plus the index path: timm's `/blocks/blocks.1/blocks.1.0/conv_dw/Conv`
+    and torchvision's `/features/features.4/block/block.2/fc1/Conv`. A dotted
+    scope replaces the segment it extends, giving `blocks.1.0.conv_dw` and
+    `features.4.block.2.fc1`: the names of `model.named_modules()`.
     """
     parts = [p for p in node_name.split("/") if p]
     if len(parts) < 2:
         return None
-    path = ""
+    segments: list[str] = []
+    anchor = -1  # index of the last plain attribute, which a dotted scope extends
     for part in parts[:-1]:
-        path = part if "." in part else (f"{path}.{part}" if path else part)  # a dotted scope is a full path
-    return path
+        if "." in part and anchor >= 0 and part.split(".")[0] == segments[anchor].split(".")[0]:
+            segments = segments[:anchor] + [part]
+        else:
+            segments.append(part)
+            anchor = len(segments) - 1
+    return ".".join(segments)
 
 
 def in_modules(module: str | None, patterns) -> bool:
