@@ -98,3 +98,14 @@ def compare(reference: np.ndarray, candidate: np.ndarray, labels: Iterable[int],
         result["top5"] = round(_topk_accuracy(candidate, labels, 5), 6)
         result["float_top5"] = round(_topk_accuracy(reference, labels, 5), 6)
     return result
+
+
+def fp32_ratios(rows: list[dict], precision_key: str, latency_key: str) -> list[float | None]:
+    """Each row's latency over that of the first fp32 row of its format (None without one): the int8/fp32
+    speed-up that export's table and `edgetl bench` both show."""
+    fp32: dict[str, float] = {}
+    for row in rows:
+        if row.get(precision_key) == "fp32" and row.get(latency_key):
+            fp32.setdefault(row["format"], row[latency_key])
+    return [round(row[latency_key] / fp32[row["format"]], 3) if row.get(latency_key) and row["format"] in fp32
+            else None for row in rows]

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from edgetl.bench.measure import bench_model
+from edgetl.evaluation import fp32_ratios
 from edgetl.export import FORMATS, export_run
 from edgetl.parity import run_parity
 
@@ -66,13 +67,13 @@ def bench_run(run_dir: Path, threads: int, rounds: int, runs: int) -> dict:
     rows = []
     for name, art in [("fp32", a) for a in fp32.values()] + int8:
         test = by_path.get(art["path"], {})
-        base = p50.get(fp32[art["format"]]["path"])
         rows.append({"variant": name, "format": art["format"], "delivered": art["delivered"], "status": art["status"],
                      "float_layers": art.get("float_layers", []), "seconds": art["seconds"],
                      "val_drop_pp": art["drop_pp"], "val_agreement": art["agreement"],
                      "test_accuracy": test.get("accuracy"), "test_drop_pp": test.get("drop_pp"),
-                     "test_agreement": test.get("agreement"), "p50_ms": p50.get(art["path"]),
-                     "vs_fp32": round(p50[art["path"]] / base, 3) if base and art["path"] in p50 else None})
+                     "test_agreement": test.get("agreement"), "p50_ms": p50.get(art["path"])})
+    for row, ratio in zip(rows, fp32_ratios(rows, "delivered", "p50_ms")):
+        row["vs_fp32"] = ratio
     return {"run_dir": str(run_dir), "float_test_accuracy": parity["float"]["accuracy"], "test_images": parity["images"],
             "threads": threads, "export_seconds": {k: v["seconds"] for k, v in variants.items()},
             "notes": variants["default gate"]["export"].get("notes", []), "artifacts": rows}

@@ -11,6 +11,7 @@ from pathlib import Path
 from edgetl.bench.cpu import cpu_features
 from edgetl.bench.measure import bench_model
 from edgetl.console import info
+from edgetl.evaluation import fp32_ratios
 
 
 def parity_accuracy(model_path: str) -> float | None:
@@ -30,17 +31,6 @@ def parity_accuracy(model_path: str) -> float | None:
     return None
 
 
-def add_fp32_ratios(models: list[dict]) -> None:
-    """`vs_fp32`: p50 over the p50 of the fp32 model of the same format benched alongside (None without one)."""
-    fp32 = {}
-    for model in models:
-        if model["precision"] == "fp32":
-            fp32.setdefault(model["format"], model["p50_ms"])
-    for model in models:
-        base = fp32.get(model["format"])
-        model["vs_fp32"] = round(model["p50_ms"] / base, 3) if base and model["precision"] != "fp32" else None
-
-
 def run_bench(paths: list[str], threads: int | None = None, runs: int | None = None, seconds: float | None = None,
               warmup: int = 10, batch: int = 1, layers: bool = False, device: str | None = None,
               plot: str | Path | None = None) -> dict:
@@ -55,7 +45,8 @@ def run_bench(paths: list[str], threads: int | None = None, runs: int | None = N
 
             result["layers"] = profile_layers(path, threads=threads, device=device)
         models.append(result)
-    add_fp32_ratios(models)
+    for model, ratio in zip(models, fp32_ratios(models, "precision", "p50_ms")):
+        model["vs_fp32"] = ratio if model["precision"] != "fp32" else None
     report = {"cpu": cpu_features(), "models": models}
     if plot:
         from edgetl.bench.report import plot_latency

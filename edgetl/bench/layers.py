@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgetl.bench.measure import example_input
+from edgetl.runtime.timing import example_input
 from edgetl.runtime import load, resolve_model_file
 
 TOP = 15

@@ -11,11 +11,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import numpy as np
-
 from edgetl.bench.stats import latency_stats
 from edgetl.runtime import load, resolve_model_file
 from edgetl.runtime.sidecar import Sidecar
+from edgetl.runtime.timing import example_input, timed_runs
 
 DEFAULT_RUNS = 100
 
@@ -38,17 +37,6 @@ def _reset_peak() -> bool:
         return False
 
 
-def example_input(runner, batch: int) -> np.ndarray:
-    sidecar = runner.sidecar
-    if sidecar.golden:
-        one = runner.preprocess(runner.model_path.parent / sidecar.golden[0].file)
-    else:
-        height, width = sidecar.preprocess.size
-        rng = np.random.default_rng(0)
-        one = sidecar.preprocess.normalize(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
-    return np.repeat(one, batch, axis=0)
-
-
 def size_mb(model_file: Path, sidecar: Sidecar) -> float:
     return round(sidecar.model_bytes(model_file.parent) / 1e6, 3)
 
@@ -65,16 +53,9 @@ def bench_model(path: str | Path, threads: int | None = None, runs: int | None =
     started = time.perf_counter()
     runner.infer(inputs)
     first_ms = (time.perf_counter() - started) * 1000
-    for _ in range(warmup):
-        runner.infer(inputs)
     if runs is None and seconds is None:
         runs = DEFAULT_RUNS
-    samples = []
-    deadline = time.perf_counter() + seconds if seconds else None
-    while (runs is None or len(samples) < runs) and (deadline is None or time.perf_counter() < deadline):
-        start = time.perf_counter_ns()
-        runner.infer(inputs)
-        samples.append((time.perf_counter_ns() - start) / 1e6)
+    samples = timed_runs(runner, inputs, runs, seconds, warmup)
     peak = status_mb("VmHWM")
     stats = latency_stats(samples)
     sidecar = runner.sidecar

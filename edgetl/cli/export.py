@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from edgetl.cli.common import json_option, percent, table
+from edgetl.export import gate
 from edgetl.export.formats import DEFAULT_PRECISIONS, FORMATS
 
 
@@ -17,11 +18,11 @@ from edgetl.export.formats import DEFAULT_PRECISIONS, FORMATS
 @click.option("--calib-size", type=int, default=300, show_default=True,
               help="Class-balanced calibration images from the train split (int8).")
 @click.option("--calib-data", type=click.Path(), help="A folder of calibration images instead of the train split.")
-@click.option("--max-drop", default="1.0", show_default=True, callback=lambda ctx, param, value: parse_drop(value),
+@click.option("--max-drop", default=str(gate.DEFAULT_MAX_DROP), show_default=True, callback=lambda ctx, param, value: parse_drop(value),
               help="Gate: int8 may lose at most this many percentage points of validation top-1 (and must agree "
                    "with float on --min-agreement of the images); otherwise other calibrations, then the most "
                    "sensitive layers in float, then fp16, then fp32 are tried. 'none' turns the gate off.")
-@click.option("--min-agreement", type=click.FloatRange(0, 1), default=0.975, show_default=True,
+@click.option("--min-agreement", type=click.FloatRange(0, 1), default=gate.DEFAULT_MIN_AGREEMENT, show_default=True,
               help="Gate: the fraction of validation images whose int8 top-1 must equal the float top-1.")
 @click.option("--budget", type=float, default=600, show_default=True, help="Seconds of gate attempts per artifact.")
 @click.option("--out", type=click.Path(file_okay=False), help="Output folder (default RUN_DIR/export).")
@@ -41,10 +42,6 @@ def export(run_dir, formats, precisions, calib_size, calib_data, max_drop, min_a
                         calib_size=calib_size, calib_data=calib_data, max_drop=max_drop, out=out,
                         budget_seconds=budget, min_agreement=min_agreement)
     rows = report["artifacts"]
-    fp32 = {r["format"]: r["latency_ms"] for r in rows if r["delivered"] == "fp32" and r.get("latency_ms")}
-    for row in rows:
-        base = fp32.get(row["format"])
-        row["latency_ratio"] = round(row["latency_ms"] / base, 3) if base and row.get("latency_ms") else None
     table(f"export: {report['out']} (float validation accuracy {percent(report['float_val_accuracy'])})",
           ["Format", "Precision", "Delivered", "Status", "Size MB", "Seconds", "Val accuracy", "Drop pp", "Agreement",
            "Float layers", "p50 ms", "vs fp32"],

@@ -30,7 +30,7 @@ import shutil
 from pathlib import Path
 
 from edgetl.export.base import ExportedModel, ExportRequest, quiet_converters
-from edgetl.export.qdq import activations_to_uint8, nodes_of_modules
+from edgetl.export.qdq import BatchReader, activations_to_uint8, nodes_of_modules
 from edgetl.runtime.sidecar import TensorInfo
 
 OPSET = 17
@@ -56,17 +56,6 @@ def float_onnx(request: ExportRequest) -> Path:
     onnx.checker.check_model(str(tmp))
     tmp.rename(path)
     return path
-
-
-class _Reader:
-    """onnxruntime CalibrationDataReader over the shared calibration set."""
-
-    def __init__(self, request: ExportRequest, limit: int | None):
-        self.iterator = iter(request.calibration.batches("NCHW", limit=limit))
-
-    def get_next(self):
-        batch = next(self.iterator, None)
-        return None if batch is None else {INPUT_NAME: batch}
 
 
 def _prepared(request: ExportRequest, source: Path) -> Path:
@@ -116,7 +105,8 @@ def _quantize_onnxruntime(request: ExportRequest, prepared: Path, target: Path, 
                  "entropy": CalibrationMethod.Entropy}[method]
     with quiet_converters():
         quantize_static(
-            str(prepared), str(target), _Reader(request, limit), quant_format=QuantFormat.QDQ,
+            str(prepared), str(target), BatchReader(request.calibration.batches("NCHW", limit=limit), INPUT_NAME),
+            quant_format=QuantFormat.QDQ,
             per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
             calibrate_method=calibrate, nodes_to_exclude=excluded, extra_options=extra,
         )

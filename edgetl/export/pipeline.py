@@ -24,16 +24,18 @@ from pathlib import Path
 from edgetl import __version__, atomic
 from edgetl.console import info, warn
 from edgetl.errors import EdgetlError, MissingBackendError
-from edgetl.evaluation import compare, runner_logits
+from edgetl.evaluation import compare, fp32_ratios, runner_logits
 from edgetl.export import gate
 from edgetl.export.base import ExportRequest
 from edgetl.export.formats import FORMATS
 from edgetl.export.golden import make_golden
 from edgetl.export.graph import static_same_padding
-from edgetl.export.trial import Trial, p50_ms
+from edgetl.export.sensitivity import sidecar_record
+from edgetl.export.trial import Trial
 from edgetl.runtime import runner_class
 from edgetl.runtime.golden import record_reference
 from edgetl.runtime.sidecar import SIDECAR_NAME, Sidecar, sha256_file, verify_files
+from edgetl.runtime.timing import quick_p50_ms
 
 
 @dataclass
@@ -56,7 +58,6 @@ class ArtifactResult:
 
 
 GATE_VERSION = 2
-SENSITIVITY_ROWS = 15
 
 
 def git_commit() -> str | None:
@@ -100,6 +101,7 @@ class Exporter:
         self.reference = reference
         self.min_agreement = min_agreement
         self._sensitivity: dict | None = None
+        self._sensitivity_failed = False
         self.out = out
         self.calibration = calibration
         self.max_drop = max_drop
@@ -148,22 +150,31 @@ class Exporter:
                     "key": key},
         )
 
-    def sensitivity(self) -> dict:
-        """Per-layer int8 sensitivity of this run's model, measured once per export session."""
-        if self._sensitivity is None:
+    def sensitivity(self) -> dict | None:
+        """Per-layer int8 sensitivity of this run's model, measured once per export session (None if it failed)."""
+        if self._sensitivity is None and not self._sensitivity_failed:
             from edgetl.export import onnx as onnx_export
             from edgetl.export.sensitivity import DEFAULT_IMAGES, measure
 
-            scratch = self.workdir / "sensitivity"
-            scratch.mkdir(exist_ok=True)
-            request = self._request(gate.Attempt("sensitivity", "int8"), scratch)
-            prepared = onnx_export._prepared(request, onnx_export.float_onnx(request))
-            batches = list(self.calibration.batches("NCHW", limit=DEFAULT_IMAGES, batch_size=16))
-            self._sensitivity = measure(prepared, batches)
+            try:
+                scratch = self.workdir / "sensitivity"
+                scratch.mkdir(exist_ok=True)
+                request = self._request(gate.Attempt("sensitivity", "int8"), scratch)
+                prepared = onnx_export._prepared(request, onnx_export.float_onnx(request))
+                batches = list(self.calibration.batches("NCHW", limit=DEFAULT_IMAGES, batch_size=16))
+                self._sensitivity = measure(prepared, batches)
+            except Exception as exc:  # the gate still has its recipes and fallbacks
+                self._sensitivity_failed = True
+                warn(f"  could not measure layer sensitivity ({type(exc).__name__}: {exc})")
+                return None
             info(f"  int8 sensitivity: {len(self._sensitivity['layers'])} layers in "
                  f"{self._sensitivity['seconds']} s; worst: "
                  + ", ".join(f"{r['layer']} ({r['sqnr_db']} dB)" for r in self._sensitivity["layers"][:3]))
         return self._sensitivity
+
+    def _worst_layers(self, count: int | None = None) -> list[str]:
+        measured = self.sensitivity() or {"layers": []}
+        return [row["layer"] for row in measured["layers"][:count]]
 
     def _try(self, fmt: str, requested: str, attempt: gate.Attempt, number: int, key: str) -> Trial:
         """Export one attempt into a scratch folder and measure it on the validation split."""
@@ -190,7 +201,6 @@ class Exporter:
     def _plan_and_run(self, fmt: str, precision: str, key: str, result: ArtifactResult) -> Trial | None:
         """Run the gate's chain; returns the trial to publish (None if every attempt failed)."""
         started = time.perf_counter()
-        counter = iter(range(1000))
         gated = precision == "int8" and self.max_drop is not None
 
         def run(attempt: gate.Attempt) -> Trial | None:
@@ -198,9 +208,20 @@ class Exporter:
                 result.attempts.append({"what": attempt.what, "stage": attempt.stage,
                                         "status": "skipped: time budget spent"})
                 return None
-            trial = self._try(fmt, precision, attempt, next(counter), key)
+            trial = self._try(fmt, precision, attempt, len(result.attempts), key)
             result.attempts.append(trial.record)
             return trial if trial.metrics is not None else None
+
+        def first_passing(attempts: list[gate.Attempt]) -> Trial | None:
+            for attempt in attempts:
+                trial = run(attempt)
+                if trial is None:
+                    continue
+                if attempt.last_resort or gate.passes(trial.metrics, self.max_drop, self.min_agreement):
+                    return trial.accept()
+                trial.record["status"] = "rejected: " + self._miss(trial.metrics)
+                trial.discard()
+            return None
 
         if precision != "int8":
             return run(gate.Attempt(precision, precision))
@@ -211,41 +232,21 @@ class Exporter:
         best: Trial | None = None
         for attempt in candidates:
             trial = run(attempt)
-            if trial is not None and gate.better(trial.metrics, best.metrics if best else None):
-                if best is not None:
-                    best.discard()
-                best = trial
-            elif trial is not None:
+            if trial is None:
+                continue
+            if gate.better(trial.metrics, best.metrics if best else None):
+                trial, best = best, trial
+            if trial is not None:
                 trial.discard()
         if best is not None:
-            best.record["status"] = "best recipe"
             if gate.passes(best.metrics, self.max_drop, self.min_agreement):
                 return best.accept()
             best.record["status"] = "best recipe, " + self._miss(best.metrics)
-            try:
-                ranking = [row["layer"] for row in self.sensitivity()["layers"]]
-            except Exception as exc:
-                ranking = []
-                warn(f"  {fmt}: could not measure layer sensitivity ({type(exc).__name__}: {exc})")
-            for attempt in gate.mixed(best.attempt, ranking):
-                trial = run(attempt)
-                if trial is None:
-                    continue
-                if gate.passes(trial.metrics, self.max_drop, self.min_agreement):
-                    best.discard()
-                    return trial.accept()
-                trial.record["status"] = "rejected: " + self._miss(trial.metrics)
-                trial.discard()
             best.discard()
-        for attempt in gate.fallbacks():
-            trial = run(attempt)
-            if trial is None:
-                continue
-            if attempt.last_resort or gate.passes(trial.metrics, self.max_drop, self.min_agreement):
-                return trial.accept()
-            trial.record["status"] = "rejected: " + self._miss(trial.metrics)
-            trial.discard()
-        return None
+            chosen = first_passing(gate.mixed(best.attempt, self._worst_layers()))
+            if chosen is not None:
+                return chosen
+        return first_passing(gate.fallbacks())
 
     def _miss(self, metrics: dict) -> str:
         reasons = []
@@ -276,8 +277,10 @@ class Exporter:
         started = time.perf_counter()
         chosen = self._plan_and_run(fmt, precision, key, result)
         if chosen is not None:
-            if chosen.sidecar.precision == "int8":
-                chosen.sidecar.sensitivity = self._sensitivity_record(chosen)
+            if chosen.sidecar.precision == "int8" and self.sensitivity() is not None:
+                chosen.sidecar.sensitivity = sidecar_record(
+                    self.sensitivity(), chosen.attempt.options.get("float_layers", []), self.max_drop,
+                    self.min_agreement)
             self._publish(target, chosen.scratch, chosen.sidecar, chosen.metrics, result)
             result.status = "ok" if chosen.attempt.stage == "recipe" and chosen.sidecar.precision == precision \
                 else ("mixed precision" if chosen.attempt.stage == "mixed" else "fallback")
@@ -287,8 +290,7 @@ class Exporter:
             result.status = "failed"
             result.message = "; ".join(a.get("error", a["status"]) for a in result.attempts)
         elif result.delivered != precision:
-            worst = ", ".join((self._sensitivity or {}).get("layers", [{}])[0:1] and
-                              [r["layer"] for r in self._sensitivity["layers"][:3]])
+            worst = ", ".join(self._worst_layers(3))
             result.message = (f"delivered {result.delivered}: {precision} missed the gate (drop <= {self.max_drop} pp, "
                               f"agreement >= {100 * (self.min_agreement or 0):.1f}%) on validation in every attempt"
                               + (f"; the most sensitive layers: {worst}" if worst else ""))
@@ -296,28 +298,11 @@ class Exporter:
             result.message = f"int8 with {len(result.float_layers)} layer(s) kept float: {', '.join(result.float_layers)}"
         return result
 
-    def _sensitivity_record(self, chosen: Trial) -> dict | None:
-        if self._sensitivity is None:
-            try:
-                self.sensitivity()
-            except Exception as exc:
-                warn(f"  could not measure layer sensitivity ({type(exc).__name__}: {exc})")
-                return None
-        measured = self._sensitivity
-        floats = list(chosen.attempt.options.get("float_layers", []))
-        return {"method": measured["method"], "split": measured["split"], "images": measured["images"],
-                "full_int8": measured["full_int8"],
-                "layers": [{k: v for k, v in row.items() if k != "nodes"} for row in measured["layers"][:SENSITIVITY_ROWS]],
-                "float_layers": floats,
-                "reason": (f"the {len(floats)} most sensitive layer(s) by measured SQNR, the fewest that kept the "
-                           f"validation drop within {self.max_drop} pp and agreement >= {self.min_agreement}")
-                if floats else None}
-
     def _publish(self, target: Path, scratch: Path, sidecar: Sidecar, metrics: dict, result: ArtifactResult) -> None:
         shutil.copytree(self.golden_dir, scratch, dirs_exist_ok=True)
         runner = runner_class(sidecar.format)(scratch / sidecar.model_file, sidecar)
         golden = record_reference(runner, scratch)
-        latency = p50_ms(runner)
+        latency = quick_p50_ms(runner)
         sidecar.attempts = result.attempts
         sidecar.validation = {"split": "val", **{k: metrics[k] for k in (
             "images", "accuracy", "float_accuracy", "drop_pp", "agreement", "kl", "cosine", "worst_class")},
@@ -396,7 +381,10 @@ def export_run(run_dir: str | Path, formats: list[str], precisions: list[str], c
                         f"{100 * row.agreement:.2f}%)" if row.val_accuracy is not None else f" ({row.message})"))
     finally:
         session.close()
+    artifacts = [asdict(r) for r in results]
+    for row, ratio in zip(artifacts, fp32_ratios(artifacts, "delivered", "latency_ms")):
+        row["latency_ratio"] = ratio
     return {"run_dir": str(reference.run.path), "out": str(out),
             "float_val_accuracy": round(float((session.float_val.argmax(1) == session.validation.labels).mean()), 6),
             "max_drop": max_drop, "min_agreement": session.min_agreement, "notes": notes,
-            "artifacts": [asdict(r) for r in results]}
+            "artifacts": artifacts}

@@ -25,6 +25,16 @@ WEIGHTED_OPS = ("Conv", "Gemm", "MatMul", "ConvTranspose")
 FUSED_ACTIVATIONS = ("Clip", "Relu", "LeakyRelu", "HardSwish", "HardSigmoid", "Sigmoid", "Tanh", "PRelu")
 
 
+class BatchReader:
+    """onnxruntime's CalibrationDataReader over ready NCHW batches."""
+
+    def __init__(self, batches, input_name: str):
+        self.items = ({input_name: batch} for batch in batches)
+
+    def get_next(self):
+        return next(self.items, None)
+
+
 def module_of(node_name: str) -> str | None:
     """The torch module path of an exported node; None for nodes outside any module.
 
@@ -49,13 +59,24 @@ def module_of(node_name: str) -> str | None:
 
 
 def in_modules(module: str | None, patterns) -> bool:
-    """Whether a module path is one of `patterns` (module paths or globs) or lies inside one."""
-    import fnmatch
+    """Whether a module path is one of `patterns` (module paths or globs) or lies inside one.
+
+    Each enclosing path is tried too, so a glob such as `*.se` takes the convs inside every `se`.
+    """
+    from edgetl.backbones.factory import matches_any
 
     if not module:
         return False
-    prefixes = [".".join(module.split(".")[:k]) for k in range(1, module.count(".") + 2)]
-    return any(fnmatch.fnmatchcase(prefix, pattern) for pattern in patterns for prefix in prefixes)
+    return any(matches_any(".".join(module.split(".")[:k]), patterns) for k in range(1, module.count(".") + 2))
+
+
+def _consumers(graph) -> dict[str, list]:
+    """Tensor name -> the nodes that read it."""
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    return consumers
 
 
 def weighted_layers(graph) -> list[tuple[str, list[str]]]:
@@ -65,10 +86,7 @@ def weighted_layers(graph) -> list[tuple[str, list[str]]]:
     (a Conv's single consumer Clip/Relu/HardSwish...), so that quantizing or
     keeping a layer in float treats them as the runtime does: as one op.
     """
-    consumers: dict[str, list] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
+    consumers = _consumers(graph)
     layers = []
     for node in graph.node:
         module = module_of(node.name)
@@ -104,10 +122,7 @@ def activations_to_uint8(model) -> int:
     graph = model.graph
     initializers = {init.name: init for init in graph.initializer}
     constants = set(initializers) | {out for n in graph.node if n.op_type == "Constant" for out in n.output}
-    consumers: dict[str, list] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
+    consumers = _consumers(graph)
     moved, stale = 0, set()
     for node in list(graph.node):
         if node.op_type != "QuantizeLinear" or len(node.input) < 3 or node.input[0] in constants:

@@ -26,9 +26,11 @@ from pathlib import Path
 import numpy as np
 
 from edgetl.console import progress_bar
-from edgetl.export.qdq import weighted_layers
+from edgetl.export.qdq import BatchReader, weighted_layers
+from edgetl.runtime.base import softmax
 
 DEFAULT_IMAGES = 96
+SIDECAR_ROWS = 15  # the worst layers a sidecar keeps (parity shows 10)
 
 
 def _logits(session, batches: list[np.ndarray]) -> np.ndarray:
@@ -40,21 +42,10 @@ def _scores(reference: np.ndarray, candidate: np.ndarray) -> dict:
     noise = float(np.sum((reference - candidate) ** 2))
     signal = float(np.sum(reference ** 2))
     sqnr = 99.0 if noise == 0 else 10 * np.log10(max(signal, 1e-12) / noise)
-    p = np.exp(reference - reference.max(1, keepdims=True))
-    p /= p.sum(1, keepdims=True)
-    q = np.exp(candidate - candidate.max(1, keepdims=True))
-    q /= q.sum(1, keepdims=True)
+    p, q = softmax(reference.astype(np.float64)), softmax(candidate.astype(np.float64))
     kl = float(np.mean(np.sum(p * (np.log(p + 1e-12) - np.log(q + 1e-12)), axis=1)))
     return {"sqnr_db": round(float(sqnr), 2), "agreement": round(float(np.mean(reference.argmax(1) == candidate.argmax(1))), 4),
             "kl": round(kl, 5)}
-
-
-class _Reader:
-    def __init__(self, batches, input_name):
-        self.items = iter([{input_name: b} for b in batches])
-
-    def get_next(self):
-        return next(self.items, None)
 
 
 def measure(prepared: Path, calibration_batches: list[np.ndarray], recover: int = 10,
@@ -86,7 +77,7 @@ def measure(prepared: Path, calibration_batches: list[np.ndarray], recover: int 
 
         def quantized(nodes=None, exclude=None) -> np.ndarray:
             target = Path(tmp) / "candidate.onnx"
-            quantize_static(str(prepared), str(target), _Reader(calibration_batches, input_name),
+            quantize_static(str(prepared), str(target), BatchReader(calibration_batches, input_name),
                             quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
                             weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
                             nodes_to_quantize=nodes, nodes_to_exclude=exclude,
@@ -112,6 +103,13 @@ def measure(prepared: Path, calibration_batches: list[np.ndarray], recover: int 
             "full_int8": full, "layers": rows}
 
 
-def worst_layers(ranking: dict, count: int) -> list[str]:
-    """The `count` most sensitive module paths, worst first."""
-    return [row["layer"] for row in ranking["layers"][:count]]
+def sidecar_record(measured: dict, float_layers: list[str], max_drop: float | None,
+                   min_agreement: float | None) -> dict:
+    """What an int8 sidecar says: the ranking (worst first), the layers it keeps float, and why."""
+    floats = list(float_layers)
+    return {"method": measured["method"], "split": measured["split"], "images": measured["images"],
+            "full_int8": measured["full_int8"],
+            "layers": [{k: v for k, v in row.items() if k != "nodes"} for row in measured["layers"][:SIDECAR_ROWS]],
+            "float_layers": floats,
+            "reason": (f"the {len(floats)} most sensitive layer(s) by measured SQNR, the fewest that kept the "
+                       f"validation drop within {max_drop} pp and agreement >= {min_agreement}") if floats else None}

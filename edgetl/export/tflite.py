@@ -126,7 +126,7 @@ def _float_entries(model_bytes, patterns: list[str]) -> list[tuple[str, str]]:
     """(exact-scope regex, op name) for every op the float_layers patterns select."""
     from ai_edge_quantizer.utils import tfl_flatbuffer_utils as tfu
 
-    from edgetl.backbones.factory import matches_any
+    from edgetl.export.qdq import in_modules
 
     try:
         regexes = [re.compile(p[3:]) for p in patterns if p.startswith("re:")]
@@ -145,8 +145,7 @@ def _float_entries(model_bytes, patterns: list[str]) -> list[tuple[str, str]]:
                 t for t in op.inputs if t >= 0 and _has_data(model.buffers[subgraph.tensors[t].buffer])]
             names = [tfu.get_tensor_name(subgraph.tensors[t]) for t in own]
             paths = [p for n in names for p in _module_paths(n)]
-            if any(r.search(scope) for r in regexes) or any(  # a module or anything inside it
-                    matches_any(".".join(p.split(".")[:k]), modules) for p in paths for k in range(1, p.count(".") + 2)):
+            if any(r.search(scope) for r in regexes) or any(in_modules(p, modules) for p in paths):
                 entries.append(("^" + re.escape(scope) + "$", name))
     return entries
 

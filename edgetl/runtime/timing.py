@@ -1,0 +1,43 @@
+"""Timing a runner: one example input and one timed loop, shared by `edgetl bench` and export. No torch.
+
+Export shows a quick p50 per artifact (for the int8/fp32 ratio in its table);
+`edgetl bench` measures properly (load, first inference, percentiles, memory).
+Both time the same input the same way, so their numbers are comparable.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+
+def example_input(runner, batch: int) -> np.ndarray:
+    """A real input for the runner: its first golden image (else seeded noise), preprocessed, repeated."""
+    sidecar = runner.sidecar
+    if sidecar.golden:
+        one = runner.preprocess(runner.model_path.parent / sidecar.golden[0].file)
+    else:
+        height, width = sidecar.preprocess.size
+        rng = np.random.default_rng(0)
+        one = sidecar.preprocess.normalize(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+    return np.repeat(one, batch, axis=0)
+
+
+def timed_runs(runner, inputs: np.ndarray, runs: int | None, seconds: float | None = None,
+               warmup: int = 0) -> list[float]:
+    """Milliseconds per `runner.infer(inputs)`, for `runs` calls or until `seconds` have passed."""
+    for _ in range(warmup):
+        runner.infer(inputs)
+    samples: list[float] = []
+    deadline = time.perf_counter() + seconds if seconds else None
+    while (runs is None or len(samples) < runs) and (deadline is None or time.perf_counter() < deadline):
+        start = time.perf_counter_ns()
+        runner.infer(inputs)
+        samples.append((time.perf_counter_ns() - start) / 1e6)
+    return samples
+
+
+def quick_p50_ms(runner, runs: int = 60, warmup: int = 5) -> float:
+    """A quick batch-1 median latency (ms) at the runner's threads."""
+    return round(float(np.median(timed_runs(runner, example_input(runner, 1), runs, warmup=warmup))), 3)
