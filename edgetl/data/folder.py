@@ -6,7 +6,10 @@ Two layouts are accepted:
     DATA/{train,val,test}/<class>/<image>     splits given by the user (test optional)
 
 Sample paths are kept relative to DATA so the split files saved in a run stay
-valid when the folder moves to another machine.
+valid when the folder moves to another machine. Those split files hold one
+`label<TAB>path` per line in UTF-8, so an image whose relative path contains a
+tab, a newline or a carriage return, or is not valid UTF-8, is refused by name
+here, before training, rather than written as a split line that reads back wrong.
 """
 
 from __future__ import annotations
@@ -43,6 +46,28 @@ class ImageFolder:
         if self.layout == "flat":
             return list(self.samples)
         return [s for name in SPLIT_NAMES for s in self.presplit.get(name, [])]
+
+
+def name_problem(rel: str) -> str | None:
+    """Why `rel` cannot be one line of a split file (None if it can)."""
+    bad = [name for ch, name in (("\t", "a tab"), ("\n", "a newline"), ("\r", "a carriage return")) if ch in rel]
+    if bad:
+        return f"contains {' and '.join(bad)}"
+    try:
+        rel.encode("utf-8")
+    except UnicodeEncodeError:
+        return "is not valid UTF-8"
+    return None
+
+
+def _check_names(root: Path, samples: list[Sample]) -> None:
+    refused = [(s.path, problem) for s in samples if (problem := name_problem(s.path))]
+    if refused:
+        path, problem = refused[0]
+        more = f" (and {len(refused) - 1} more)" if len(refused) > 1 else ""
+        # repr(): the name printed on one line, its tab or newline visible as \t or \n.
+        raise DatasetError(f"image {path!r} in {root} {problem}{more}",
+                           "rename it: the run's splits/*.txt files hold one 'label<TAB>path' per line")
 
 
 def _visible_dirs(folder: Path) -> list[Path]:
@@ -97,6 +122,7 @@ def scan_image_folder(root: str | Path) -> ImageFolder:
                     "every class in val/test must also exist in train",
                 )
         folder = ImageFolder(root, classes, "pre-split", presplit=presplit, ignored_files=ignored)
+        _check_names(root, folder.all_samples())
         _check_classes(folder, {c: sum(s.label == c for s in presplit["train"]) for c in classes}, "train/")
         return folder
 
@@ -110,6 +136,7 @@ def scan_image_folder(root: str | Path) -> ImageFolder:
         ignored.extend(loose)
     samples = [s for d in subdirs for s in _collect(root, d, d.name, ignored)]
     folder = ImageFolder(root, [d.name for d in subdirs], "flat", samples=samples, ignored_files=ignored)
+    _check_names(root, samples)
     _check_classes(folder, {c: sum(s.label == c for s in samples) for c in folder.classes}, "")
     return folder
 

@@ -4,6 +4,11 @@ The split files (`splits/<name>.txt`, one `label<TAB>relative/path` per line)
 are part of the run-directory contract: export calibrates on `train`, parity and
 deploy evaluate on `test` (or `val`), so every later stage sees exactly the
 images training held out. `split_digest` fingerprints them for the sidecar.
+
+The format stays that simple line format (other tools read it): names that cannot
+be one such line (tab, newline, carriage return, not UTF-8) are refused by name when
+the folder is scanned, and lines are split on "\n" only, so names holding other
+characters Python calls line breaks (\x0b, \x1c, \x85, U+2028 ...) read back intact.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import random
 from pathlib import Path
 
 from edgetl import atomic
-from edgetl.data.folder import SPLIT_NAMES, Sample
+from edgetl.data.folder import SPLIT_NAMES, Sample, name_problem
 from edgetl.errors import BadInputError, DatasetError
 
 
@@ -54,6 +59,11 @@ def stratified_split(
 
 def save_splits(run_dir: Path, splits: dict[str, list[Sample]]) -> None:
     for name, items in splits.items():
+        for s in items:  # scan_image_folder refuses these already; samples built elsewhere may not be
+            problem = name_problem(s.path) or name_problem(s.label)
+            if problem:
+                raise DatasetError(f"image {s.path!r} (label {s.label!r}) {problem}",
+                                   "rename it: splits/*.txt hold one 'label<TAB>path' per line")
         text = "".join(f"{s.label}\t{s.path}\n" for s in items)
         atomic.write_text(run_dir / "splits" / f"{name}.txt", text)
 
@@ -63,7 +73,9 @@ def load_split(run_dir: str | Path, name: str) -> list[Sample]:
     if not path.is_file():
         raise BadInputError(f"{path} does not exist", "is this an edgetl run directory made by `edgetl finetune`?")
     samples = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    # Not splitlines(): it also breaks at \x0b, \x1c-\x1e, \x85 and U+2028, all legal in file names.
+    for number, line in enumerate(path.read_text(encoding="utf-8").split("\n"), 1):
+        line = line.removesuffix("\r")  # a split file saved by a Windows editor
         if not line.strip():
             continue
         label, sep, rel = line.partition("\t")

@@ -1,8 +1,10 @@
 """Decode every image once, up front, so a bad file costs a warning, not a crashed epoch.
 
-Corrupt, truncated, zero-byte and non-image files are skipped with a warning that
-names each file (or, with `strict=True`, stop the run). The decoded image is handed
-to `on_image` so the caller can cache it without decoding twice.
+Corrupt, truncated, zero-byte and non-image files, and decompression bombs (more
+pixels than `images.max_pixels()`, refused from the header before any decoding),
+are skipped with a warning that names each file (or, with `strict=True`, stop the
+run). The decoded image is handed to `on_image` so the caller can cache it without
+decoding twice.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ def check_images(
             except UnreadableImageError as exc:
                 # The message is "<path>: <reason>"; the path itself may contain ": ".
                 reason = exc.message.removeprefix(f"{path}: ")
+                if exc.hint:  # e.g. how to admit a genuine image over the pixel limit
+                    reason += f"; {exc.hint}"
                 result.skipped.append((sample.path, reason))
             else:
                 if on_image is not None:

@@ -2,8 +2,8 @@
 
 A runner is built from an artifact file and its sidecar. It owns the sidecar's
 preprocessing (so callers cannot pair a model with the wrong mean/std or
-layout), splits batches for fixed-batch models, dequantizes quantized outputs,
-and turns logits into top-k labels. No torch.
+layout), splits batches for fixed-batch models (padding the last one),
+dequantizes quantized outputs, and turns logits into top-k labels. No torch.
 """
 
 from __future__ import annotations
@@ -76,11 +76,27 @@ class Runner(ABC):
         return self.sidecar.preprocess(image)
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        """Model input tensor (N, ...) -> float32 logits (N, classes)."""
-        if self.fixed_batch and len(batch) != self.fixed_batch:
-            step = self.fixed_batch
-            parts = [self.infer(batch[i:i + step]) for i in range(0, len(batch), step)]
+        """Model input tensor (N, ...) -> float32 logits (N, classes).
+
+        A fixed-batch model (input shape [B, ...] with an integer B) gets exactly B rows per
+        call: larger inputs are split, and the last short chunk is padded with copies of its
+        own last row, run, and trimmed (padding, not recursion: a short chunk split again
+        is the same short chunk).
+        """
+        step = self.fixed_batch
+        if step and len(batch) != step:
+            parts = []
+            for start in range(0, len(batch), step):
+                chunk = batch[start:start + step]
+                rows = len(chunk)
+                if rows < step:
+                    chunk = np.concatenate([chunk, np.repeat(chunk[-1:], step - rows, axis=0)])
+                parts.append(self._logits(chunk)[:rows])
             return np.concatenate(parts) if parts else np.zeros((0, len(self.labels)), np.float32)
+        return self._logits(batch)
+
+    def _logits(self, batch: np.ndarray) -> np.ndarray:
+        """One call of the network on a batch it accepts, dequantized to float32 logits."""
         raw = self._run(np.ascontiguousarray(batch))
         out = self.sidecar.output
         if out.dtype in ("int8", "uint8") and out.scale is not None:

@@ -5,12 +5,17 @@ the same pixels everywhere. It handles what real folders contain: EXIF-rotated
 phone pictures, greyscale, 16-bit PNGs (scaled, not clipped), palette images
 with transparency, RGBA and LA (composited on white), and CMYK JPEGs. A file that
 cannot be fully decoded (a JPEG cut short passes `Image.verify()` but fails a
-full `load()`) raises `UnreadableImageError`.
+full `load()`) raises `UnreadableImageError`, and so does a decompression bomb:
+an image whose header promises more than `max_pixels()` pixels is refused from
+its header, before a byte is decoded (a 175 KB PNG can claim 150 megapixels and
+take gigabytes to decode). Folder readers skip such a file with a warning.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +25,16 @@ from edgetl.errors import BadInputError
 
 # Refuse truncated files instead of padding them with grey.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+# 64 Mi pixels: a 64 MP phone photo (9248 x 6936) passes; decoded to RGB it is already ~260 MB.
+MAX_PIXELS = 1 << 26
+PIXELS_ENV = "EDGETL_MAX_IMAGE_PIXELS"
+# PIL warns (DecompressionBombWarning) above its own limit and raises only at twice that; edgetl
+# refuses by its own, lower limit, so PIL's warning would only repeat what the skip-and-warn says.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+# Rows are converted from 16-bit / float in blocks of about this many pixels, so the temporary
+# wide-integer or float64 copy is a block, never the whole frame.
+_BLOCK_PIXELS = 1 << 18
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
@@ -32,19 +47,63 @@ def is_image_name(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in IMAGE_SUFFIXES
 
 
+def max_pixels() -> int:
+    """The decompression-bomb limit: MAX_PIXELS, or the positive integer in $EDGETL_MAX_IMAGE_PIXELS."""
+    text = os.environ.get(PIXELS_ENV, "").strip()
+    if not text:
+        return MAX_PIXELS
+    try:
+        value = int(text.replace("_", ""))
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise BadInputError(f"{PIXELS_ENV}={text!r} is not a positive number of pixels",
+                            f"unset it (default {MAX_PIXELS}) or set e.g. {PIXELS_ENV}=200000000")
+    if Image.MAX_IMAGE_PIXELS is not None and value > Image.MAX_IMAGE_PIXELS:
+        # PIL raises at twice its own limit inside Image.open; let the user's larger limit decide.
+        Image.MAX_IMAGE_PIXELS = value
+    return value
+
+
+def _too_many_pixels(path: Path, pixels: int, limit: int) -> UnreadableImageError:
+    return UnreadableImageError(
+        f"{path}: {pixels} pixels exceed the limit of {limit} (a possible decompression bomb)",
+        f"if the image is genuine, raise the limit with {PIXELS_ENV}={pixels}")
+
+
+def _to_l_in_blocks(image: Image.Image, convert) -> Image.Image:
+    """Map a wide single-channel image to mode L block by block: `convert(block array) -> uint8`."""
+    width, height = image.size
+    out = Image.new("L", image.size)
+    rows = max(1, _BLOCK_PIXELS // max(1, width))
+    for top in range(0, height, rows):
+        block = np.asarray(image.crop((0, top, width, min(height, top + rows))))
+        out.paste(Image.fromarray(convert(block)), (0, top))  # 2-D uint8: mode L
+    return out
+
+
+def _sixteen_bit_to_l(block: np.ndarray, top: int) -> np.ndarray:
+    """Integer form of round(v / top * 255), clipped to [0, 255] (exact: no float can tie)."""
+    wide = block.astype(np.int32 if block.dtype.kind == "i" else np.uint32)  # 4 bytes a pixel, a block at a time
+    np.clip(wide, 0, top, out=wide)
+    if top == 65535:  # round(v * 255 / 65535) == round(v / 257) == (v + 128) // 257
+        wide += 128
+        wide //= 257
+    return wide.astype(np.uint8)
+
+
 def to_rgb(image: Image.Image) -> Image.Image:
     """Convert a decoded PIL image of any mode to upright 8-bit RGB."""
     image = ImageOps.exif_transpose(image) or image
     mode = image.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        array = np.asarray(image, dtype=np.float64)
-        top = 65535.0 if mode.startswith("I;16") or array.max() > 255 else 255.0
-        array = np.clip(array / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return Image.fromarray(array, "L").convert("RGB")
+        # 16-bit data is scaled (65535 -> 255), not clipped; mode "I" only when it exceeds 255.
+        top = 65535 if mode.startswith("I;16") or image.getextrema()[1] > 255 else 255
+        return _to_l_in_blocks(image, lambda block: _sixteen_bit_to_l(block, top)).convert("RGB")
     if mode == "F":
-        array = np.asarray(image, dtype=np.float64)
-        scale = 255.0 if array.max() <= 1.0 else 1.0
-        return Image.fromarray(np.clip(array * scale, 0, 255).astype(np.uint8), "L").convert("RGB")
+        scale = 255.0 if image.getextrema()[1] <= 1.0 else 1.0
+        return _to_l_in_blocks(
+            image, lambda block: np.clip(block.astype(np.float64) * scale, 0, 255).astype(np.uint8)).convert("RGB")
     if mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
         mode = image.mode
@@ -60,17 +119,24 @@ def to_rgb(image: Image.Image) -> Image.Image:
 def load_rgb(path: str | os.PathLike) -> Image.Image:
     """Open, fully decode and convert one image file; raise UnreadableImageError if it can't be."""
     path = Path(path)
+    limit = max_pixels()
     try:
         if path.stat().st_size == 0:
             raise UnreadableImageError(f"{path}: empty file (0 bytes)")
         with Image.open(path) as image:
+            # Image.open reads only the header: refuse a bomb before decoding a byte of it.
+            if image.width * image.height > limit:
+                raise _too_many_pixels(path, image.width * image.height, limit)
             image.load()
             return to_rgb(image)
     except UnreadableImageError:
         raise
     except UnidentifiedImageError as exc:
         raise UnreadableImageError(f"{path}: not an image file PIL can read") from exc
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:  # PIL's own check, at twice its limit, inside Image.open
+        claimed = re.search(r"\((\d+) pixels\)", str(exc))
+        raise _too_many_pixels(path, int(claimed.group(1)) if claimed else limit + 1, limit) from exc
+    except (OSError, SyntaxError, ValueError) as exc:
         raise UnreadableImageError(f"{path}: cannot be decoded ({exc})") from exc
 
 

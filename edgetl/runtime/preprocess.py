@@ -25,6 +25,25 @@ from PIL import Image
 
 _RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
 _DTYPES = {"float32": np.float32, "float16": np.float16, "int8": np.int8, "uint8": np.uint8}
+# Bounds for a record read from a file: a network input side beyond 4096 px is a typo or a
+# crafted sidecar (a 1e9 x 1e9 input would be allocated per image), and a crop ratio near 0
+# overflows the cover-size arithmetic; real backbones use 0.3..1.
+MAX_SIDE = 4096
+MIN_CROP_RATIO = 0.05
+
+
+def _whole(value) -> bool:
+    """A pixel count from JSON: an integer, a float with no fraction or a string of digits (never a bool).
+
+    int() alone would silently truncate 224.7 and accept True as 1.
+    """
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return True
+    if isinstance(value, str):
+        return value.strip().isdigit()
+    return isinstance(value, float) and value.is_integer()
 
 
 @dataclass(frozen=True)
@@ -58,11 +77,10 @@ class Preprocess:
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__ and k != "extra"}
         try:
             size = known.get("size", (224, 224))
-            try:
-                known["size"] = ((int(size[0]), int(size[1])) if isinstance(size, (list, tuple))
-                                 else (int(size), int(size)))
-            except (TypeError, ValueError, IndexError):
-                raise ValueError(f"size {size!r} is not [H, W] in pixels") from None
+            sides = list(size) if isinstance(size, (list, tuple)) else [size, size]
+            if len(sides) != 2 or not all(_whole(side) for side in sides):
+                raise ValueError(f"size {size!r} is not [H, W] in whole pixels")
+            known["size"] = (int(sides[0]), int(sides[1]))
             for key in ("mean", "std"):
                 if key in known:
                     known[key] = tuple(float(v) for v in known[key])
@@ -73,7 +91,7 @@ class Preprocess:
                 if known.get(key) is not None:
                     try:
                         number = float(known[key])
-                    except (TypeError, ValueError):
+                    except (TypeError, ValueError, OverflowError):
                         raise ValueError(f"{key} {known[key]!r} is not a number") from None
                     if key == "input_zero_point":
                         if not number.is_integer():
@@ -81,7 +99,7 @@ class Preprocess:
                         number = int(number)
                     known[key] = number
             pre = cls(**known)
-        except (TypeError, ValueError, IndexError) as exc:
+        except (TypeError, ValueError, IndexError, OverflowError) as exc:
             raise BadInputError(f"preprocess record is invalid: {exc}") from exc
         pre.validate()
         return pre
@@ -103,17 +121,19 @@ class Preprocess:
         if self.input_dtype in ("int8", "uint8"):
             if self.input_scale is None or self.input_zero_point is None:
                 problems.append("a quantized input needs input_scale and input_zero_point")
-            if self.input_scale is not None and not self.input_scale > 0:
-                problems.append(f"input_scale {self.input_scale!r} must be positive")
+            if self.input_scale is not None and not (math.isfinite(self.input_scale) and self.input_scale > 0):
+                problems.append(f"input_scale {self.input_scale!r} must be finite and positive")
             limits = np.iinfo(_DTYPES[self.input_dtype])
             if self.input_zero_point is not None and not limits.min <= self.input_zero_point <= limits.max:
                 problems.append(f"input_zero_point {self.input_zero_point} is outside the {self.input_dtype} range")
-        if len(self.size) != 2 or any(side < 1 for side in self.size):
-            problems.append(f"size {list(self.size)} must be two positive pixel counts [H, W]")
-        if any(not s > 0 for s in self.std):
-            problems.append("std values must be positive")
-        if not 0 < self.crop_ratio <= 1:
-            problems.append("crop_ratio must lie in (0, 1]")
+        if len(self.size) != 2 or any(not 1 <= side <= MAX_SIDE for side in self.size):
+            problems.append(f"size {list(self.size)} must be two pixel counts [H, W] from 1 to {MAX_SIDE}")
+        if any(not math.isfinite(m) for m in self.mean):
+            problems.append(f"mean {list(self.mean)} must be finite numbers")
+        if any(not (math.isfinite(s) and s > 0) for s in self.std):
+            problems.append("std values must be finite and positive")
+        if not MIN_CROP_RATIO <= self.crop_ratio <= 1:
+            problems.append(f"crop_ratio {self.crop_ratio!r} must lie in [{MIN_CROP_RATIO}, 1]")
         if problems:
             raise BadInputError("preprocess record is invalid: " + "; ".join(problems))
 
