@@ -78,24 +78,144 @@ def write_with(target: str | os.PathLike, writer: Callable[[Path], None]) -> Pat
     return Path(target)
 
 
+# -- folders -------------------------------------------------------------------------------------
+MARKER = ".edgetl"
+"""A small JSON file inside every folder edgetl makes: the only folders it will replace or delete."""
+
+
+def mark(folder: str | os.PathLike, kind: str) -> None:
+    from edgetl import __version__
+
+    write_json(Path(folder) / MARKER, {"made_by": "edgetl", "kind": kind, "version": __version__})
+
+
+def made_by_edgetl(folder: str | os.PathLike) -> bool:
+    folder = Path(folder)
+    return folder.is_dir() and not folder.is_symlink() and (folder / MARKER).is_file()
+
+
+def ensure_replaceable(target: str | os.PathLike, what: str = "folder") -> None:
+    """Refuse to replace anything edgetl did not make: absent, empty or marked folders only.
+
+    A user who points `demo-data` at ~/Pictures, or `export --out` at a folder of their own,
+    gets one line and keeps their files.
+    """
+    from edgetl.errors import BadInputError
+
+    target = Path(target)
+    if not target.exists() and not target.is_symlink():
+        return
+    if target.is_dir() and not target.is_symlink() and (made_by_edgetl(target) or not any(target.iterdir())):
+        return
+    raise BadInputError(f"{target} exists and was not made by edgetl (no {MARKER} marker): refusing to replace "
+                        f"it with the {what}",
+                        "choose a new or empty folder; if it is an older edgetl output, delete it yourself")
+
+
+def _exchange(first: Path, second: Path) -> bool:
+    """Swap two paths in one step (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    import ctypes
+    import errno
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(first), at_fdcwd, os.fsencode(second), rename_exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM):
+        return False
+    raise OSError(code, os.strerror(code), str(second))
+
+
+def _fsync_tree(folder: Path) -> None:
+    """Every file's content and every directory entry on disk before the folder is published."""
+    for path in sorted(folder.rglob("*"), reverse=True):
+        if path.is_file() and not path.is_symlink():
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        elif path.is_dir() and not path.is_symlink():
+            _fsync_dir(path)
+    _fsync_dir(folder)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_dead_workdirs(parent: str | os.PathLike, prefix: str) -> None:
+    """Delete `PREFIX<pid>-*` folders in `parent` whose process no longer runs (a killed job's scratch)."""
+    for folder in Path(parent).glob(f"{prefix}*"):
+        pid = folder.name[len(prefix):].split("-", 1)[0]
+        if folder.is_dir() and pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def recover_dir(target: str | os.PathLike) -> None:
+    """Repair what a killed `atomic_dir` left beside `target`.
+
+    Where the kernel cannot swap two folders in one step, publishing is two renames; a
+    crash between them leaves `target` missing and `.NAME.old-*` beside it, which is
+    moved back. Temporary `.NAME.PID.*.partial` folders of processes that no longer run
+    are deleted (those of a live process are another writer's, and kept).
+    """
+    target = Path(target)
+    parent = target.parent
+    if not parent.is_dir():
+        return
+    olds = sorted(parent.glob(f".{target.name}.old-*"), key=lambda p: p.stat().st_mtime)
+    if olds and not target.exists() and not target.is_symlink():
+        os.replace(olds.pop(), target)
+    for old in olds:
+        shutil.rmtree(old, ignore_errors=True)
+    for partial in parent.glob(f".{target.name}.*.partial"):
+        pid = partial.name[len(target.name) + 2:].split(".", 1)[0]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(partial, ignore_errors=True)
+
+
 @contextlib.contextmanager
-def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
+def atomic_dir(target: str | os.PathLike, kind: str | None = None) -> Iterator[Path]:
     """Yield a temporary folder; on success it replaces folder `target` as a whole.
 
-    An existing `target` is moved aside first and deleted only after the new one is
-    in place, so a crash leaves either the old folder or the new one.
+    With `kind`, the folder is marked as edgetl's (`.edgetl`), and an existing `target`
+    without that mark is refused before any work starts. The swap is one
+    renameat2(RENAME_EXCHANGE) where the kernel has it, so `target` is never missing;
+    elsewhere the old folder is renamed aside first and `recover_dir` repairs a crash
+    between the two renames. Contents are fsynced before the swap.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+    recover_dir(target)
+    if kind is not None:
+        ensure_replaceable(target, kind)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".partial", dir=target.parent))
     try:
         yield tmp
+        if kind is not None:
+            mark(tmp, kind)
+            ensure_replaceable(target, kind)  # it may have appeared while we worked
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; a service user must be able to read it
+        _fsync_tree(tmp)
+        if target.exists() and _exchange(tmp, target):
+            _fsync_dir(target.parent)
+            shutil.rmtree(tmp, ignore_errors=True)  # now the old folder
+            return
         old = None
         if target.exists():
-            old = target.with_name(f".{target.name}.old")
-            if old.exists():
-                shutil.rmtree(old)
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
             os.replace(target, old)
         os.replace(tmp, target)
         _fsync_dir(target.parent)

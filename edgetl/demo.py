@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from edgetl import atomic
 from edgetl.console import info
 
 
@@ -24,10 +25,11 @@ def run_demo(out: str | Path = "demo", epochs: int = 3, formats: list[str] | Non
 
     out = Path(out)
     data_dir, run_dir = out / "digits", out / "run"
-    if not data_dir.is_dir():
-        write_demo_data(data_dir, per_class=180, size=64)
-    if run_dir.exists():
-        shutil.rmtree(run_dir)  # the demo always shows a fresh run
+    if not atomic.made_by_edgetl(data_dir):
+        write_demo_data(data_dir, per_class=180, size=64)  # refuses a folder of the user's own
+    if run_dir.exists() or run_dir.is_symlink():
+        atomic.ensure_replaceable(run_dir, "demo's run")  # the demo always shows a fresh run
+        shutil.rmtree(run_dir)
     info(f"[bold]1/6 finetune[/bold] efficientnet_lite0 (offline ImageNet weights) on {data_dir}")
     summary = finetune(TrainConfig(
         data=str(data_dir), model="efficientnet_lite0", out=str(run_dir), epochs=epochs, img_size=64,

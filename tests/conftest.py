@@ -61,3 +61,28 @@ def exported(trained_run, tmp_path_factory) -> dict:
 
 def artifact(exported: dict, fmt: str, precision: str) -> dict:
     return next(r for r in exported["artifacts"] if r["format"] == fmt and r["precision"] == precision)
+
+
+@pytest.fixture(scope="session")
+def x86_bundle(exported, tmp_path_factory) -> Path:
+    """A linux-x86 bundle of the shared run's ONNX fp32 artifact, with every wheel it needs."""
+    from edgetl.deploy.bundle import build_bundle
+    from edgetl.deploy.profiles import get_profile
+
+    out = tmp_path_factory.mktemp("bundles") / "x86"
+    build_bundle(Path(artifact(exported, "onnx", "fp32")["path"]), get_profile("linux-x86"), out, samples=10)
+    return out
+
+
+def variant(bundle: Path, tmp_path: Path, release: str) -> Path:
+    """The same bundle under another release id (a 'new version' for the device)."""
+    import shutil
+
+    from edgetl.deploy.bundle import MANIFEST
+
+    copy = tmp_path / release
+    shutil.copytree(bundle, copy)
+    manifest = json.loads((copy / MANIFEST).read_text())
+    manifest["bundle"] = release
+    (copy / MANIFEST).write_text(json.dumps(manifest))
+    return copy

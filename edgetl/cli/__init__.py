@@ -47,6 +47,7 @@ def _register() -> None:
     cli.add_command(bench.bench)
     cli.add_command(deploy.deploy)
     cli.add_command(deploy.selftest)
+    cli.add_command(deploy.install)
     cli.add_command(models.models)
     cli.add_command(devices.devices)
     cli.add_command(demo.demo)

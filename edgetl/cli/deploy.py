@@ -101,6 +101,11 @@ def deploy(source, device_name, local_path, bundle_only, host_spec, port, identi
 
                 if click.get_current_context().params.get("as_json"):
                     emit_json(rows[0] if len(rows) == 1 else {"hosts": rows})
+                if len(rows) == 1:  # one device: its own error, hint and exit code (2 for a refused host key)
+                    error = CheckFailedError(f"deploy to {failed[0]['host']} failed: {failed[0]['error']}",
+                                             failed[0].get("hint"))
+                    error.exit_code = failed[0].get("exit_code", 1)
+                    raise error
                 raise CheckFailedError(f"deploy failed on {len(failed)} of {len(rows)} host(s): "
                                        + "; ".join(f"{r['host']}: {r['error']}" for r in failed))
             return rows[0] if len(rows) == 1 else {"hosts": rows}
@@ -121,6 +126,30 @@ def _fleet_table(rows: list[dict], profile: str) -> None:
             f"{r['self_test']['golden']['matched']}/{r['self_test']['golden']['total']}" if r["ok"] else None,
             percent(r.get("accuracy")), (r.get("bench") or {}).get("p50_ms"), (r.get("bench") or {}).get("p99_ms"),
             r.get("previous_release")] for r in rows])
+
+
+@click.command(short_help="Install an unpacked bundle on this device (what the offline install.sh runs).")
+@click.argument("bundle", type=click.Path(exists=True, file_okay=False))
+@click.option("--root", required=True, type=click.Path(file_okay=False), help="Install folder (releases/, current).")
+@click.option("--threads", type=int, help="Threads for the self-test bench (default: the profile's).")
+@json_option
+def install(bundle, root, threads):
+    """Install BUNDLE under ROOT exactly as `edgetl deploy` does: verify, install, self-test, switch.
+
+    `sh bundle/install.sh --root DIR` verifies SHA256SUMS, builds a temporary environment from the
+    bundled wheels and runs this; the release gets its own environment, built with $PYTHON.
+    """
+    import os
+    from pathlib import Path
+
+    from edgetl.console import console
+    from edgetl.deploy.local import LocalDevice, install_release
+
+    result = install_release(Path(bundle), root, device=LocalDevice(python=os.environ.get("PYTHON")), threads=threads)
+    console.print(f"installed {result['release']} under {result['path']}: self-test passed "
+                  f"(golden {result['self_test']['golden']['matched']}/{result['self_test']['golden']['total']}, "
+                  f"accuracy {percent(result['accuracy'])}), service {result['service']}")
+    return result
 
 
 @click.command(short_help="Self-test an installed release: checksums, golden samples, bench, accuracy.")

@@ -18,16 +18,25 @@ from edgetl.cli.common import table
 @click.option("--show", is_flag=True, help="Show the annotated frames in a window.")
 @click.option("--save", type=click.Path(dir_okay=False), help="Write the annotated frames to a video (.mp4).")
 @click.option("--serve", type=int, help="Serve a live page (MJPEG + predictions) on this port.")
-@click.option("--serve-host", default="0.0.0.0", show_default=True, help="Address the live page listens on.")
+@click.option("--serve-host", default="127.0.0.1", show_default=True,
+              help="Address the live page listens on. Any other than loopback (e.g. 0.0.0.0) needs the page's "
+                   "token: viewers without it get 403.")
+@click.option("--serve-token-file", type=click.Path(dir_okay=False),
+              help="The live page's token, kept on the device (created with mode 0600 if missing). Default for a "
+                   "non-loopback --serve-host: $XDG_CONFIG_HOME/edgetl/serve-token (~/.config/edgetl/serve-token).")
+@click.option("--serve-allowed-host", "serve_allowed_hosts", multiple=True, metavar="NAME",
+              help="Another name viewers use for this device (Host header), e.g. pi.lan; IP addresses, localhost "
+                   "and this machine's hostname are always accepted. Repeatable.")
 @click.option("--max-frames", type=int, help="Stop after this many frames.")
 @click.option("--camera-size", metavar="WxH", help="Ask the camera for this capture size, e.g. 640x480 "
                                                      "(fewer pixels: less decoding and resizing per frame).")
 @click.option("--camera-fps", type=float, help="Ask the camera for this frame rate.")
-def run(model, source, topk, threads, device, json_lines, show, save, serve, serve_host, max_frames, camera_size,
-        camera_fps):
+def run(model, source, topk, threads, device, json_lines, show, save, serve, serve_host, serve_token_file,
+        serve_allowed_hosts, max_frames, camera_size, camera_fps):
     """Classify what SOURCE shows with MODEL (an exported file or artifact folder).
 
     Capture, preprocessing and inference overlap; live sources drop stale frames, files never do.
+    The live page (--serve) shows the camera: off loopback it needs a token, printed with its URL.
     """
     import json
 
@@ -35,13 +44,24 @@ def run(model, source, topk, threads, device, json_lines, show, save, serve, ser
     from edgetl.runtime.app import classify_source
     from edgetl.runtime.sources import parse_size
 
+    token = token_path = None
+    if serve is not None:  # before loading the model: a bad token file is one line, at once
+        from edgetl.runtime.serve import serve_token
+
+        token, token_path = serve_token(serve_host, serve_token_file)
+
     def serving(server) -> None:
-        info(f"live page on http://{serve_host}:{server.port}/ (Ctrl-C to stop)")
+        first, *others = server.urls()
+        info(f"live page on {first} (Ctrl-C to stop)")
+        for url in others:
+            info(f"          or {url}")
+        if token_path is not None:
+            info(f"live page token kept in {token_path}")
 
     summary = classify_source(model, source, topk=topk, threads=threads, device=device, json_lines=json_lines,
                               save=save, show=show, serve=serve, serve_host=serve_host, max_frames=max_frames,
                               on_serving=serving, camera_size=parse_size(camera_size) if camera_size else None,
-                              camera_fps=camera_fps)
+                              camera_fps=camera_fps, serve_token=token, serve_allowed_hosts=serve_allowed_hosts)
     if json_lines:
         click.echo(json.dumps({"summary": summary}))
     else:

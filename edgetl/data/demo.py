@@ -26,7 +26,7 @@ def write_demo_data(out: str | Path, per_class: int = 100, size: int = 64, seed:
     rng = np.random.default_rng(seed)
     out = Path(out)
     written = 0
-    with atomic.atomic_dir(out) as tmp:
+    with atomic.atomic_dir(out, kind="demo data") as tmp:
         for label, name in enumerate(DIGIT_NAMES):
             indices = np.flatnonzero(digits.target == label)
             chosen = np.sort(rng.permutation(indices)[:per_class])

@@ -74,7 +74,7 @@ def write_photo_set(out: str | Path, counts: dict[str, int] | None = None, size:
     rng = np.random.default_rng(seed)
     out = Path(out)
     written = {split: 0 for split, _, _ in SPLITS}
-    with atomic.atomic_dir(out) as tmp:
+    with atomic.atomic_dir(out, kind="photo set") as tmp:
         for name in classes:
             photo = load_photo(name)
             for split, start, stop in SPLITS:

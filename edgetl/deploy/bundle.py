@@ -17,6 +17,7 @@ on an x86 laptop.
 from __future__ import annotations
 
 import json
+import secrets
 import shlex
 import shutil
 import subprocess
@@ -28,10 +29,10 @@ from pathlib import Path
 from edgetl import __version__, atomic
 from edgetl.console import info
 from edgetl.deploy.profiles import DeviceProfile
+from edgetl.deploy.service import SERVICE_NAME, service_unit
 from edgetl.errors import BadInputError
 from edgetl.runtime.sidecar import SIDECAR_NAME, Sidecar, sha256_file
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 MANIFEST = "manifest.json"
 CHECKSUMS = "SHA256SUMS"
 DEVICE_DEPENDENCIES = ("numpy", "pillow", "opencv-python-headless", "click", "rich", "pyyaml")
@@ -82,11 +83,10 @@ def _samples(artifact: Path, folder: Path, count: int) -> int:
 
 
 def _wheels(profile: DeviceProfile, folder: Path, extra: str) -> list[str]:
+    from edgetl.deploy.wheel import edgetl_wheel
+
     folder.mkdir(parents=True)
-    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(folder),
-                            str(REPO_ROOT)], capture_output=True, text=True)
-    if build.returncode != 0:
-        raise BadInputError(f"could not build the edgetl wheel: {build.stderr.strip().splitlines()[-1:]}")
+    edgetl_wheel(folder)  # from the source tree, or repacked from an installed edgetl
     runtime = profile.runtime
     packages = list(DEVICE_DEPENDENCIES)
     if not runtime.get("preinstalled"):
@@ -105,10 +105,27 @@ def _wheels(profile: DeviceProfile, folder: Path, extra: str) -> list[str]:
 
 
 INSTALL_SH = """#!/bin/sh
-# Installs this release into its own virtual environment from the bundled wheels (no network).
+# Installs this release from the bundled wheels, with no network. Two ways:
+#   sh install.sh              what `edgetl deploy` runs in ROOT/releases/ID.partial: builds venv/ here
+#   sh install.sh --root DIR   offline: the same releases/ + current layout, self-test and switch as a
+#                              deploy, through the bundle's own edgetl (PYTHON=python3.X to choose Python)
+# Every file is checked against SHA256SUMS before anything from the bundle runs.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 python=${{PYTHON:-python{python}}}
+if ! (cd "$here" && sha256sum --quiet -c SHA256SUMS); then
+  echo "install.sh: files differ from SHA256SUMS: this bundle is corrupt or incomplete; copy it again" >&2
+  exit 1
+fi
+if [ "${{1:-}}" = "--root" ]; then
+  [ -n "${{2:-}}" ] || {{ echo "usage: sh install.sh --root DIR" >&2; exit 2; }}
+  boot=$(mktemp -d)
+  trap 'rm -rf "$boot"' EXIT
+  "$python" -m venv {venv_flags}"$boot/venv"
+  "$boot/venv/bin/pip" install --no-index --find-links "$here/wheels" --disable-pip-version-check -q {requirement}
+  PYTHON=$python "$boot/venv/bin/python" -m edgetl install "$here" --root "$2"
+  exit 0
+fi
 "$python" -m venv {venv_flags}"$here/venv"
 "$here/venv/bin/pip" install --no-index --find-links "$here/wheels" --disable-pip-version-check -q {requirement}
 {system_opencv}"$here/venv/bin/python" -m edgetl --version
@@ -128,7 +145,7 @@ ENGINE_SH = """#!/bin/sh
 # onnxruntime's TensorRT provider then loads it from the cache folder beside the model.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
-mkdir -p "$here/model/{cache}"
+mkdir -p "$here"/model/{cache}
 {command}
 """
 
@@ -137,44 +154,15 @@ def engine_script(profile: DeviceProfile, model_file: str) -> str:
     """The device-side TensorRT build command from the profile's template, every path quoted."""
     template = profile.tensorrt["build"]
     cache = profile.tensorrt.get("engine_cache", "trt_cache")
-    model = '"$here/model/' + model_file + '"'
-    engine = '"$here/model/' + cache + '/model.engine"'
+    model = '"$here"/model/' + shlex.quote(model_file)
+    engine = '"$here"/model/' + shlex.quote(f"{cache}/model.engine")
     parts = []
     for part in shlex.split(template):
         if "{model}" in part or "{engine}" in part:
             parts.append(part.replace("{model}", model).replace("{engine}", engine))  # paths already quoted
         else:
             parts.append(shlex.quote(part))
-    return ENGINE_SH.format(cache=cache, command=" ".join(parts))
-
-SERVICE = """[Unit]
-Description=edgetl camera classifier ({profile})
-After=network-online.target
-
-[Service]
-User={user}
-WorkingDirectory={path}/current
-# `python -m edgetl`, not the venv's console script: the release folder is renamed after install,
-# and console scripts keep the old path in their shebang while the interpreter link does not.
-ExecStart={path}/current/venv/bin/python -m edgetl run {path}/current/model --source {source} \
---threads {threads}{camera} --serve 8080 --json-lines
-Restart=on-failure
-RestartSec=3
-
-[Install]
-WantedBy=multi-user.target
-"""
-
-
-def _camera_flags(camera: dict) -> str:
-    """The profile's capture mode as `edgetl run` flags (numbers only, validated by the profile)."""
-    flags = ""
-    if camera.get("width") and camera.get("height"):
-        flags += f" --camera-size {int(camera['width'])}x{int(camera['height'])}"
-    if camera.get("fps"):
-        flags += f" --camera-fps {float(camera['fps']):g}"
-    return flags
-
+    return ENGINE_SH.format(cache=shlex.quote(cache), command=" ".join(parts))
 
 def build_bundle(source: str | Path, profile: DeviceProfile, out: str | Path, samples: int = 50,
                  wheels: bool = True) -> dict:
@@ -182,8 +170,11 @@ def build_bundle(source: str | Path, profile: DeviceProfile, out: str | Path, sa
     artifact = choose_artifact(Path(source), profile)
     sidecar = Sidecar.read(artifact)
     extra = {"onnx": "onnx", "openvino": "openvino", "tflite": "tflite"}[sidecar.format]
-    bundle_id = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + sidecar.files[sidecar.model_file][:8]
-    with atomic.atomic_dir(out) as tmp:
+    # Time first (releases sort by age), then the model's digest, then randomness: two bundles of one
+    # model built in the same second are still two releases.
+    bundle_id = (datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + sidecar.files[sidecar.model_file][:8]
+                 + "-" + secrets.token_hex(2))
+    with atomic.atomic_dir(out, kind="bundle") as tmp:
         shutil.copytree(artifact, tmp / "model")
         sample_count = _samples(artifact, tmp / "samples", samples)
         wheel_names = _wheels(profile, tmp / "wheels", extra) if wheels else []
@@ -199,10 +190,8 @@ def build_bundle(source: str | Path, profile: DeviceProfile, out: str | Path, sa
         if profile.tensorrt.get("build") and sidecar.format == "onnx":
             (tmp / "build_engine.sh").write_text(engine_script(profile, sidecar.model_file))
             (tmp / "build_engine.sh").chmod(0o755)
-        (tmp / "edgetl.service").write_text(SERVICE.format(
-            profile=profile.name, user=profile.service_user, path=profile.install_path,
-            source=shlex.quote(str(profile.camera.get("source", "0"))), threads=profile.threads,
-            camera=_camera_flags(profile.camera)))
+        # Deploy rewrites the unit for the root it installs to; this copy is for the profile's install_path.
+        (tmp / SERVICE_NAME).write_text(service_unit(profile.to_dict(), profile.install_path))
         files = {p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
         # The same digests for `sha256sum -c` on a device that has coreutils but no edgetl yet.
         (tmp / CHECKSUMS).write_text("".join(f"{digest}  {name}\n" for name, digest in files.items()))

@@ -1,30 +1,47 @@
 """Installing a bundle as a release, switching to it atomically, and rolling back.
 
     ROOT/releases/<id>.partial/   while uploading, verifying, installing and self-testing
-    ROOT/releases/<id>/           a release that passed its self-test
+    ROOT/releases/<id>/           a release that passed its self-test (has manifest.json)
     ROOT/current -> releases/<id> switched with one rename of a fresh symlink: atomic
-    ROOT/state.json               current and previous release, history
+    ROOT/state.json               current and previous release, history (written atomically)
+    ROOT/edgetl.service           the systemd unit, written for this ROOT
+    ROOT/.deploy.lock             held (flock) by the one deploy or rollback at work
 
-The steps are written once against a small `Device` interface (run a command,
-upload a folder, read/write a small file), so `--local` and SSH deploys do exactly
-the same thing. Any failure removes the partial release and leaves `current`
-untouched. Commands are argument lists, quoted by the transport.
+The steps are written once against a small `Device` interface (run a command, upload a
+folder, read/write a small file, hold a lock), so `--local` and SSH deploys do exactly
+the same thing. What a crash at any step leaves (kill -9 included):
+
+- before the switch: the previous release still serving, and a `.partial` folder that the
+  next deploy deletes under the lock; a `.partial` is never a rollback target;
+- after the switch: the new, self-tested release, its data synced before `current` moved.
+
+A restart of the service that fails is a failed deploy: `current` goes back. Rollback
+checks its target (manifest, checksums, a short self-test) before switching to it.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import secrets
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path, PurePosixPath
 
-from edgetl.console import info
+from edgetl.console import info, warn
 from edgetl.deploy.bundle import CHECKSUMS, MANIFEST
+from edgetl.deploy.lock import device_lock
+from edgetl.deploy.service import SERVICE_NAME, plain_path, service_unit
 from edgetl.errors import BadInputError, CheckFailedError
 
 KEEP_RELEASES = 3
+RELEASE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+FAULT_ENV = "EDGETL_FAULT_AT"
+"""Fault injection for the crash tests: the deploying process kills itself (SIGKILL) at this step."""
 
 
 class LocalDevice:
@@ -35,11 +52,18 @@ class LocalDevice:
     def __init__(self, python: str | None = None):
         self.python = python or sys.executable
 
-    def run(self, argv: list[str], check: bool = False) -> subprocess.CompletedProcess:
-        result = subprocess.run(argv, capture_output=True, text=True)
+    def run(self, argv: list[str], check: bool = False, timeout: float | None = None) -> subprocess.CompletedProcess:
+        try:
+            result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired as exc:
+            raise CheckFailedError(f"{argv[0]} did not finish within {timeout:.0f} s on {self.name}") from exc
         if check and result.returncode != 0:
             raise CheckFailedError(f"{argv[0]} failed on {self.name}: {_last_line(result.stderr)}")
         return result
+
+    def spawn(self, argv: list[str]) -> "LocalProcess":
+        """A process that lives until `.close()` (or until this one dies): holds the deploy lock."""
+        return LocalProcess(argv)
 
     def upload(self, bundle: Path, target: str) -> None:
         shutil.copytree(bundle, target, dirs_exist_ok=True)
@@ -56,94 +80,202 @@ class LocalDevice:
         pass
 
 
+class LocalProcess:
+    """A child whose standard input we hold open; closing it (or our death) ends the child."""
+
+    def __init__(self, argv: list[str]):
+        self.process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, text=True)
+        self.stdout, self.stderr = self.process.stdout, self.process.stderr
+
+    def wait(self) -> int:
+        return self.process.wait(timeout=30)
+
+    def close(self) -> None:
+        try:
+            self.process.stdin.close()
+            self.process.wait(timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            self.process.kill()
+            self.process.wait()
+        finally:
+            for stream in (self.process.stdout, self.process.stderr):
+                stream.close()
+
+
 def _last_line(text: str) -> str:
     return (text.strip().splitlines() or ["(no output)"])[-1]
+
+
+def _fault(step: str) -> None:
+    if os.environ.get(FAULT_ENV) == step:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _root(root: Path | str, device) -> str:
+    if isinstance(device, LocalDevice):
+        root = Path(root).expanduser().resolve()
+    return plain_path(str(root))
 
 
 def current_release(root: Path | str, device=None) -> str | None:
     device = device or LocalDevice()
     result = device.run(["readlink", str(PurePosixPath(root) / "current")])
-    return PurePosixPath(result.stdout.strip()).name if result.returncode == 0 and result.stdout.strip() else None
+    name = PurePosixPath(result.stdout.strip()).name if result.returncode == 0 else ""
+    return name if RELEASE_ID.fullmatch(name) else None
 
 
 def switch(device, root: str, release: str) -> None:
-    """Point `current` at releases/<release>: a fresh symlink renamed over the old one."""
-    tmp, current = f"{root}/.current.tmp", f"{root}/current"
+    """Point `current` at releases/<release>: a fresh symlink (unique name) renamed over the old one."""
+    tmp = f"{root}/.current.{secrets.token_hex(4)}.tmp"
     device.run(["ln", "-sfn", f"releases/{release}", tmp], check=True)
-    device.run(["mv", "-Tf", tmp, current], check=True)
+    device.run(["mv", "-Tf", tmp, f"{root}/current"], check=True)
+    device.run(["sync"])
 
 
-def _state(device, root: str) -> dict:
+def read_state(device, root: str) -> dict:
+    """state.json, or an empty history when it is missing or torn (the symlink is the truth)."""
     text = device.read_text(f"{root}/state.json")
-    return json.loads(text) if text else {"history": []}
+    try:
+        state = json.loads(text) if text else {}
+    except json.JSONDecodeError:
+        warn(f"{device.name}:{root}/state.json is unreadable; continuing from the `current` link")
+        state = {}
+    if not isinstance(state, dict):
+        state = {}
+    history = state.get("history")
+    state["history"] = [h for h in history if isinstance(h, str)] if isinstance(history, list) else []
+    return state
 
 
-def _releases(device, root: str) -> list[str]:
-    result = device.run(["ls", "-1", f"{root}/releases"])
-    return sorted(n for n in result.stdout.split() if n and not n.endswith(".partial")) if result.returncode == 0 else []
+def _write_state(device, root: str, state: dict) -> None:
+    device.write_text(f"{root}/state.json", json.dumps(state, indent=2) + "\n")
 
 
-def _prune(device, root: str, keep: int) -> None:
-    state = _state(device, root)
+def releases(device, root: str) -> list[str]:
+    """Finished releases, oldest first: folders with a release id and a manifest; nothing else counts."""
+    script = (f"cd {shlex.quote(root + '/releases')} 2>/dev/null || exit 0; "
+              "for d in */; do d=${d%/}; [ -f \"$d/manifest.json\" ] && printf '%s\\n' \"$d\"; done; exit 0")
+    listed = device.run(["sh", "-c", script]).stdout.splitlines()
+    return sorted(n for n in listed if RELEASE_ID.fullmatch(n) and not n.endswith(".partial"))
+
+
+def _clean_leftovers(device, root: str) -> None:
+    """What killed deploys left: `.partial` releases and temporary links (we hold the lock)."""
+    script = (f"cd {shlex.quote(root)} 2>/dev/null || exit 0; rm -rf releases/*.partial; "
+              "rm -f .current.*.tmp state.json.*.tmp; exit 0")
+    device.run(["sh", "-c", script])
+
+
+def _prune(device, root: str, keep: int, state: dict) -> None:
     protected = {state.get("current"), state.get("previous")}
-    for old in _releases(device, root)[:-keep]:
+    for old in releases(device, root)[:-keep]:
         if old not in protected:
             device.run(["rm", "-rf", f"{root}/releases/{old}"])
+
+
+def _read_manifest(bundle: Path) -> dict:
+    try:
+        manifest = json.loads((bundle / MANIFEST).read_text())
+        release = manifest["bundle"]
+        manifest["profile"]["python"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise BadInputError(f"{bundle} is not a complete edgetl bundle ({MANIFEST}: {exc})",
+                            "rebuild it with `edgetl deploy RUN --device NAME --bundle-only OUT`") from exc
+    if not isinstance(release, str) or not RELEASE_ID.fullmatch(release) or release.endswith(".partial"):
+        raise BadInputError(f"{bundle}: bundle id {release!r} is not a plain release name")
+    return manifest
+
+
+def _self_test(device, release_dir: str, threads: int | None, runs: int | None = None) -> dict:
+    command = [f"{release_dir}/venv/bin/python", "-m", "edgetl", "selftest", release_dir, "--json", "--quiet"]
+    if threads:
+        command += ["--threads", str(threads)]
+    if runs:
+        command += ["--runs", str(runs)]
+    result = device.run(command, timeout=900)
+    try:
+        report = json.loads(result.stdout)
+    except json.JSONDecodeError:
+        raise CheckFailedError(f"self-test could not run on {device.name}: {_last_line(result.stderr)}") from None
+    if not isinstance(report, dict) or not report.get("passed"):
+        reason = report.get("reason", "see the report") if isinstance(report, dict) else "unreadable report"
+        raise CheckFailedError(f"self-test of {PurePosixPath(release_dir).name} failed on {device.name}: {reason}")
+    return report
+
+
+def _verify_checksums(device, folder: str) -> None:
+    checked = device.run(["sh", "-c", f"cd {shlex.quote(folder)} && sha256sum --quiet -c {CHECKSUMS}"], timeout=600)
+    if checked.returncode != 0:
+        bad = [line.split(":")[0] for line in checked.stdout.splitlines() if "FAILED" in line]
+        raise CheckFailedError(f"checksum mismatch on {device.name} in {len(bad) or 'some'} file(s) of "
+                               f"{PurePosixPath(folder).name}" + (f", e.g. {bad[0]}" if bad else ""),
+                               "the files were corrupted in transit or on disk; deploy again")
 
 
 def install_release(bundle: Path, root: Path | str, device=None, keep: int = KEEP_RELEASES,
                     threads: int | None = None) -> dict:
     """Upload, verify, install, self-test and switch; returns the deploy result."""
     device = device or LocalDevice()
-    root = str(root)
-    manifest = json.loads((bundle / MANIFEST).read_text())
+    root = _root(root, device)
+    manifest = _read_manifest(bundle)
     release = manifest["bundle"]
     partial, final = f"{root}/releases/{release}.partial", f"{root}/releases/{release}"
-    previous = current_release(root, device)
-    if release in _releases(device, root):
-        raise BadInputError(f"release {release} is already installed on {device.name}", "build a new bundle")
-    device.run(["mkdir", "-p", partial], check=True)
-    try:
-        info(f"uploading release {release} to {device.name}:{root}")
-        device.upload(bundle, partial)  # resumes: files already there with the right digest are kept
-        checked = device.run(["sh", "-c", f"cd {_quote(partial)} && sha256sum --quiet -c {CHECKSUMS}"])
-        if checked.returncode != 0:
-            bad = [line.split(":")[0] for line in checked.stdout.splitlines() if "FAILED" in line]
-            raise CheckFailedError(f"checksum mismatch on {device.name} in {len(bad) or 'some'} file(s)"
-                                   + (f", e.g. {bad[0]}" if bad else ""),
-                                   "the bundle was corrupted in transit or on disk; deploy again")
-        python = getattr(device, "python", None) or f"python{manifest['profile']['python']}"
-        installed = device.run(["env", f"PYTHON={python}", "sh", f"{partial}/install.sh"])
-        if installed.returncode != 0:
-            raise CheckFailedError(f"install failed on {device.name}: {_last_line(installed.stderr)}",
-                                   "check the bundle's wheels match the device's platform and Python")
-        command = [f"{partial}/venv/bin/python", "-m", "edgetl", "selftest", partial, "--json", "--quiet"]
-        if threads:
-            command += ["--threads", str(threads)]
-        selftest = device.run(command)
+    device.run(["mkdir", "-p", f"{root}/releases"], check=True)
+    with device_lock(device, root):
+        _clean_leftovers(device, root)
+        previous = current_release(root, device)
+        if release in releases(device, root):
+            raise BadInputError(f"release {release} is already installed on {device.name}", "build a new bundle")
+        device.run(["mkdir", "-p", partial], check=True)
         try:
-            report = json.loads(selftest.stdout)
-        except json.JSONDecodeError:
-            raise CheckFailedError(f"self-test could not run on {device.name}: {_last_line(selftest.stderr)}") from None
-        if not report.get("passed"):
-            raise CheckFailedError(f"self-test failed: {report.get('reason', 'see the report')}")
-        device.run(["mv", "-T", partial, final], check=True)
-    except BaseException:
-        device.run(["rm", "-rf", partial])
-        raise
-    switch(device, root, release)
-    state = _state(device, root)
-    state.update(current=release, previous=previous, history=[*state.get("history", []), release][-20:])
-    device.write_text(f"{root}/state.json", json.dumps(state, indent=2) + "\n")
-    _prune(device, root, keep)
-    service = restart_service(device)
+            info(f"uploading release {release} to {device.name}:{root}")
+            device.upload(bundle, partial)  # resumes: files already there with the right digest are kept
+            _fault("uploaded")
+            _verify_checksums(device, partial)
+            python = getattr(device, "python", None) or f"python{manifest['profile']['python']}"
+            installed = device.run(["env", f"PYTHON={python}", "sh", f"{partial}/install.sh"], timeout=1800)
+            if installed.returncode != 0:
+                raise CheckFailedError(f"install failed on {device.name}: {_last_line(installed.stderr)}",
+                                       "check the bundle's wheels match the device's platform and Python")
+            _fault("installed")
+            report = _self_test(device, partial, threads)
+            _fault("self-tested")
+            device.run(["sync"])  # the release is on disk before it can become current
+            device.run(["mv", "-T", partial, final], check=True)
+        except BaseException:
+            device.run(["rm", "-rf", partial])
+            raise
+        _fault("finalized")
+        switch(device, root, release)
+        _fault("switched")
+        state = read_state(device, root)
+        state.update(current=release, previous=previous, history=[*state["history"], release][-20:])
+        _write_state(device, root, state)
+        _fault("state-written")
+        device.write_text(f"{root}/{SERVICE_NAME}", service_unit(manifest["profile"], root))
+        service = restart_service(device)
+        if service.startswith("restart failed"):
+            _switch_back(device, root, release, previous, state)
+            raise CheckFailedError(f"{SERVICE_NAME} did not restart on {device.name} with release {release} "
+                                   f"({service}); switched back to {previous or 'no release'}",
+                                   f"see `journalctl -u {SERVICE_NAME}` on the device")
+        _prune(device, root, keep, state)
     return {"host": device.name, "path": root, "device": manifest["profile"]["name"], "release": release,
             "self_test": {k: report[k] for k in ("passed", "integrity", "golden") if k in report},
             "bench": report.get("bench"), "accuracy": report.get("accuracy"), "previous_release": previous,
             "service": service}
 
 
-SERVICE_NAME = "edgetl.service"
+def _switch_back(device, root: str, release: str, previous: str | None, state: dict) -> None:
+    if previous is None:
+        device.run(["rm", "-f", f"{root}/current"])
+    else:
+        switch(device, root, previous)
+    state.update(current=previous, previous=None, history=[h for h in state["history"] if h != release])
+    _write_state(device, root, state)
+    if previous is not None:
+        restart_service(device)
 
 
 def restart_service(device) -> str:
@@ -151,29 +283,35 @@ def restart_service(device) -> str:
     probe = device.run(["sh", "-c", f"command -v systemctl >/dev/null && systemctl cat {SERVICE_NAME} >/dev/null 2>&1"])
     if probe.returncode != 0:
         return "not installed"
-    restarted = device.run(["systemctl", "restart", SERVICE_NAME])
+    device.run(["systemctl", "daemon-reload"], timeout=60)  # the unit file may have been rewritten
+    restarted = device.run(["systemctl", "restart", SERVICE_NAME], timeout=120)
     return "restarted" if restarted.returncode == 0 else f"restart failed: {_last_line(restarted.stderr)}"
 
 
-def rollback(root: Path | str, device=None) -> dict:
-    """Switch `current` back to the previous release (no run directory or profile needed)."""
+def rollback(root: Path | str, device=None, threads: int | None = None) -> dict:
+    """Switch `current` back to the previous release, once it proves intact (no run directory needed)."""
     device = device or LocalDevice()
-    root = str(root)
-    current = current_release(root, device)
-    if current is None:
-        raise BadInputError(f"{device.name}:{root} has no current release to roll back from")
-    state = _state(device, root)
-    candidates = [r for r in _releases(device, root) if r != current]
-    target = state.get("previous") if state.get("previous") in candidates else (candidates[-1] if candidates else None)
-    if target is None:
-        raise BadInputError(f"{device.name}:{root} keeps no earlier release to roll back to")
-    switch(device, root, target)
-    state.update(current=target, previous=current)
-    device.write_text(f"{root}/state.json", json.dumps(state, indent=2) + "\n")
-    return {"host": device.name, "path": root, "release": target, "previous_release": current,
-            "service": restart_service(device)}
-
-
-def _quote(value: str) -> str:
-    return shlex.quote(value)
-
+    root = _root(root, device)
+    with device_lock(device, root):
+        current = current_release(root, device)
+        if current is None:
+            raise BadInputError(f"{device.name}:{root} has no current release to roll back from")
+        state = read_state(device, root)
+        candidates = [r for r in releases(device, root) if r != current]
+        # After a crash between the switch and state.json, state still names the release that served before.
+        prior = state.get("current") if state.get("current") != current else state.get("previous")
+        target = prior if prior in candidates else (candidates[-1] if candidates else None)
+        if target is None:
+            raise BadInputError(f"{device.name}:{root} keeps no earlier release to roll back to")
+        folder = f"{root}/releases/{target}"
+        try:
+            _verify_checksums(device, folder)
+            _self_test(device, folder, threads, runs=5)
+        except CheckFailedError as exc:
+            raise CheckFailedError(f"refusing to roll back to {target}: {exc.message}; current stays {current}",
+                                   "deploy a new bundle instead") from None
+        switch(device, root, target)
+        state.update(current=target, previous=current)
+        _write_state(device, root, state)
+        service = restart_service(device)
+    return {"host": device.name, "path": root, "release": target, "previous_release": current, "service": service}

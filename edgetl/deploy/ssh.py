@@ -1,24 +1,37 @@
 """A device reached over SSH (asyncssh), behind the same interface as LocalDevice.
 
-- Host keys are checked against known_hosts (default ~/.ssh/known_hosts). An unknown
-  key stops the deploy with its fingerprint; accepting it is an explicit flag
-  (`--accept-new-host-key`), which records it. A changed key is never accepted.
+- Host keys are checked against known_hosts (default ~/.ssh/known_hosts) the way
+  OpenSSH does it, inside the handshake and before authenticating (HostKeyPolicy).
+  An unknown key stops the deploy with its fingerprint; accepting it is an explicit
+  flag (`--accept-new-host-key`), which records it. A changed key is never accepted.
 - Every remote command is an argument list joined with `shlex.join`: nothing the
   user or a file name contains is interpreted by the remote shell.
-- The private key is passed to asyncssh by path and never logged.
+- The private key is passed to asyncssh by path and never logged; a
+  passphrase-protected one works through ssh-agent.
 - Uploads resume: files already on the device with the right sha256 are kept.
-- An unreachable host fails within `timeout` seconds with one line.
+- Nothing hangs: an unreachable host fails within `timeout` s, keepalives notice a device
+  gone off the network in ~15 s, every command has a timeout; each failure is one line.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import secrets
 import shlex
 import subprocess
+from contextlib import suppress
 from pathlib import Path
+from types import SimpleNamespace
 
-from edgetl.errors import BadInputError, require
+from edgetl.deploy.host_keys import HostKeyPolicy, client_factory, one_line as _one_line
+from edgetl.errors import BadInputError, CheckFailedError, require
 from edgetl.runtime.sidecar import sha256_file
+
+KEEPALIVE_INTERVAL = 5.0  # seconds of silence before asking the device whether it is still there
+KEEPALIVE_COUNT_MAX = 3  # unanswered asks before the link counts as lost: ~15 s for a vanished device
+COMMAND_TIMEOUT = 300.0  # run()'s default; long steps (install.sh, a self-test) pass their own
+SHORT_TIMEOUT = 120.0  # listings, mkdir, mv, cat: a live device answers these in seconds
 
 
 class SshDevice:
@@ -28,94 +41,210 @@ class SshDevice:
         self.asyncssh = require("asyncssh", "deploy", "deploying over SSH")
         self.name = f"{username + '@' if username else ''}{host}:{port}"
         self.python = python
-        self.loop = asyncio.new_event_loop()
         self.known_hosts = Path(known_hosts or Path.home() / ".ssh" / "known_hosts").expanduser()
-        options = dict(port=port, username=username, connect_timeout=timeout,
-                       client_keys=[str(Path(identity).expanduser())] if identity else None)
+        self.policy = HostKeyPolicy(self.known_hosts, host, port, accept_new_host_key)
+        self.encrypted_key, self.sftp = None, None
+        options = dict(port=port, username=username, connect_timeout=timeout, known_hosts=self.policy,
+                       server_host_key_algs=self.policy.algorithms(), keepalive_interval=KEEPALIVE_INTERVAL,
+                       keepalive_count_max=KEEPALIVE_COUNT_MAX, **self._client_keys(identity))
+        self.loop = asyncio.new_event_loop()
         try:
-            self.conn = self._wait(self.asyncssh.connect(host, known_hosts=self._trusted(), **options), timeout)
-        except self.asyncssh.HostKeyNotVerifiable as exc:
-            if not accept_new_host_key or self._known_host(host, port):
-                raise BadInputError(
-                    f"host key of {self.name} is not trusted ({exc.reason})",
-                    f"verify it out of band, then pass --accept-new-host-key to record it in {self.known_hosts}"
-                    if not self._known_host(host, port) else "the key CHANGED: investigate before deploying",
-                ) from exc
-            self.conn = self._wait(self.asyncssh.connect(host, known_hosts=None, **options), timeout)
-            self._record_host_key(host, port)
-        except self.asyncssh.PermissionDenied as exc:
-            raise BadInputError(f"authentication to {self.name} failed", "pass --identity KEY for a key the "
-                                "device accepts") from exc
-        except (OSError, asyncio.TimeoutError, self.asyncssh.Error) as exc:
+            self.conn, self.client = self._wait(self.asyncssh.create_connection(
+                client_factory(self.asyncssh, self.policy), host, **options), timeout + 5)
+        except BaseException as exc:
             self.loop.close()
-            raise BadInputError(f"cannot reach {self.name} within {timeout:.0f} s ({type(exc).__name__}: {exc})",
-                                "check the address, port and that sshd runs on the device") from exc
-        self.sftp = self._wait(self.conn.start_sftp_client(), timeout)
+            error = self._connect_error(exc, timeout)
+            raise error from (None if error is exc else exc)
+        try:
+            if self.policy.verdict == "new":
+                self.policy.record(self.policy.presented)
+            self.sftp = self._wait(self.conn.start_sftp_client(), timeout)
+        except Exception as exc:
+            self.close()
+            if isinstance(exc, BadInputError):
+                raise
+            raise CheckFailedError(f"cannot start SFTP on {self.name}: {_one_line(exc)}",
+                                   "the device's sshd needs an sftp subsystem (Subsystem sftp internal-sftp)") from exc
+
+    # -- connecting ------------------------------------------------------------------------
+    def _client_keys(self, identity: str | None) -> dict:
+        """Without --identity: ssh's defaults (agent, ~/.ssh/id_*). An encrypted key is refused before
+        connecting unless an agent may hold it: nobody can answer a passphrase prompt in a fleet deploy."""
+        if not identity:
+            return {}
+        path = Path(identity).expanduser()
+        try:
+            self.asyncssh.read_private_key(str(path))
+        except OSError as exc:
+            raise BadInputError(f"cannot read the key {path}: {exc.strerror or _one_line(exc)}",
+                                "pass --identity with the path of the private key") from exc
+        except self.asyncssh.KeyImportError as exc:
+            if "assphrase" not in str(exc):
+                raise BadInputError(f"the key {path} cannot be used: {_one_line(exc)}",
+                                    "pass the private key (not the .pub) in OpenSSH or PEM format") from exc
+            self.encrypted_key = path
+            if not os.environ.get("SSH_AUTH_SOCK"):
+                raise self._passphrase_error() from exc
+            public = Path(f"{path}.pub")
+            return {"client_keys": [str(path)], "ignore_encrypted": True,
+                    **({"agent_identities": [str(public)]} if public.is_file() else {})}
+        return {"client_keys": [str(path)]}
+
+    def _passphrase_error(self) -> BadInputError:
+        return BadInputError(f"the key {self.encrypted_key} is passphrase-protected",
+                             f"load it into ssh-agent (ssh-add {self.encrypted_key}) or use an unencrypted deploy key")
+
+    def _connect_error(self, exc: BaseException, timeout: float) -> BaseException:
+        if isinstance(exc, self.asyncssh.HostKeyNotVerifiable):
+            return self.policy.refusal(self.name, exc.reason)
+        if isinstance(exc, self.asyncssh.PermissionDenied):
+            if self.encrypted_key:
+                return self._passphrase_error()
+            return BadInputError(f"authentication to {self.name} failed", "pass --identity KEY for a key the "
+                                 "device accepts")
+        if isinstance(exc, self.asyncssh.KeyImportError):
+            return BadInputError(f"a key for {self.name} cannot be used: {_one_line(exc)}")
+        if isinstance(exc, (OSError, asyncio.TimeoutError, self.asyncssh.Error)):
+            return BadInputError(f"cannot reach {self.name} within {timeout:.0f} s ({type(exc).__name__}: "
+                                 f"{_one_line(exc)})", "check the address, port and that sshd runs on the device")
+        return exc
 
     # -- plumbing ------------------------------------------------------------------------
     def _wait(self, coroutine, timeout: float | None = None):
         return self.loop.run_until_complete(asyncio.wait_for(coroutine, timeout) if timeout else coroutine)
 
-    def _trusted(self):
-        return str(self.known_hosts) if self.known_hosts.is_file() else ()
+    def _failure(self, step: str, exc: BaseException) -> CheckFailedError:
+        """One line for a failed remote step; a link that went down says so (keepalives or a reset)."""
+        links = (self.asyncssh.DisconnectError, self.asyncssh.SFTPConnectionLost, ConnectionError)
+        if self.client.lost or isinstance(exc, links):
+            return CheckFailedError(f"connection to {self.name} lost during {step}: "
+                                    f"{self.client.lost or _one_line(exc)}", "check that the device is powered "
+                                    "and on the network, then deploy again (the upload resumes)")
+        return CheckFailedError(f"{step} failed on {self.name}: {_one_line(exc)}",
+                                "check the device's free disk space and that the install folder is writable")
 
-    def _host_pattern(self, host: str, port: int) -> str:
-        return host if port == 22 else f"[{host}]:{port}"
+    def _do(self, step: str, coroutine, timeout: float | None = None, grace: float = 0.0):
+        """Await a remote step; `grace` lets a step's own, cleaner timeout fire first."""
+        try:
+            return self._wait(coroutine, timeout + grace if timeout else None)
+        except (asyncio.TimeoutError, TimeoutError) as exc:
+            if self.client.lost or not timeout:
+                raise self._failure(step, exc) from exc
+            raise CheckFailedError(f"{step} on {self.name} timed out after {timeout:g} s",
+                                   "the device is overloaded or the step hangs there") from exc
+        except Exception as exc:
+            raise self._failure(step, exc) from exc
 
-    def _known_host(self, host: str, port: int) -> bool:
-        if not self.known_hosts.is_file():
-            return False
-        pattern = self._host_pattern(host, port)
-        return any(line.split(" ", 1)[0].split(",").count(pattern) for line in self.known_hosts.read_text().splitlines())
-
-    def _record_host_key(self, host: str, port: int) -> None:
-        key = self.conn.get_server_host_key().export_public_key("openssh").decode().strip()
-        self.known_hosts.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.known_hosts, "a") as handle:
-            handle.write(f"{self._host_pattern(host, port)} {key}\n")
+    async def _kill(self, pid: str) -> None:
+        """Kill a timed-out command's process group (sshd made it a session leader), or the process."""
+        with suppress(Exception):  # best effort: the timeout is reported either way
+            await self.conn.run(f"kill -KILL -- -{pid} 2>/dev/null || kill -KILL {pid}", timeout=10)
 
     # -- the Device interface ------------------------------------------------------------------
-    def run(self, argv: list[str], check: bool = False) -> subprocess.CompletedProcess:
-        result = self._wait(self.conn.run(shlex.join(argv), check=False))
+    def run(self, argv: list[str], check: bool = False, timeout: float | None = None) -> subprocess.CompletedProcess:
+        """Run argv; `timeout` seconds (default COMMAND_TIMEOUT) before the command is killed on the
+        device and CheckFailedError says so. A device that vanishes is noticed sooner, by the keepalives."""
+        limit = COMMAND_TIMEOUT if timeout is None else timeout
+        command = shlex.join(argv)
+        step = f"`{command if len(command) <= 80 else command[:77] + '...'}`"
+
+        async def execute():
+            # The wrapper prints its pid (then execs argv, keeping the pid) so that a timed-out command
+            # can be killed: sshd refuses channel signals for root logins, and would signal only one process.
+            process = await self.conn.create_process(f"sh -c 'echo $$; exec \"$@\"' edgetl {command}")
+            pid = ""
+
+            async def finish():
+                nonlocal pid
+                pid = (await process.stdout.readline()).strip()
+                return await process.wait()
+            try:
+                return await asyncio.wait_for(finish(), limit)
+            finally:
+                if process.returncode is None and pid.isdigit() and not self.client.lost:
+                    await self._kill(pid)
+                process.close()
+
+        result = self._do(step, execute(), limit, grace=30)
+        if result.exit_status is None and result.exit_signal is None and self.client.lost:
+            raise self._failure(step, ConnectionError(self.client.lost))
         completed = subprocess.CompletedProcess(argv, result.exit_status if result.exit_status is not None else 255,
                                                 result.stdout or "", result.stderr or "")
         if check and completed.returncode != 0:
-            from edgetl.errors import CheckFailedError
-
             last = (completed.stderr.strip().splitlines() or ["(no output)"])[-1]
             raise CheckFailedError(f"{argv[0]} failed on {self.name}: {last}")
         return completed
 
+    def spawn(self, argv: list[str]) -> "SshProcess":
+        """A process that lives until `.close()` or the connection drops (its stdin ends): the deploy lock."""
+        process = self._do(f"`{argv[0]}`", self.conn.create_process(shlex.join(argv)), SHORT_TIMEOUT)
+        return SshProcess(self, process, f"`{argv[0]}`")
+
     def upload(self, bundle: Path, target: str) -> None:
         present = {}
-        listing = self.run(["sh", "-c", f"cd {shlex.quote(target)} && find . -type f -exec sha256sum {{}} +"])
+        listing = self.run(["sh", "-c", f"cd {shlex.quote(target)} && find . -type f -exec sha256sum {{}} +"],
+                           timeout=SHORT_TIMEOUT * 5)  # hashes what a killed upload left: large files on SD cards
         for line in listing.stdout.splitlines():
             digest, _, name = line.partition("  ")
             present[name.removeprefix("./")] = digest
         files = sorted(p for p in bundle.rglob("*") if p.is_file())
         folders = sorted({str(Path(target) / p.parent.relative_to(bundle)) for p in files})
-        self.run(["mkdir", "-p", *folders], check=True)
+        self.run(["mkdir", "-p", *folders], check=True, timeout=SHORT_TIMEOUT)
         for path in files:
             name = path.relative_to(bundle).as_posix()
             if present.get(name) != sha256_file(path):
-                self._wait(self.sftp.put(str(path), f"{target}/{name}"))
+                self._do(f"upload of {name}", self.sftp.put(str(path), f"{target}/{name}"))  # bounded by keepalives
 
     def read_text(self, path: str) -> str | None:
-        result = self.run(["cat", path])
+        result = self.run(["cat", path], timeout=SHORT_TIMEOUT)
         return result.stdout if result.returncode == 0 else None
 
     def write_text(self, path: str, text: str) -> None:
-        tmp = f"{path}.tmp"
+        tmp = f"{path}.{secrets.token_hex(4)}.tmp"  # unique: two writers never share a temporary file
+
         async def write() -> None:
             async with self.sftp.open(tmp, "w") as handle:
                 await handle.write(text)
-        self._wait(write())
-        self.run(["mv", "-f", tmp, path], check=True)
+        self._do(f"writing {path}", write(), SHORT_TIMEOUT)
+        self.run(["sync", tmp], timeout=SHORT_TIMEOUT)  # on disk before it replaces the old one
+        self.run(["mv", "-f", tmp, path], check=True, timeout=SHORT_TIMEOUT)
 
     def close(self) -> None:
+        """Never raises: it runs in `finally` blocks, where an error would hide the deploy's own."""
+        if self.loop.is_closed():
+            return
         try:
-            self.sftp.exit()
-            self.conn.close()
-            self._wait(self.conn.wait_closed())
+            with suppress(Exception):
+                if self.sftp is not None:
+                    self.sftp.exit()
+                self.conn.close()
+                self._wait(self.conn.wait_closed(), 5)
         finally:
             self.loop.close()
+
+
+def _pipe(device: SshDevice, stream, step: str) -> SimpleNamespace:
+    """A remote output read synchronously, like a pipe of subprocess.Popen(text=True)."""
+    return SimpleNamespace(readline=lambda: device._do(step, stream.readline(), SHORT_TIMEOUT),
+                           read=lambda: device._do(step, stream.read(), SHORT_TIMEOUT))
+
+
+class SshProcess:
+    """What `SshDevice.spawn` returns: stdout, stderr, wait() and close(), as LocalProcess has."""
+
+    def __init__(self, device: SshDevice, process, step: str):
+        self.device, self.process, self.step = device, process, step
+        self.stdout, self.stderr = _pipe(device, process.stdout, step), _pipe(device, process.stderr, step)
+
+    def wait(self) -> int:
+        result = self.device._do(self.step, self.process.wait(), 30)
+        return result.exit_status if result.exit_status is not None else 255
+
+    def close(self) -> None:
+        """Closes its standard input (the process exits) and the channel; never raises, like close()."""
+        if not self.device.loop.is_closed():
+            with suppress(Exception):
+                self.process.stdin.write_eof()
+            with suppress(Exception):
+                self.process.close()
+                self.device._wait(self.process.wait_closed(), 10)

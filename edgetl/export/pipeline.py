@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import tempfile
@@ -107,7 +108,10 @@ class Exporter:
         self.max_drop = max_drop
         self.budget = budget_seconds
         self.settings = settings
-        self.workdir = Path(tempfile.mkdtemp(prefix=".export-work-", dir=out))
+        # One work folder per process, named by its pid: a second export into the same folder works
+        # beside this one, and the next export deletes the folders of exports that were killed.
+        atomic.remove_dead_workdirs(out, ".export-work-")
+        self.workdir = Path(tempfile.mkdtemp(prefix=f".export-work-{os.getpid()}-", dir=out))
         self.validation = reference.labelled("val")
         self.float_val = reference.logits(self.validation.pixels)
         self.golden_dir = self.workdir / "golden-source"
@@ -310,7 +314,7 @@ class Exporter:
             "latency_ms": latency}
         sidecar.files = {p.relative_to(scratch).as_posix(): sha256_file(p)
                          for p in sorted(scratch.rglob("*")) if p.is_file()}
-        with atomic.atomic_dir(target) as tmp:
+        with atomic.atomic_dir(target, kind="artifact") as tmp:
             shutil.copytree(scratch, tmp, dirs_exist_ok=True)
             atomic.write_text(tmp / SIDECAR_NAME, sidecar.to_json())
         shutil.rmtree(scratch, ignore_errors=True)

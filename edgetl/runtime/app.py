@@ -11,10 +11,15 @@ from edgetl.runtime.stream import run_stream
 
 def classify_source(model: str | Path, source: str, topk: int = 3, threads: int | None = None,
                     device: str | None = None, json_lines: bool = False, save: str | None = None,
-                    show: bool = False, serve: int | None = None, serve_host: str = "0.0.0.0",
+                    show: bool = False, serve: int | None = None, serve_host: str = "127.0.0.1",
                     max_frames: int | None = None, on_serving=None, camera_size: tuple[int, int] | None = None,
-                    camera_fps: float | None = None) -> dict:
-    """Run `model` over `source`; returns the summary (frames, fps, latency percentiles, dropped)."""
+                    camera_fps: float | None = None, serve_token: str | None = None,
+                    serve_allowed_hosts: tuple[str, ...] = ()) -> dict:
+    """Run `model` over `source`; returns the summary (frames, fps, latency percentiles, dropped).
+
+    `serve_token` guards the live page; any `serve_host` but loopback requires one (see
+    serve.serve_token). The summary's `source` is the redacted description, never the URL's password.
+    """
     from edgetl.runtime.sinks import JsonLinesSink, VideoSink, WindowSink
 
     runner = load(model, threads=threads, device=device)
@@ -30,7 +35,8 @@ def classify_source(model: str | Path, source: str, topk: int = 3, threads: int 
         if serve is not None:
             from edgetl.runtime.serve import LiveServer
 
-            server = LiveServer(serve, serve_host, title=Path(runner.model_path).parent.name)
+            server = LiveServer(serve, serve_host, title=Path(runner.model_path).parent.name, token=serve_token,
+                                allowed_hosts=serve_allowed_hosts)
             sinks.append(server)
             if on_serving is not None:
                 on_serving(server)

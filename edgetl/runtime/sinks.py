@@ -9,12 +9,18 @@ from pathlib import Path
 import numpy as np
 
 from edgetl.errors import BadInputError, require
+from edgetl.runtime.sources import redact_url
 from edgetl.runtime.stream import Result
 
 
 def json_line(result: Result) -> str:
+    """One result as JSON (also what /predictions.json serves).
+
+    The source is redacted again here: sources already redact their description, but a
+    Frame built elsewhere (scripts, other sources) must not carry stream credentials out.
+    """
     return json.dumps({
-        "frame": result.frame.index, "source": result.frame.name, "ts": round(result.frame.ts, 6),
+        "frame": result.frame.index, "source": redact_url(result.frame.name), "ts": round(result.frame.ts, 6),
         "topk": [[label, round(score, 6)] for label, score in result.topk], "latency_ms": result.latency_ms,
     })
 

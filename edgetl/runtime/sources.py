@@ -9,6 +9,9 @@
 Live sources may drop stale frames when inference is slower than the camera;
 files never drop a frame. A source that cannot be opened is one clear line,
 exit code 2. No torch.
+
+Credentials in a stream URL (rtsp://user:pass@cam/...) are used to open it and
+nowhere else: the description every sink, summary and error shows is redacted.
 """
 
 from __future__ import annotations
@@ -38,6 +41,23 @@ class Frame:
 
 class SourceError(BadInputError):
     """A camera, stream or file that cannot be opened or read."""
+
+
+_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://)[^/?#\s]*@")  # greedy: up to the authority's last @
+_SECRET_PARAM = re.compile(r"(?i)(?<![A-Za-z0-9_-])(password|passwd|pwd|pass|user-pw|token|access_token|auth|"
+                           r"key|apikey|api_key|secret|sig|signature)=([^&\s#;]+)")
+
+
+def redact_url(text: str) -> str:
+    """`rtsp://user:pass@cam/s?pwd=x` -> `rtsp://***@cam/s?pwd=***`: what may be shown of a stream URL.
+
+    Also inside a GStreamer pipeline (`rtspsrc location=... user-pw=...`). Strings without
+    `://` (files, cameras) come back unchanged, so a file named key=1.jpg keeps its name.
+    """
+    text = str(text)
+    if "://" not in text:
+        return text
+    return _SECRET_PARAM.sub(r"\1=***", _USERINFO.sub(r"\1***@", text))
 
 
 class Source:
@@ -141,12 +161,12 @@ def open_source(spec: str, camera_size: tuple[int, int] | None = None, camera_fp
         if camera_size or camera_fps:
             raise BadInputError("--camera-size and --camera-fps do not apply to a GStreamer pipeline",
                                 "set width, height and framerate in the pipeline's caps instead")
-        return VideoSource(spec, spec, live=True, gstreamer=True)
+        return VideoSource(spec, redact_url(spec), live=True, gstreamer=True)
     if camera_size or camera_fps:
-        raise BadInputError(f"--camera-size and --camera-fps apply to cameras, not to {spec}",
+        raise BadInputError(f"--camera-size and --camera-fps apply to cameras, not to {redact_url(spec)}",
                             "drop them, or pass a camera index (0) or /dev/videoN as --source")
     if spec.startswith(("rtsp://", "http://", "https://", "rtmp://")):
-        return VideoSource(spec, spec, live=True)
+        return VideoSource(spec, redact_url(spec), live=True)  # OpenCV gets the credentials, nothing else
     path = Path(spec).expanduser()
     if path.is_dir():
         images = sorted(p for p in path.rglob("*") if p.is_file() and is_image_name(p))
@@ -154,7 +174,7 @@ def open_source(spec: str, camera_size: tuple[int, int] | None = None, camera_fp
             raise SourceError(f"folder {path} holds no images", "pass a folder of .jpg/.png files or a video")
         return ImageSource(images, str(path))
     if not path.exists():
-        raise SourceError(f"source {spec} does not exist",
+        raise SourceError(f"source {redact_url(spec)} does not exist",
                           "pass a camera index (0), /dev/videoN, a video or image file, a folder, or an rtsp:// URL")
     if is_image_name(path):
         return ImageSource([path], str(path))

@@ -64,6 +64,8 @@ def autocast_factory(device_type: str, precision: str):
 def _write_run_files(run: RunDir, cfg: TrainConfig, data, preprocess, spec) -> None:
     from edgetl.data.splits import save_splits, split_digest
 
+    if not run.path.is_dir() or not any(run.path.iterdir()):
+        atomic.mark(run.path, "run")  # a folder edgetl made: `edgetl demo` may replace it
     atomic.write_text(run.config, cfg.to_yaml())
     atomic.write_json(run.labels, data.classes)
     atomic.write_json(run.preprocess, {**preprocess.to_dict(), "model": spec.name})

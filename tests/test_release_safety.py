@@ -1,0 +1,247 @@
+"""What is never lost: kill -9 at every deploy step, two deploys at once, torn state, careless paths.
+
+Every deploy here is real (`edgetl install` in a subprocess: a venv from the bundled wheels with
+no index, the on-device self-test), and every crash is a real SIGKILL of that process at a
+named step (EDGETL_FAULT_AT).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli, variant
+from edgetl import atomic
+from edgetl.deploy.local import LocalDevice, current_release, install_release, read_state, releases, rollback
+from edgetl.deploy.lock import device_lock
+from edgetl.errors import BadInputError, CheckFailedError
+
+pytestmark = pytest.mark.slow
+
+
+def _install(bundle: Path, root: Path, fault: str | None = None, env: dict | None = None):
+    full = {**os.environ, **(env or {})}
+    if fault:
+        full["EDGETL_FAULT_AT"] = fault
+    return subprocess.run([sys.executable, "-m", "edgetl", "install", str(bundle), "--root", str(root), "--json"],
+                          capture_output=True, text=True, env=full, timeout=900)
+
+
+def _leftovers(root: Path) -> list[str]:
+    return sorted(p.name for p in (root / "releases").glob("*.partial"))
+
+
+def test_kill_9_at_every_step_leaves_a_serving_release(x86_bundle, tmp_path):
+    root = tmp_path / "device"
+    first = install_release(variant(x86_bundle, tmp_path, "20260101-000000-v1"), root)
+    assert first["self_test"]["passed"] and current_release(root) == "20260101-000000-v1"
+    (root / "releases" / "notes.txt").write_text("mine")  # not releases: pruning must keep them
+    (root / "releases" / "scratch").mkdir()
+
+    # Killed before the switch: the previous release keeps serving, no partial is a release.
+    for number, step in enumerate(("uploaded", "installed", "self-tested"), start=2):
+        release = f"20260101-00000{number}-v{number}"
+        killed = _install(variant(x86_bundle, tmp_path, release), root, fault=step)
+        assert killed.returncode == -9, killed.stderr[-2000:]
+        assert current_release(root) == "20260101-000000-v1"
+        assert _leftovers(root) == [f"{release}.partial"]  # the one just killed; older ones were cleaned
+        assert release not in releases(LocalDevice(), str(root))
+        assert (root / "current" / "venv" / "bin" / "python").exists()
+
+    # Killed after the rename but before the switch: complete and tested, not current.
+    killed = _install(variant(x86_bundle, tmp_path, "20260101-000005-v5"), root, fault="finalized")
+    assert killed.returncode == -9 and current_release(root) == "20260101-000000-v1"
+    assert _leftovers(root) == []
+
+    # Killed between the switch and state.json: the new release serves; rollback knows the old one.
+    killed = _install(variant(x86_bundle, tmp_path, "20260101-000006-v6"), root, fault="switched")
+    assert killed.returncode == -9 and current_release(root) == "20260101-000006-v6"
+    assert read_state(LocalDevice(), str(root))["current"] == "20260101-000000-v1"
+    back = rollback(root)
+    assert back["release"] == "20260101-000000-v1" and current_release(root) == "20260101-000000-v1"
+
+    # A torn state.json does not stop the next deploy (the `current` link is the truth).
+    (root / "state.json").write_text('{"current": "2026')
+    done = _install(variant(x86_bundle, tmp_path, "20260101-000007-v7"), root)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout)
+    assert result["previous_release"] == "20260101-000000-v1" and current_release(root) == "20260101-000007-v7"
+    assert json.loads((root / "state.json").read_text())["current"] == "20260101-000007-v7"
+    assert (root / "releases" / "notes.txt").read_text() == "mine" and (root / "releases" / "scratch").is_dir()
+    kept = releases(LocalDevice(), str(root))
+    assert kept == ["20260101-000000-v1", "20260101-000005-v5", "20260101-000006-v6", "20260101-000007-v7"]
+    # (the 3 newest, and the previous release, protected however old)
+    # The unit is written for where the release was installed.
+    unit = (root / "edgetl.service").read_text()
+    assert f'ExecStart="{root}/current/venv/bin/python" "-m" "edgetl" "run" "{root}/current/model"' in unit
+    assert '"--serve-host" "0.0.0.0" "--serve-token-file" "/var/lib/edgetl/serve-token"' in unit
+    assert "StateDirectory=edgetl" in unit
+
+    # Rollback checks its target first: a corrupted previous release is refused, current stays.
+    model = root / "releases" / "20260101-000000-v1" / "model" / "model.onnx"
+    model.write_bytes(model.read_bytes()[:-64])
+    with pytest.raises(CheckFailedError, match="refusing to roll back to 20260101-000000-v1: checksum mismatch"):
+        rollback(root)
+    assert current_release(root) == "20260101-000007-v7"
+
+
+def test_a_second_deploy_while_one_holds_the_lock_fails_in_one_line(x86_bundle, tmp_path):
+    root = tmp_path / "device"
+    root.mkdir()
+    with device_lock(LocalDevice(), str(root)):
+        with pytest.raises(CheckFailedError, match="another deploy or rollback is at work"):
+            install_release(variant(x86_bundle, tmp_path, "20260201-000000-a"), root)
+        busy = run_cli("deploy", "--rollback", "--local", str(root))
+        assert busy.returncode == 1 and "another deploy or rollback" in busy.stderr
+        assert "Traceback" not in busy.stderr
+    assert not (root / "releases").exists() or _leftovers(root) == []
+    # The lock went with its holder: the next deploy proceeds (it fails later, for its own reason).
+    with pytest.raises(BadInputError, match="no current release"):
+        rollback(root)
+
+
+def test_a_failed_service_restart_is_a_failed_deploy(x86_bundle, tmp_path):
+    """systemd cannot run here: a `systemctl` on PATH that has the unit and fails to restart it."""
+    root, shims = tmp_path / "device", tmp_path / "bin"
+    shims.mkdir()
+    (shims / "systemctl").write_text('#!/bin/sh\ncase "$1" in restart) echo "Job for edgetl.service failed" >&2; '
+                                     'exit 1;; *) exit 0;; esac\n')
+    (shims / "systemctl").chmod(0o755)
+    install_release(variant(x86_bundle, tmp_path, "20260301-000000-ok"), root)
+    failed = _install(variant(x86_bundle, tmp_path, "20260301-000001-bad"), root,
+                      env={"PATH": f"{shims}:{os.environ['PATH']}"})
+    assert failed.returncode == 1, failed.stderr[-2000:]
+    assert "did not restart" in failed.stderr and "switched back to 20260301-000000-ok" in failed.stderr
+    assert current_release(root) == "20260301-000000-ok"
+    assert read_state(LocalDevice(), str(root))["current"] == "20260301-000000-ok"
+
+
+def test_offline_install_verifies_then_builds_the_deploy_layout(x86_bundle, tmp_path):
+    from edgetl.deploy.bundle import pack
+
+    archive = pack(variant(x86_bundle, tmp_path, "20260401-000000-offline"), tmp_path / "offline.tar.gz")
+    unpacked = tmp_path / "unpacked"
+    with tarfile.open(archive) as tar:
+        tar.extractall(unpacked, filter="data")
+    bundle = unpacked / "bundle"
+    env = {**os.environ, "PYTHON": sys.executable}
+
+    corrupt = tmp_path / "corrupt"
+    subprocess.run(["cp", "-a", str(bundle), str(corrupt)], check=True)
+    (corrupt / "samples" / "labels.json").write_text("{}")
+    refused = subprocess.run(["sh", str(corrupt / "install.sh"), "--root", str(tmp_path / "never")],
+                             capture_output=True, text=True, env=env, timeout=300)
+    assert refused.returncode == 1 and "differ from SHA256SUMS" in refused.stderr
+    assert not (tmp_path / "never").exists()  # nothing ran before the check
+
+    root = tmp_path / "opt-edgetl"
+    done = subprocess.run(["sh", str(bundle / "install.sh"), "--root", str(root)], capture_output=True, text=True,
+                          env=env, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert current_release(root) == "20260401-000000-offline"
+    assert (root / "current" / "venv" / "bin" / "python").exists() and (root / "edgetl.service").is_file()
+    assert json.loads((root / "state.json").read_text())["current"] == "20260401-000000-offline"
+
+
+def test_edgetl_replaces_only_folders_it_made(tmp_path):
+    pictures = tmp_path / "Pictures"
+    pictures.mkdir()
+    (pictures / "holiday.jpg").write_bytes(b"not really a jpeg, but mine")
+    result = run_cli("demo-data", str(pictures))
+    assert result.returncode == 2 and "was not made by edgetl" in result.stderr and "Traceback" not in result.stderr
+    assert (pictures / "holiday.jpg").read_bytes() == b"not really a jpeg, but mine"
+
+    made = run_cli("demo-data", str(tmp_path / "digits"), "--per-class", "2", "--size", "16", check=True)
+    assert made.returncode == 0 and atomic.made_by_edgetl(tmp_path / "digits")
+    again = run_cli("demo-data", str(tmp_path / "digits"), "--per-class", "3", "--size", "16", check=True)
+    assert again.returncode == 0 and len(list((tmp_path / "digits" / "zero").iterdir())) == 3
+
+    demo_out = tmp_path / "demo"
+    (demo_out / "run").mkdir(parents=True)
+    (demo_out / "run" / "thesis.tex").write_text("years of work")
+    refused = run_cli("demo", "--out", str(demo_out), "--epochs", "1")
+    assert refused.returncode == 2 and "was not made by edgetl" in refused.stderr
+    assert (demo_out / "run" / "thesis.tex").read_text() == "years of work"
+
+
+def test_atomic_dir_recovers_a_crash_between_its_two_renames(tmp_path):
+    target = tmp_path / "artifact"
+    with atomic.atomic_dir(target, kind="artifact") as tmp:
+        (tmp / "model.onnx").write_bytes(b"v1")
+    # What the two-rename fallback leaves when killed between the renames: no target, the old one aside.
+    aside = tmp_path / ".artifact.old-k1ll3d"
+    os.replace(target, aside)
+    dead = tmp_path / ".artifact.999999999.x.partial"  # a writer that no longer runs
+    dead.mkdir()
+    alive = tmp_path / f".artifact.{os.getpid()}.y.partial"  # ours: another writer at work, kept
+    alive.mkdir()
+    atomic.recover_dir(target)
+    assert (target / "model.onnx").read_bytes() == b"v1" and not aside.exists()
+    assert not dead.exists() and alive.exists()
+    with atomic.atomic_dir(target, kind="artifact") as tmp:
+        (tmp / "model.onnx").write_bytes(b"v2")
+    assert (target / "model.onnx").read_bytes() == b"v2" and atomic.made_by_edgetl(target)
+    assert not list(tmp_path.glob(".artifact.old-*"))
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "keep.txt").write_text("x")
+    with pytest.raises(BadInputError, match="not made by edgetl"):
+        with atomic.atomic_dir(mine, kind="artifact"):
+            raise AssertionError("must refuse before any work")
+    assert (mine / "keep.txt").read_text() == "x"
+
+
+def test_two_exports_into_one_folder_do_not_corrupt_each_other(trained_run, tmp_path):
+    from edgetl.runtime.sidecar import Sidecar, verify_files
+
+    out = tmp_path / "export"
+    (out / ".export-work-999999999-abc").mkdir(parents=True)  # a killed export's scratch
+    command = [sys.executable, "-m", "edgetl", "export", trained_run["run_dir"], "--format", "onnx",
+               "--precision", "fp32", "--out", str(out), "--json"]
+    first, second = (subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                     for _ in range(2))
+    for process in (first, second):
+        _, err = process.communicate(timeout=600)
+        assert process.returncode == 0, err[-2000:]
+    folder = out / "onnx-fp32"
+    assert verify_files(folder, Sidecar.read(folder)) == [] and atomic.made_by_edgetl(folder)
+    assert sorted(p.name for p in out.iterdir()) == ["onnx-fp32"]  # no scratch, no .partial, no .old left
+
+
+def test_generated_scripts_and_units_quote_every_value(tmp_path):
+    """install.sh, build_engine.sh and the unit embed values; none of them is ever code."""
+    import dataclasses
+
+    from edgetl.deploy.bundle import engine_script
+    from edgetl.deploy.profiles import get_profile
+    from edgetl.deploy.service import plain_path, service_unit, systemd_quote
+
+    profile = dataclasses.replace(get_profile("jetson-orin-nano"),
+                                  tensorrt={"build": "printf '%s\\n' {model} {engine}", "engine_cache": "trt cache"})
+    hostile = "a b;$(touch pwned)`touch pwned2`.onnx"
+    release = tmp_path / "release with space"
+    (release / "model").mkdir(parents=True)
+    (release / "build_engine.sh").write_text(engine_script(profile, hostile))
+    ran = subprocess.run(["sh", str(release / "build_engine.sh")], capture_output=True, text=True, cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.splitlines() == [f"{release}/model/{hostile}", f"{release}/model/trt cache/model.engine"]
+    assert not list(tmp_path.rglob("pwned*")) and (release / "model" / "trt cache").is_dir()
+
+    assert systemd_quote('rtsp://cam/a b"%$x') == '"rtsp://cam/a b\\"%%$$x"'
+    with pytest.raises(BadInputError, match="line break"):
+        systemd_quote("0\nExecStartPre=/bin/rm -rf /")
+    for bad in ("relative/path", "/opt/my dir", "/opt/../etc", "/opt/$(id)", "/opt/x\n"):
+        with pytest.raises(BadInputError, match="absolute path of letters"):
+            plain_path(bad)
+    camera = {**get_profile("rpi5").to_dict(), "camera": {"pipeline": "v4l2", "source": "rtsp://cam/%i $HOME"}}
+    unit = service_unit(camera, "/opt/edgetl")
+    assert '"--source" "rtsp://cam/%%i $$HOME"' in unit
+    with pytest.raises(BadInputError, match="not a plain user name"):
+        service_unit({**camera, "service_user": "root\nExecStartPre=/bin/sh"}, "/opt/edgetl")
