@@ -38,7 +38,9 @@ Labels and preprocessing: the flatbuffer's `metadata` list gets an entry "edgetl
 whose buffer holds UTF-8 JSON (`options["metadata_json"]`, else labels +
 preprocessing + model name), written with `ai_edge_litert.tools.flatbuffer_utils`
 (object API + schema shipped with ai-edge-litert; no tflite-support needed).
-Readers: `flatbuffer_utils.read_model_from_bytearray`, then `model.metadata`.
+Readers: `flatbuffer_utils.read_model_from_bytearray`, then `model.metadata`. Beside it,
+the standard TFLite Model Metadata ("TFLITE_METADATA" + a zip-appended labels.txt) that
+MediaPipe Tasks and the TFLite Task Library read: see `tflite_metadata.py`.
 The converters' chatter (rich progress, tqdm, absl C++ logs) is silenced by
 pointing fds 1/2 at a temp file for the call (process-wide), replayed on failure.
 """
@@ -58,6 +60,7 @@ from collections import Counter
 from pathlib import Path
 
 from edgetl.errors import BadInputError, require
+from edgetl.export import tflite_metadata
 from edgetl.export.base import ExportedModel, ExportRequest
 from edgetl.runtime.sidecar import TensorInfo
 
@@ -299,13 +302,20 @@ def export(request: ExportRequest) -> ExportedModel:
     metadata = request.options.get("metadata_json") or json.dumps(
         {"labels": request.labels, "preprocess": request.preprocess.to_dict(), "model": request.model_name})
     target = request.out_dir / "model.tflite"
-    target.write_bytes(_embed_metadata(model_bytes, metadata))
+    target.write_bytes(tflite_metadata.add_classifier_metadata(  # standard metadata last: it appends a zip
+        _embed_metadata(model_bytes, metadata), request.labels, request.preprocess, request.model_name,
+        request.precision))
     notes.append(f"labels/preprocessing JSON in flatbuffer metadata '{METADATA_NAME}'")
+    notes.append(f"TFLite Model Metadata '{tflite_metadata.METADATA_NAME}' (NormalizationOptions, "
+                 f"{tflite_metadata.LABELS_FILE}) for MediaPipe Tasks / the TFLite Task Library")
     with _quiet():
         interpreter = require("ai_edge_litert.interpreter", "export", "checking TFLite models").Interpreter(
             model_path=str(target))
         interpreter.allocate_tensors()
-    return ExportedModel(model_file="model.tflite", layout="NHWC",
-                         input=_tensor_info(interpreter.get_input_details()[0]),
-                         output=_tensor_info(interpreter.get_output_details()[0]),
-                         quantization=quantization, notes=notes)
+    exported = ExportedModel(model_file="model.tflite", layout="NHWC",
+                             input=_tensor_info(interpreter.get_input_details()[0]),
+                             output=_tensor_info(interpreter.get_output_details()[0]),
+                             quantization=quantization, notes=notes)
+    notes.extend(tflite_metadata.compatibility_notes(request.preprocess, exported.input.dtype,
+                                                     exported.output.dtype))
+    return exported
