@@ -12,7 +12,6 @@ from pathlib import Path
 from edgetl import atomic
 from edgetl.console import info
 
-
 DEMO_MIN_AGREEMENT = 0.99
 
 
@@ -86,11 +85,11 @@ def _deploy_locally(run_dir: Path, device_dir: Path) -> dict:
 
 def _run_held_out(run_dir: Path, model: str) -> dict:
     """`edgetl run` over the test split, as the device would see those photos one by one."""
+    from edgetl.contract.run_dir import RunDir
     from edgetl.data.splits import load_split
     from edgetl.runtime import load
     from edgetl.runtime.sources import ImageSource
     from edgetl.runtime.stream import run_stream
-    from edgetl.train.run_dir import RunDir
 
     run = RunDir(run_dir)
     samples = load_split(run.path, "test")

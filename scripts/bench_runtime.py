@@ -32,9 +32,8 @@ from pathlib import Path
 import numpy as np
 
 from edgetl.bench.measure import bench_model
-from edgetl.runtime.timing import example_input
-from edgetl.bench.stats import latency_stats
 from edgetl.runtime import load, resolve_model_file
+from edgetl.runtime.timing import example_input, latency_stats
 
 
 def bare_loop(model_file: Path, threads: int, runs: int, warmup: int) -> dict:

@@ -28,10 +28,10 @@ import torch
 from PIL import Image
 
 from edgetl.backbones import create_model, get_spec
-from edgetl.data.dataset import TrainImages, shrink
+from edgetl.contract.preprocess import Preprocess
+from edgetl.data.dataset import TrainImages
 from edgetl.data.transforms import train_transform
-from edgetl.runtime.images import load_rgb
-from edgetl.runtime.preprocess import Preprocess
+from edgetl.runtime.images import load_rgb, shrink
 from edgetl.train.evaluate import Normalizer
 from edgetl.train.trainer import autocast_factory, train_step
 
@@ -84,7 +84,7 @@ def bench_model(name: str, args, files: list[str], folder: Path, device) -> dict
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     autocast = autocast_factory(device.type, precision)
-    normalizer = Normalizer(spec.mean, spec.std, device, channels_last=True)
+    normalizer = Normalizer(spec.preprocess, device, channels_last=True)
 
     def step(pixels, labels):
         train_step(forward, optimizer, scaler, autocast, normalizer(pixels), labels.to(device, non_blocking=True), 0.1)

@@ -12,7 +12,7 @@ with the export toolchain), e.g.
 
 The one step the metadata cannot carry is edgetl's resize geometry: MediaPipe
 stretches its region of interest to the input size. The region given here is the
-centre crop `edgetl.runtime.preprocess.Preprocess.resize_crop` keeps, computed from
+centre crop `edgetl.contract.preprocess.Preprocess.resize_crop` keeps, computed from
 the artifact's model.json (the same arithmetic: scale to cover size / crop_ratio,
 round each side, centred window with floor offsets), in normalised coordinates.
 Decoding matches edgetl's for ordinary files: EXIF orientation applied, then RGB.

@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from edgetl.bench.measure import status_mb, bench_model
+from edgetl.bench.measure import bench_model, status_mb
 from edgetl.runtime import load, resolve_model_file
 from edgetl.runtime.sinks import annotate, json_line
 from edgetl.runtime.sources import Frame, ImageSource, Source

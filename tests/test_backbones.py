@@ -10,8 +10,8 @@ import torch
 
 from edgetl.backbones import create_model, get_spec, list_models
 from edgetl.backbones.factory import stage_modules
+from edgetl.contract.preprocess import Preprocess
 from edgetl.errors import BadInputError, UnknownNameError, WeightsUnavailableError
-from edgetl.runtime.preprocess import Preprocess
 
 SHIPPED = {"mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large",
            *(f"efficientnet_lite{i}" for i in range(5))}

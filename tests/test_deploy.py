@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from conftest import artifact, json_out, run_cli, variant as _variant
+from edgetl.contract.sidecar import sha256_file
 from edgetl.deploy.bundle import CHECKSUMS, MANIFEST, build_bundle, verify_bundle
 from edgetl.deploy.local import current_release, install_release, rollback
 from edgetl.deploy.profiles import get_profile
 from edgetl.errors import CheckFailedError
-from edgetl.runtime.sidecar import sha256_file
 
 pytestmark = pytest.mark.slow
 

@@ -11,10 +11,10 @@ import pytest
 from PIL import Image
 
 from conftest import json_out, run_cli
+from edgetl.contract.sidecar import Sidecar, verify_files
 from edgetl.errors import BadInputError, MissingBackendError
 from edgetl.export import FORMATS, export_run
 from edgetl.runtime import load
-from edgetl.runtime.sidecar import Sidecar, verify_files
 
 
 def _row(exported, fmt, precision) -> dict:
@@ -122,12 +122,14 @@ def test_too_few_calibration_images_is_a_clear_error(trained_run, tmp_path):
 
 
 def test_missing_converter_names_the_extra(monkeypatch):
-    from edgetl.export import formats, pipeline
+    from edgetl.contract import formats
+    from edgetl.export import provenance
 
-    fake = formats.Format("fake", ".x", "model.x", ("fp32",), "NCHW", ("no_such_converter_pkg",), "export", "-")
+    fake = formats.Format("fake", ".x", "model.x", ("fp32",), "NCHW", ("no_such_converter_pkg",), "export", "-",
+                          "-", "edgetl.runtime.onnx:OnnxRunner")
     monkeypatch.setitem(formats.FORMATS, "fake", fake)
     with pytest.raises(MissingBackendError) as info:
-        pipeline.check_converters(["fake"])
+        provenance.check_converters(["fake"])
     assert info.value.exit_code == 3 and "edgetl[export]" in info.value.hint
 
 

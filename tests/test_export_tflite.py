@@ -20,13 +20,13 @@ import torch  # noqa: E402
 from ai_edge_litert.interpreter import Interpreter  # noqa: E402
 
 from edgetl.backbones import create_model  # noqa: E402
+from edgetl.contract.preprocess import Preprocess  # noqa: E402
 from edgetl.data.demo import write_demo_data  # noqa: E402
 from edgetl.errors import BadInputError  # noqa: E402
 from edgetl.export import tflite  # noqa: E402
 from edgetl.export.base import ExportRequest  # noqa: E402
 from edgetl.export.calibration import CalibrationSet  # noqa: E402
 from edgetl.runtime.images import load_rgb  # noqa: E402
-from edgetl.runtime.preprocess import Preprocess  # noqa: E402
 
 PRE = Preprocess(size=(64, 64), mean=(0.498,) * 3, std=(0.502,) * 3)
 

@@ -21,13 +21,13 @@ import pytest
 from PIL import Image
 
 from conftest import run_cli
+from edgetl.contract.preprocess import Preprocess
+from edgetl.contract.sidecar import GoldenSample, Sidecar, TensorInfo
 from edgetl.data.folder import Sample, scan_image_folder
 from edgetl.data.splits import load_split, save_splits
 from edgetl.data.validate import check_images
 from edgetl.errors import BadInputError, DatasetError
 from edgetl.runtime.images import MAX_PIXELS, PIXELS_ENV, UnreadableImageError, load_rgb, to_rgb
-from edgetl.runtime.preprocess import Preprocess
-from edgetl.runtime.sidecar import GoldenSample, Sidecar, TensorInfo
 
 
 def _photo(path: Path, seed: int = 0, size: tuple[int, int] = (24, 20)) -> Path:

@@ -57,8 +57,8 @@ def _record_is_true(wheel: Path) -> None:
 
 def test_bundle_and_deploy_from_an_installed_edgetl(installed_python, exported, tmp_path):
     model = artifact(exported, "onnx", "fp32")["path"]
-    bundle = tmp_path / "x86.tar.gz"
-    made = subprocess.run([str(installed_python), "-m", "edgetl", "deploy", model, "--device", "linux-x86",
+    bundle = tmp_path / "rpi5.tar.gz"  # aarch64 wheels downloaded for the Pi, edgetl's own repacked
+    made = subprocess.run([str(installed_python), "-m", "edgetl", "deploy", model, "--device", "rpi5",
                            "--bundle-only", str(bundle), "--samples", "6", "--json"],
                           capture_output=True, text=True, timeout=900, cwd=tmp_path)
     assert made.returncode == 0, made.stderr[-2000:]

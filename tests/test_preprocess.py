@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from edgetl.contract.preprocess import Preprocess
 from edgetl.errors import BadInputError
-from edgetl.runtime.preprocess import Preprocess
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
@@ -205,3 +205,31 @@ def test_opencv_frames_become_rgb_images():
     grey = bgr[:, :, 0]
     image = from_bgr_array(grey)
     assert image.mode == "RGB" and np.array_equal(np.asarray(image)[:, :, 1], grey)
+
+
+@pytest.mark.parametrize("recipe", ["efficientnet_lite0", "mobilenet_v3_large"])
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_training_normaliser_and_device_preprocessing_give_the_same_tensor(recipe, device):
+    """Normalisation is defined once (Preprocess.pixel_offset_scale): the torch normaliser training and
+    training-time evaluation use on the GPU, and the numpy path every runtime uses on the device, turn
+    the same 8-bit pixels into the same network input."""
+    torch = pytest.importorskip("torch")
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    from edgetl.backbones import get_spec
+    from edgetl.train.evaluate import Normalizer
+
+    preprocess = get_spec(recipe).preprocess
+    pixels = np.random.default_rng(3).integers(0, 256, (4, *preprocess.size, 3), dtype=np.uint8)
+    pixels[0, :8] = 0
+    pixels[0, 8:16] = 255  # both ends of the range
+    on_device = preprocess.normalize(pixels)  # NCHW float32, as the runtimes feed it
+    chw = torch.from_numpy(np.ascontiguousarray(pixels.transpose(0, 3, 1, 2)))  # how training batches travel
+    for channels_last in (False, True):
+        trained = Normalizer(preprocess, torch.device(device), channels_last)(chw).cpu().numpy()
+        assert trained.dtype == np.float32 and trained.shape == on_device.shape
+        if device == "cpu":
+            assert np.array_equal(trained, on_device)
+        else:
+            np.testing.assert_allclose(trained, on_device, rtol=0, atol=1e-6)
+    assert not np.allclose(on_device[0, 0], pixels[0, ..., 0] / 255.0)  # normalised, not just rescaled

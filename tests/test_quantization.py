@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from conftest import json_out, run_cli
+from edgetl.contract.sidecar import Sidecar
 from edgetl.export import export_run
 from edgetl.export.qdq import activation_zero_point_types, activations_to_uint8, module_of, nodes_of_modules
-from edgetl.runtime.sidecar import Sidecar
 
 
 def _row(exported, fmt, precision) -> dict:

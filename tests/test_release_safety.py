@@ -199,7 +199,7 @@ def test_atomic_dir_recovers_a_crash_between_its_two_renames(tmp_path):
 
 
 def test_two_exports_into_one_folder_do_not_corrupt_each_other(trained_run, tmp_path):
-    from edgetl.runtime.sidecar import Sidecar, verify_files
+    from edgetl.contract.sidecar import Sidecar, verify_files
 
     out = tmp_path / "export"
     (out / ".export-work-999999999-abc").mkdir(parents=True)  # a killed export's scratch

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from conftest import REPO, artifact, json_out, run_cli
-from edgetl.bench.stats import latency_stats
 from edgetl.export import FORMATS
 from edgetl.runtime import load
+from edgetl.runtime.timing import latency_stats
 
 
 def test_percentiles_on_a_known_series():

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from sshd import SSHD, free_port, start_sshd
 from edgetl.errors import BadInputError, CheckFailedError, EdgetlError
+from sshd import SSHD, free_port, start_sshd
 
 pytestmark = pytest.mark.skipif(SSHD is None, reason="needs OpenSSH's sshd (.ci/run installs openssh-server)")
 

@@ -33,15 +33,14 @@ from ai_edge_litert.interpreter import Interpreter  # noqa: E402
 from ai_edge_litert.tools import flatbuffer_utils  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from conftest import REPO, run_cli  # noqa: E402
+from edgetl.contract.preprocess import Preprocess  # noqa: E402
+from edgetl.contract.sidecar import Sidecar  # noqa: E402
 from edgetl.errors import BadInputError  # noqa: E402
-from edgetl.export import _tflite_metadata_schema as schema  # noqa: E402
 from edgetl.export import tflite, tflite_metadata  # noqa: E402
+import tflite_metadata_schema as schema  # noqa: E402  MediaPipe's generated reader, vendored for the tests
 from edgetl.export.base import ExportRequest  # noqa: E402
 from edgetl.export.calibration import CalibrationSet  # noqa: E402
-from edgetl.runtime.preprocess import Preprocess  # noqa: E402
-from edgetl.runtime.sidecar import Sidecar  # noqa: E402
-
-from conftest import REPO, run_cli  # noqa: E402
 
 # Lite0's normalisation (one value for all channels, as MediaPipe requires), a non-square input and a
 # label that is not ASCII: the labels file is UTF-8, one line per class.
@@ -115,6 +114,11 @@ def _standard(path: Path) -> tuple[schema.ModelMetadataT, dict[str, bytes], dict
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         files = {info.filename: archive.read(info) for info in archive.infolist()}
     return schema.ModelMetadataT.InitFromObj(schema.ModelMetadata.GetRootAs(raw, 0)), files, entries
+
+
+def _standard_files(data: bytes) -> dict[str, bytes]:
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        return {name: archive.read(name) for name in archive.namelist()}
 
 
 @pytest.mark.parametrize("name", ["fp32", "int8", "int8-uint8-io"])
@@ -207,7 +211,7 @@ def test_populating_again_gives_the_same_file(tiny):
     with zipfile.ZipFile(io.BytesIO(again)) as archive:
         assert archive.namelist() == ["labels.txt"]
     # The graph digest in `version` differs (it names the bytes it was given); the rest is the same.
-    assert tflite_metadata.read(again)[1] == tflite_metadata.read(data)[1]
+    assert _standard_files(again) == _standard_files(data)
     assert len(again) == len(data)
 
 
@@ -323,3 +327,22 @@ def test_mediapipe_refuses_per_channel_normalisation(tiny, mediapipe_python, tmp
     result = subprocess.run([mediapipe_python, str(REPO / "scripts" / "check_mediapipe.py"), str(tmp_path),
                              str(tmp_path / "black.png")], capture_output=True, text=True, timeout=300)
     assert result.returncode != 0 and "Per-channel image normalization is not available" in result.stderr
+
+
+def test_the_writers_slots_are_the_schemas():
+    """Every field slot in tflite_metadata.TABLES is the one MediaPipe's generated code writes."""
+    import inspect
+    import re
+
+    for kind, (count, fields) in tflite_metadata.TABLES.items():
+        start = inspect.getsource(getattr(schema, f"{kind}Start"))
+        assert f"StartObject({count})" in start, kind
+        for field, (slot, _) in fields.items():
+            camel = "".join(part.capitalize() for part in field.split("_"))
+            adder = inspect.getsource(getattr(schema, f"{kind}Add{camel}"))
+            assert re.search(rf"Slot\({slot},", adder), f"{kind}.{field}"
+    assert schema.ColorSpaceType.RGB == tflite_metadata.COLOR_RGB
+    assert schema.ContentProperties.ImageProperties == tflite_metadata.CONTENT_IMAGE_PROPERTIES
+    assert schema.ContentProperties.FeatureProperties == tflite_metadata.CONTENT_FEATURE_PROPERTIES
+    assert schema.ProcessUnitOptions.NormalizationOptions == tflite_metadata.UNIT_NORMALIZATION_OPTIONS
+    assert schema.AssociatedFileType.TENSOR_AXIS_LABELS == tflite_metadata.FILE_TENSOR_AXIS_LABELS

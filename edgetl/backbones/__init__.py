@@ -8,6 +8,6 @@ Importing this package does not import torch; building a model does.
 
 from edgetl.backbones.factory import create_model
 from edgetl.backbones.registry import get_spec, list_models
-from edgetl.backbones.spec import BackboneSpec, PreprocessSpec
+from edgetl.backbones.spec import BackboneSpec
 
-__all__ = ["BackboneSpec", "PreprocessSpec", "create_model", "get_spec", "list_models"]
+__all__ = ["BackboneSpec", "create_model", "get_spec", "list_models"]

@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from edgetl.contract.preprocess import Preprocess
 from edgetl.errors import BadInputError
 
 BUILDERS = ("torchvision", "timm")
@@ -25,17 +26,6 @@ RESIZE_MODES = ("center-crop", "stretch")
 STRATEGIES = ("feature-extract", "finetune", "gradual")
 AUGMENT_PRESETS = ("none", "light", "strong")
 WEIGHT_KINDS = ("file", "package", "url", "timm")
-
-
-@dataclass(frozen=True)
-class PreprocessSpec:
-    """How a photo becomes the network input at evaluation time (0-1 scale stats)."""
-
-    resize: str = "center-crop"
-    crop_ratio: float = 0.875
-    interpolation: str = "bilinear"
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
@@ -74,7 +64,7 @@ class BackboneSpec:
     builder: str
     architecture: str
     input_size: int
-    preprocess: PreprocessSpec
+    preprocess: Preprocess  # the evaluation preprocessing at input_size (0-1 scale stats)
     weights: tuple[WeightSource, ...]
     head: str
     stages: tuple[tuple[str, ...], ...]  # input to output; each a tuple of module paths
@@ -150,8 +140,12 @@ def parse_recipe(path: Path) -> BackboneSpec:
         r.fail("name", f"must match the file name '{path.stem}'")
     builder = r.choice(r.get(data, "builder", str, ""), BUILDERS, "builder")
 
+    input_size = r.get(data, "input_size", int, "")
+    if not 32 <= input_size <= 1024:
+        r.fail("input_size", "must lie between 32 and 1024 pixels")
     pre = r.get(data, "preprocess", dict, "")
-    preprocess = PreprocessSpec(
+    preprocess = Preprocess(
+        size=(input_size, input_size),
         resize=r.choice(pre.get("resize", "center-crop"), RESIZE_MODES, "preprocess.resize"),
         crop_ratio=r.get(pre, "crop_ratio", float, "preprocess.", 0.875),
         interpolation=r.choice(pre.get("interpolation", "bilinear"), ("bilinear", "bicubic"), "preprocess.interpolation"),
@@ -200,9 +194,6 @@ def parse_recipe(path: Path) -> BackboneSpec:
                         "label_smoothing", "warmup_epochs", "patience")
         },
     )
-    input_size = r.get(data, "input_size", int, "")
-    if not 32 <= input_size <= 1024:
-        r.fail("input_size", "must lie between 32 and 1024 pixels")
     return BackboneSpec(
         name=name,
         description=r.get(data, "description", str, "", name),

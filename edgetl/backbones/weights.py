@@ -12,13 +12,13 @@ never code.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edgetl.backbones.spec import BackboneSpec, WeightSource
+from edgetl.contract.sidecar import sha256_file
 from edgetl.errors import BadInputError, WeightsUnavailableError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -65,14 +65,6 @@ def available_offline(spec: BackboneSpec) -> str | None:
     return None
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _download(source: WeightSource) -> Path:
     from edgetl.atomic import atomic_path
 
@@ -89,7 +81,7 @@ def _download(source: WeightSource) -> Path:
 
 
 def _check_digest(source: WeightSource, path: Path) -> None:
-    digest = sha256_of(path)
+    digest = sha256_file(path)
     expected = source.sha256 or source.hash_prefix
     if expected and not digest.startswith(expected.lower()):
         raise WeightsUnavailableError(

@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from edgetl.bench.cpu import cpu_features
@@ -15,20 +14,11 @@ from edgetl.evaluation import fp32_ratios
 
 
 def parity_accuracy(model_path: str) -> float | None:
-    """The artifact's test accuracy from its run's parity report, when there is one."""
-    from edgetl.runtime.sidecar import Sidecar
+    """The artifact's test accuracy from the parity summary it carries, when parity has run."""
+    from edgetl.contract.artifact import read_parity
 
-    try:
-        sidecar = Sidecar.read(Path(model_path))
-        report = Path(sidecar.source.get("run_dir", "")) / "parity" / "report.json"
-        rows = json.loads(report.read_text())["artifacts"]
-    except Exception:
-        return None
-    folder = Path(model_path).resolve().parent
-    for row in rows:
-        if Path(row["path"]).resolve() in (folder, Path(model_path).resolve()):
-            return row.get("accuracy")
-    return None
+    summary = read_parity(Path(model_path).parent if Path(model_path).is_file() else Path(model_path))
+    return summary.get("accuracy") if summary else None
 
 
 def run_bench(paths: list[str], threads: int | None = None, runs: int | None = None, seconds: float | None = None,

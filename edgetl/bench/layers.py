@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgetl.runtime.timing import example_input
 from edgetl.runtime import load, resolve_model_file
+from edgetl.runtime.timing import example_input
 
 TOP = 15
 

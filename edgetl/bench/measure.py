@@ -11,10 +11,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from edgetl.bench.stats import latency_stats
+from edgetl.contract.sidecar import Sidecar
 from edgetl.runtime import load, resolve_model_file
-from edgetl.runtime.sidecar import Sidecar
-from edgetl.runtime.timing import example_input, timed_runs
+from edgetl.runtime.timing import example_input, latency_stats, timed_runs
 
 DEFAULT_RUNS = 100
 

@@ -41,8 +41,7 @@ def deploy(source, device_name, local_path, bundle_only, host_spec, port, identi
 
     from edgetl.console import console
     from edgetl.deploy.bundle import build_bundle, pack
-    from edgetl.deploy.local import install_release
-    from edgetl.deploy.local import rollback as do_rollback
+    from edgetl.deploy.local import install_release, rollback as do_rollback
     from edgetl.deploy.profiles import get_profile
     from edgetl.errors import BadInputError
 
@@ -74,9 +73,10 @@ def deploy(source, device_name, local_path, bundle_only, host_spec, port, identi
     if not (local_path or bundle_only or host_spec or inventory):
         raise BadInputError("say where to deploy: --host, --hosts, --local PATH or --bundle-only OUT.tar.gz")
     profile = get_profile(device_name)
+    artifact = artifact_for(Path(source), profile)
     with tempfile.TemporaryDirectory(prefix="edgetl-bundle-") as tmp:
         bundle = Path(tmp) / "bundle"
-        manifest = build_bundle(Path(source), profile, bundle, samples=samples)
+        manifest = build_bundle(artifact, profile, bundle, samples=samples)
         if bundle_only:
             pack(bundle, Path(bundle_only))
             console.print(f"bundle {manifest['bundle']} for {profile.name}: {bundle_only} "
@@ -118,6 +118,22 @@ def deploy(source, device_name, local_path, bundle_only, host_spec, port, identi
             percent(result["accuracy"]), bench.get("p50_ms"), bench.get("p99_ms"), bench.get("fps"),
             result["previous_release"]]])
     return result
+
+
+def artifact_for(source, profile):
+    """The artifact to ship; a run with none for the profile is exported here, in the CLI, so that the
+    deploy library never imports an exporter (nor torch)."""
+    from edgetl.console import info
+    from edgetl.deploy.bundle import NoArtifactError, choose_artifact
+
+    try:
+        return choose_artifact(source, profile)
+    except NoArtifactError as missing:
+        from edgetl.export import export_run
+
+        info(f"exporting {missing.format} {missing.precision} for {profile.name} ...")
+        export_run(source, [missing.format], [missing.precision])
+        return choose_artifact(source, profile)
 
 
 def _fleet_table(rows: list[dict], profile: str) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import click
 
 from edgetl.cli.common import json_option, percent, table
+from edgetl.contract.formats import DEFAULT_PRECISIONS, FORMATS
 from edgetl.export import gate
-from edgetl.export.formats import DEFAULT_PRECISIONS, FORMATS
 
 
 @click.command(short_help="Export a run to ONNX, OpenVINO IR and TFLite (fp32, fp16, calibrated int8).")
@@ -34,8 +34,8 @@ def export(run_dir, formats, precisions, calib_size, calib_data, max_drop, min_a
     tensors, quantization, attempts, checksums, golden samples). Re-running skips artifacts
     whose sources did not change.
     """
+    from edgetl.contract.formats import parse_list
     from edgetl.export import export_run
-    from edgetl.export.formats import parse_list
 
     report = export_run(run_dir, parse_list(formats, list(FORMATS), "format"),
                         parse_list(precisions, ["fp32", "fp16", "int8"], "precision"),
@@ -105,7 +105,8 @@ def parity(run_dir, data, artifacts, max_drop, report_dir, threads):
         if row.get("detail") or row.get("error"):
             click.echo(f"{row['format']}-{row['precision']}: {row['status']}: {row.get('detail') or row.get('error')}",
                        err=True)
-    summary = {"float": result["float"], "max_drop": max_drop, "passed": result["passed"],
+    summary = {"images": result["images"], "source": result["source"], "float": result["float"],
+               "max_drop": max_drop, "passed": result["passed"],
                "report": result["report"], "artifacts": [
                    {k: r.get(k) for k in ("format", "precision", "path", "status", "accuracy", "drop_pp", "agreement",
                                           "kl", "cosine", "worst_class", "top5", "golden", "detail",

@@ -22,14 +22,6 @@ from edgetl.runtime.images import load_rgb
 AUTO_CACHE_BYTES = 6 * 1024**3
 
 
-def shrink(image: Image.Image, short_side: int) -> Image.Image:
-    scale = short_side / min(image.size)
-    if scale >= 1:
-        return image
-    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-    return image.resize(size, Image.Resampling.BILINEAR)
-
-
 class TrainImages:
     """Items are (uint8 CHW tensor, label) after a random augmentation."""
 

@@ -14,13 +14,14 @@ from PIL import Image
 from rich.markup import escape
 
 from edgetl.console import info, warn
-from edgetl.data.dataset import AUTO_CACHE_BYTES, EvalImages, TrainImages, shrink
+from edgetl.contract.preprocess import Preprocess
+from edgetl.data.dataset import AUTO_CACHE_BYTES, EvalImages, TrainImages
 from edgetl.data.folder import SPLIT_NAMES, Sample, class_counts, imbalance_ratio, scan_image_folder
 from edgetl.data.splits import stratified_split
 from edgetl.data.transforms import train_transform
 from edgetl.data.validate import check_images
 from edgetl.errors import DatasetError
-from edgetl.runtime.preprocess import Preprocess
+from edgetl.runtime.images import shrink
 
 IMBALANCE_WARNING = 3.0
 

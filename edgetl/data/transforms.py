@@ -13,7 +13,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
-from edgetl.runtime.preprocess import Preprocess
+from edgetl.contract.preprocess import Preprocess
 
 PixelTransform = Callable[[Image.Image], np.ndarray]
 

@@ -1,15 +1,16 @@
 """Offline bundles: everything a device needs to install and prove a model, with no network.
 
     bundle/
-      model/            the artifact folder (model file(s), model.json sidecar, golden/)
-      samples/          held-out images from the run's test split + labels.json
+      model/            the artifact folder (model file(s), model.json sidecar, golden/, samples/)
+      samples/          up to --samples of the artifact's held-out photos + labels.json
       wheels/           edgetl's wheel and every dependency for the device's platform and Python
       install.sh        creates the release's own venv from wheels/ (pip --no-index)
       edgetl.service    systemd unit running `edgetl run` on the camera at boot
       manifest.json     bundle id, profile, artifact, sha256 of every file
 
-The artifact is the first of the profile's targets that the run has exported
-(exported on the fly when none is). Wheels come from `pip download` with the
+The artifact is the folder given, or the first of the profile's targets that the run has
+exported (when none is, `edgetl deploy` exports it first: this module never imports an
+exporter, so a device-side or deploy-only install needs no torch). Wheels come from `pip download` with the
 profile's platform tags and Python version, so an aarch64 Pi bundle can be built
 on an x86 laptop.
 """
@@ -27,59 +28,60 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from edgetl import __version__, atomic
-from edgetl.console import info
+from edgetl.contract.artifact import LABELS_FILE, SAMPLES_DIR, read_samples
+from edgetl.contract.formats import get_format
+from edgetl.contract.sidecar import SIDECAR_NAME, Sidecar, sha256_file
 from edgetl.deploy.profiles import DeviceProfile
 from edgetl.deploy.service import SERVICE_NAME, service_unit
 from edgetl.errors import BadInputError
-from edgetl.runtime.sidecar import SIDECAR_NAME, Sidecar, sha256_file
 
 MANIFEST = "manifest.json"
 CHECKSUMS = "SHA256SUMS"
 DEVICE_DEPENDENCIES = ("numpy", "pillow", "opencv-python-headless", "click", "rich", "pyyaml")
 
 
-def choose_artifact(source: Path, profile: DeviceProfile, export_missing: bool = True) -> Path:
-    """An artifact folder for `profile` from a run directory (or the artifact folder itself)."""
+class NoArtifactError(BadInputError):
+    """The run has no artifact for the profile: the CLI exports one (deploy never runs an exporter)."""
+
+    def __init__(self, source: Path, profile: DeviceProfile):
+        target = profile.preferred
+        super().__init__(f"{source} has no artifact for {profile.name}",
+                         f"run `edgetl export {source} --format {target.format} --precision {target.precision}`")
+        self.format, self.precision = target.format, target.precision
+
+
+def choose_artifact(source: Path, profile: DeviceProfile) -> Path:
+    """An artifact folder for `profile`: `source` itself, or the first of the profile's targets that the
+    run directory `source` has exported (NoArtifactError when it has none)."""
     if (source / SIDECAR_NAME).is_file():
         return source
     if not (source / "labels.json").is_file():
-        raise BadInputError(f"{source} is neither an artifact folder nor an edgetl run directory")
+        raise BadInputError(f"{source} is neither an artifact folder nor an edgetl run directory",
+                            "pass the folder `edgetl finetune` wrote, or one of its export/<format>-<precision>/")
     for target in profile.targets:
         folder = source / "export" / f"{target.format}-{target.precision}"
         if (folder / SIDECAR_NAME).is_file() and Sidecar.read(folder).precision == target.precision:
             return folder
-    if not export_missing:
-        raise BadInputError(f"{source} has no artifact for {profile.name}",
-                            f"run `edgetl export {source} --format {profile.preferred.format} "
-                            f"--precision {profile.preferred.precision}`")
-    from edgetl.export import export_run
-
-    target = profile.preferred
-    info(f"exporting {target.format} {target.precision} for {profile.name} ...")
-    export_run(source, [target.format], [target.precision])
-    return source / "export" / f"{target.format}-{target.precision}"
+    raise NoArtifactError(source, profile)
 
 
 def _samples(artifact: Path, folder: Path, count: int) -> int:
-    from edgetl.data.splits import load_split
-    from edgetl.export.calibration import balanced_draw
-    from edgetl.train.run_dir import RunDir
-
-    run_dir = Path(Sidecar.read(artifact).source.get("run_dir", ""))
+    """Up to `count` of the held-out photos the artifact carries, every class in turn, into `folder`."""
+    labels = read_samples(artifact)
+    by_class: dict[str, list[str]] = {}
+    for name in sorted(labels):
+        by_class.setdefault(labels[name], []).append(name)
+    chosen: dict[str, str] = {}
+    while len(chosen) < min(count, len(labels)):
+        for names in by_class.values():
+            if names and len(chosen) < count:
+                name = names.pop(0)
+                chosen[name] = labels[name]
     folder.mkdir(parents=True)
-    try:
-        run = RunDir(run_dir)
-        chosen = balanced_draw(load_split(run_dir, "test") or load_split(run_dir, "val"), count, seed=2)
-        root = run.data_root()
-    except (BadInputError, OSError, KeyError):
-        chosen, root = [], None
-    labels = {}
-    for number, sample in enumerate(chosen):
-        name = f"{number:04d}{Path(sample.path).suffix.lower()}"
-        shutil.copyfile(root / sample.path, folder / name)
-        labels[name] = sample.label
-    atomic.write_json(folder / "labels.json", labels)
-    return len(labels)
+    for name in chosen:
+        shutil.copyfile(artifact / SAMPLES_DIR / name, folder / name)
+    atomic.write_json(folder / LABELS_FILE, chosen)
+    return len(chosen)
 
 
 def _wheels(profile: DeviceProfile, folder: Path, extra: str) -> list[str]:
@@ -164,12 +166,14 @@ def engine_script(profile: DeviceProfile, model_file: str) -> str:
             parts.append(shlex.quote(part))
     return ENGINE_SH.format(cache=shlex.quote(cache), command=" ".join(parts))
 
+
 def build_bundle(source: str | Path, profile: DeviceProfile, out: str | Path, samples: int = 50,
                  wheels: bool = True) -> dict:
-    """Write the bundle folder `out` (atomically) and return its manifest."""
+    """Write the bundle folder `out` (atomically) and return its manifest. Everything comes from the
+    artifact folder (its model, sidecar, golden and held-out samples), never from the run directory."""
     artifact = choose_artifact(Path(source), profile)
     sidecar = Sidecar.read(artifact)
-    extra = {"onnx": "onnx", "openvino": "openvino", "tflite": "tflite"}[sidecar.format]
+    extra = get_format(sidecar.format).device_extra
     # Time first (releases sort by age), then the model's digest, then randomness: two bundles of one
     # model built in the same second are still two releases.
     bundle_id = (datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + sidecar.files[sidecar.model_file][:8]

@@ -262,7 +262,7 @@ def install_release(bundle: Path, root: Path | str, device=None, keep: int = KEE
                                    f"see `journalctl -u {SERVICE_NAME}` on the device")
         _prune(device, root, keep, state)
     return {"host": device.name, "path": root, "device": manifest["profile"]["name"], "release": release,
-            "self_test": {k: report[k] for k in ("passed", "integrity", "golden") if k in report},
+            "self_test": {k: report[k] for k in ("passed", "integrity", "golden", "samples") if k in report},
             "bench": report.get("bench"), "accuracy": report.get("accuracy"), "previous_release": previous,
             "service": service}
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import yaml
 
+from edgetl.contract.formats import FORMATS
 from edgetl.errors import BadInputError
-from edgetl.export.formats import FORMATS
 from edgetl.recipe_folders import SHIPPED as SHIPPED_RECIPES, RecipeFolders
 
 ARCHES = ("aarch64", "x86_64", "armv7l")

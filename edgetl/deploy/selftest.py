@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 from edgetl.bench.measure import bench_model
+from edgetl.contract.artifact import LABELS_FILE, SAMPLES_DIR, read_samples
 from edgetl.deploy.bundle import MANIFEST, verify_bundle
 from edgetl.errors import BadInputError
 from edgetl.runtime import load
@@ -37,8 +38,11 @@ def self_test(release: str | Path, threads: int | None = None, runs: int = 50) -
     runner = load(release / "model", threads=threads, device=device)
     golden = check_golden(runner, release / "model")
     result["golden"] = golden
+    # The bundle's pick of held-out photos; else all the artifact carries (an artifact installed by hand).
     samples = release / "samples"
-    labels = json.loads((samples / "labels.json").read_text()) if (samples / "labels.json").is_file() else {}
+    labels = read_samples(release) if (samples / LABELS_FILE).is_file() else read_samples(release / "model")
+    if not (samples / LABELS_FILE).is_file():
+        samples = release / "model" / SAMPLES_DIR
     if labels:
         names = sorted(labels)
         predicted = [top[0][0] for top in runner.classify([samples / n for n in names], topk=1)]

@@ -24,9 +24,9 @@ from contextlib import suppress
 from pathlib import Path
 from types import SimpleNamespace
 
+from edgetl.contract.sidecar import sha256_file
 from edgetl.deploy.host_keys import HostKeyPolicy, client_factory, one_line as _one_line
 from edgetl.errors import BadInputError, CheckFailedError, require
-from edgetl.runtime.sidecar import sha256_file
 
 KEEPALIVE_INTERVAL = 5.0  # seconds of silence before asking the device whether it is still there
 KEEPALIVE_COUNT_MAX = 3  # unanswered asks before the link counts as lost: ~15 s for a vanished device

@@ -3,10 +3,10 @@
     export_run(run_dir, formats, precisions, calib_size=300, max_drop=1.0, min_agreement=0.975) -> report dict
 
 One module per backend (`onnx.py`, `openvino.py`, `tflite.py`) behind
-`export(ExportRequest) -> ExportedModel`; the table of formats is `formats.FORMATS`.
+`export(ExportRequest) -> ExportedModel`; the table of formats is `edgetl.contract.formats.FORMATS`.
 """
 
-from edgetl.export.formats import FORMATS, get_format
+from edgetl.contract.formats import FORMATS, get_format
 
 
 def export_run(*args, **kwargs):

@@ -11,13 +11,12 @@ from __future__ import annotations
 import contextlib
 import io
 import warnings
-
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from edgetl.runtime.preprocess import Preprocess
-from edgetl.runtime.sidecar import TensorInfo
+from edgetl.contract.preprocess import Preprocess
+from edgetl.contract.sidecar import TensorInfo
 
 
 @dataclass

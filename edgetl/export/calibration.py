@@ -16,10 +16,10 @@ from typing import Iterator
 import numpy as np
 
 from edgetl.console import progress_bar
+from edgetl.contract.preprocess import Preprocess
 from edgetl.data.folder import Sample
 from edgetl.errors import BadInputError
 from edgetl.runtime.images import UnreadableImageError, load_rgb
-from edgetl.runtime.preprocess import Preprocess
 
 MIN_IMAGES = 8
 
@@ -100,3 +100,19 @@ def load_calibration(root: Path, samples: list[Sample], preprocess: Preprocess, 
             "point --calib-data at a folder of training images, or export fp32 only (--precision fp32)",
         )
     return CalibrationSet(np.stack(pixels), preprocess, source, counts)
+
+
+def calibration_for_run(reference, calib_size: int, wanted: int, calib_data: str | None) -> CalibrationSet:
+    """`wanted` class-balanced images from the run's train split (or `calib_data`), never val or test."""
+    from edgetl.console import warn
+    from edgetl.data.folder import list_images
+    from edgetl.data.splits import load_split
+
+    if calib_data:
+        samples, root, source = list_images(calib_data), Path(calib_data), f"folder {calib_data}"
+    else:
+        samples, root, source = load_split(reference.run.path, "train"), reference.run.data_root(), "train split"
+    calibration = load_calibration(root, samples, reference.preprocess, wanted, source)
+    if len(calibration) < calib_size:
+        warn(f"calibrating on {len(calibration)} images ({source} has no more); --calib-size asked {calib_size}")
+    return calibration

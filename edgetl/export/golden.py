@@ -13,23 +13,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
+from edgetl.contract.sidecar import GoldenSample
 from edgetl.data.splits import load_split
 from edgetl.export.calibration import balanced_draw
 from edgetl.runtime.base import softmax
-from edgetl.runtime.images import load_rgb
-from edgetl.runtime.sidecar import GoldenSample
+from edgetl.runtime.images import load_rgb, shrink
 
 GOLDEN_DIR = "golden"
-
-
-def _shrunk(image: Image.Image, side: int) -> Image.Image:
-    scale = side / min(image.size)
-    if scale >= 1:
-        return image
-    return image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
-                        Image.Resampling.BILINEAR)
 
 
 def make_golden(reference, folder: Path, count: int = 4) -> list[GoldenSample]:
@@ -43,7 +34,7 @@ def make_golden(reference, folder: Path, count: int = 4) -> list[GoldenSample]:
     samples = balanced_draw(test or load_split(reference.run.path, "val"), 4 * count, seed=1)
     root, side = reference.run.data_root(), 2 * max(reference.preprocess.size)
     index = {name: i for i, name in enumerate(reference.labels)}
-    images = [_shrunk(load_rgb(root / s.path), side) for s in samples]
+    images = [shrink(load_rgb(root / s.path), side) for s in samples]
     logits = reference.logits(np.stack([reference.preprocess.resize_crop(im) for im in images]))
     probs = softmax(logits)
     ordered = np.sort(probs, axis=1)

@@ -29,9 +29,9 @@ import json
 import shutil
 from pathlib import Path
 
+from edgetl.contract.sidecar import TensorInfo
 from edgetl.export.base import ExportedModel, ExportRequest, quiet_converters
 from edgetl.export.qdq import BatchReader, activations_to_uint8, nodes_of_modules
-from edgetl.runtime.sidecar import TensorInfo
 
 OPSET = 17
 INPUT_NAME, OUTPUT_NAME = "input", "logits"

@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import json
 
-from edgetl.export.base import ExportedModel, ExportRequest
-from edgetl.export.base import quiet_converters
+from edgetl.contract.sidecar import TensorInfo
+from edgetl.export.base import ExportedModel, ExportRequest, quiet_converters
 from edgetl.export.onnx import float_onnx
 from edgetl.export.qdq import in_modules, module_of
-from edgetl.runtime.sidecar import TensorInfo
 
 
 def _ignored_names(model, patterns) -> list[str]:

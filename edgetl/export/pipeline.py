@@ -11,31 +11,29 @@ artifact whose sources did not change is skipped on re-runs.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
-import subprocess
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime, timezone
 from pathlib import Path
 
-from edgetl import __version__, atomic
+from edgetl import atomic
 from edgetl.console import info, warn
-from edgetl.errors import EdgetlError, MissingBackendError
+from edgetl.contract.artifact import SAMPLES_DIR
+from edgetl.contract.formats import FORMATS
+from edgetl.contract.sidecar import SIDECAR_NAME, Sidecar, sha256_file
 from edgetl.evaluation import compare, fp32_ratios, runner_logits
-from edgetl.export import gate
+from edgetl.export import gate, provenance
 from edgetl.export.base import ExportRequest
-from edgetl.export.formats import FORMATS
 from edgetl.export.golden import make_golden
 from edgetl.export.graph import static_same_padding
+from edgetl.export.samples import write_samples
 from edgetl.export.sensitivity import sidecar_record
 from edgetl.export.trial import Trial
 from edgetl.runtime import runner_class
 from edgetl.runtime.golden import record_reference
-from edgetl.runtime.sidecar import SIDECAR_NAME, Sidecar, sha256_file, verify_files
 from edgetl.runtime.timing import quick_p50_ms
 
 
@@ -56,42 +54,6 @@ class ArtifactResult:
     float_layers: list[str] = field(default_factory=list)
     attempts: list[dict] = field(default_factory=list)
     message: str = ""
-
-
-GATE_VERSION = 2
-
-
-def git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                             text=True, timeout=5)
-        return out.stdout.strip() or None if out.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def check_converters(formats: list[str]) -> None:
-    import importlib.util
-
-    for name in formats:
-        for package in FORMATS[name].converter:
-            if importlib.util.find_spec(package) is None:
-                raise MissingBackendError(package, FORMATS[name].extra, f"exporting {name}")
-
-
-def _source_key(reference, fmt: str, precision: str, settings: dict) -> str:
-    text = json.dumps([reference.checkpoint_sha256, fmt, precision, settings, __version__], sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _up_to_date(target: Path, key: str) -> Sidecar | None:
-    try:
-        sidecar = Sidecar.read(target)
-    except EdgetlError:
-        return None
-    if sidecar.source.get("key") != key or verify_files(target, sidecar):
-        return None
-    return sidecar
 
 
 class Exporter:
@@ -116,6 +78,8 @@ class Exporter:
         self.float_val = reference.logits(self.validation.pixels)
         self.golden_dir = self.workdir / "golden-source"
         self.golden = make_golden(reference, self.golden_dir, golden_count)
+        self.samples_dir = self.workdir / "samples-source"  # held-out photos every artifact carries
+        self.samples = write_samples(reference.run, reference.preprocess, self.samples_dir)
         height, width = reference.preprocess.size
         self.export_model = static_same_padding(reference.model, (1, 3, height, width))
 
@@ -147,11 +111,7 @@ class Exporter:
             labels=ref.labels, preprocess=preprocess, input=exported.input, output=exported.output,
             quantization=exported.quantization, calibration=calibration,
             golden=[replace(g) for g in self.golden],  # each artifact records its own answers
-            source={"run_dir": str(ref.run.path.resolve()), "model": ref.model_name,
-                    "checkpoint_sha256": ref.checkpoint_sha256,
-                    "split_digest": ref.run.read_dataset().get("split_digest"), "edgetl_version": __version__,
-                    "git_commit": git_commit(), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                    "key": key},
+            source=provenance.source_record(ref, key), samples=dict(self.samples),
         )
 
     def sensitivity(self) -> dict | None:
@@ -264,10 +224,10 @@ class Exporter:
         target = self.out / f"{fmt}-{precision}"
         result = ArtifactResult(format=fmt, precision=precision, path=str(target))
         calibrated = precision == "int8"
-        key = _source_key(self.reference, fmt, precision, {
+        key = provenance.source_key(self.reference, fmt, precision, {
             **(self.settings if calibrated else {}), "max_drop": self.max_drop if calibrated else None,
-            "min_agreement": self.min_agreement if calibrated else None, "gate": GATE_VERSION})
-        existing = _up_to_date(target, key)
+            "min_agreement": self.min_agreement if calibrated else None, "gate": provenance.GATE_VERSION})
+        existing = provenance.up_to_date(target, key)
         if existing is not None:
             validation = existing.validation or {}
             result.__dict__.update(status="up-to-date", delivered=existing.precision, attempts=existing.attempts,
@@ -304,6 +264,7 @@ class Exporter:
 
     def _publish(self, target: Path, scratch: Path, sidecar: Sidecar, metrics: dict, result: ArtifactResult) -> None:
         shutil.copytree(self.golden_dir, scratch, dirs_exist_ok=True)
+        shutil.copytree(self.samples_dir, scratch / SAMPLES_DIR, dirs_exist_ok=True)
         runner = runner_class(sidecar.format)(scratch / sidecar.model_file, sidecar)
         golden = record_reference(runner, scratch)
         latency = quick_p50_ms(runner)
@@ -337,28 +298,19 @@ def export_run(run_dir: str | Path, formats: list[str], precisions: list[str], c
 
     int8 is gated by default (`max_drop` pp of validation top-1 and `min_agreement`); `max_drop=None` turns
     the gate off and delivers the first recipe as it comes."""
-    from edgetl.export.calibration import load_calibration
+    from edgetl.export.calibration import calibration_for_run
     from edgetl.export.reference import load_reference
 
-    check_converters(formats)
+    provenance.check_converters(formats)
     reference = load_reference(run_dir)
     out = Path(out) if out else reference.run.path / "export"
     out.mkdir(parents=True, exist_ok=True)
     calibration = None
     if "int8" in precisions:
-        from edgetl.data.folder import list_images
-        from edgetl.data.splits import load_split
-
-        if calib_data:
-            samples, root, source = list_images(calib_data), Path(calib_data), f"folder {calib_data}"
-        else:
-            samples, root, source = load_split(reference.run.path, "train"), reference.run.data_root(), "train split"
         # The gate's search also tries the whole split (up to a cap); the first calib_size of this
         # balanced draw are the same images as a draw of calib_size alone.
         wanted = max(calib_size, gate.CALIBRATION_CAP) if max_drop is not None else calib_size
-        calibration = load_calibration(root, samples, reference.preprocess, wanted, source)
-        if len(calibration) < calib_size:
-            warn(f"calibrating on {len(calibration)} images ({source} has no more); --calib-size asked {calib_size}")
+        calibration = calibration_for_run(reference, calib_size, wanted, calib_data)
     settings = {"calib_size": calib_size, "calib_data": calib_data,
                 "calib_images": len(calibration) if calibration is not None else 0}
     session = Exporter(reference, out, calibration, max_drop, budget_seconds, settings,

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import numpy as np
 
+from edgetl.contract.preprocess import Preprocess
+from edgetl.contract.run_dir import RunDir
 from edgetl.data.splits import load_split
 from edgetl.errors import require
 from edgetl.evaluation import ImageCache
 from edgetl.export.calibration import LabelledImages
-from edgetl.runtime.preprocess import Preprocess
-from edgetl.train.run_dir import RunDir
 
 
 @dataclass
@@ -50,7 +50,7 @@ class FloatReference:
 def load_reference(run_dir: str | Path) -> FloatReference:
     require("torch", "train", "loading the float model of a run")
     from edgetl.backbones import create_model
-    from edgetl.runtime.sidecar import sha256_file
+    from edgetl.contract.sidecar import sha256_file
     from edgetl.train import checkpoint
 
     run = RunDir.open(run_dir)

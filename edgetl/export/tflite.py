@@ -59,10 +59,10 @@ import warnings
 from collections import Counter
 from pathlib import Path
 
+from edgetl.contract.sidecar import TensorInfo
 from edgetl.errors import BadInputError, require
 from edgetl.export import tflite_metadata
 from edgetl.export.base import ExportedModel, ExportRequest
-from edgetl.runtime.sidecar import TensorInfo
 
 FP32_CACHE = "tflite-fp32.tflite"
 RECIPES = {"static_wi8_ai8": 8, "static_wi8_ai16": 16}

@@ -7,9 +7,11 @@ NormalizationOptions metadata"). edgetl's own "edgetl" metadata entry (JSON) sta
 beside it for what the standard cannot say.
 
 Layout, as tflite-support's / MediaPipe's `MetadataPopulator` packs it, written here
-with the `flatbuffers` package and the vendored generated schema
-(`_tflite_metadata_schema`), because MediaPipe's writers do not import from its
-PyPI wheel and tflite-support is no longer released:
+with the `flatbuffers` package from a table of the schema's field slots (`TABLES`,
+from mediapipe/tasks/metadata/metadata_schema.fbs, schema 1.5.0), because MediaPipe's
+writers do not import from its PyPI wheel and tflite-support is no longer released.
+The tests read the result back with MediaPipe's own generated classes
+(tests/tflite_metadata_schema.py) and run it in MediaPipe's ImageClassifier:
 
 - a `ModelMetadata` flatbuffer (file identifier "M001"): name, description (the
   preprocessing in words), version, author, `min_parser_version`, and one
@@ -50,9 +52,8 @@ import hashlib
 import io
 import zipfile
 
+from edgetl.contract.preprocess import Preprocess
 from edgetl.errors import BadInputError
-from edgetl.export import _tflite_metadata_schema as schema
-from edgetl.runtime.preprocess import Preprocess
 
 METADATA_NAME = "TFLITE_METADATA"
 METADATA_IDENTIFIER = b"M001"
@@ -97,52 +98,104 @@ def describe(preprocess: Preprocess, labels: list[str]) -> str:
             "record.")
 
 
+# Enum values of metadata_schema.fbs used here.
+COLOR_UNKNOWN, COLOR_RGB = 0, 1
+CONTENT_FEATURE_PROPERTIES, CONTENT_IMAGE_PROPERTIES = 1, 2
+UNIT_NORMALIZATION_OPTIONS = 1
+FILE_TENSOR_AXIS_LABELS = 2
+
+# table -> (number of fields in the schema, {field: (slot, kind)}) for every field this writer sets.
+# Slots are the fields' positions in metadata_schema.fbs (schema 1.5.0); `kind` says how to write it.
+TABLES = {
+    "ModelMetadata": (8, {"name": (0, "str"), "description": (1, "str"), "version": (2, "str"),
+                          "subgraph_metadata": (3, "tables"), "author": (4, "str"), "min_parser_version": (7, "str")}),
+    "SubGraphMetadata": (10, {"input_tensor_metadata": (2, "tables"), "output_tensor_metadata": (3, "tables")}),
+    "TensorMetadata": (7, {"name": (0, "str"), "description": (1, "str"), "content": (3, "table"),
+                           "process_units": (4, "tables"), "stats": (5, "table"), "associated_files": (6, "tables")}),
+    "Content": (3, {"content_properties_type": (0, "uint8"), "content_properties": (1, "table")}),
+    "ImageProperties": (2, {"color_space": (0, "int8"), "default_size": (1, "table")}),
+    "ImageSize": (2, {"width": (0, "uint32"), "height": (1, "uint32")}),
+    "FeatureProperties": (0, {}),
+    "ProcessUnit": (2, {"options_type": (0, "uint8"), "options": (1, "table")}),
+    "NormalizationOptions": (2, {"mean": (0, "floats"), "std": (1, "floats")}),
+    "Stats": (2, {"max": (0, "floats"), "min": (1, "floats")}),
+    "AssociatedFile": (5, {"name": (0, "str"), "description": (1, "str"), "type": (2, "int8")}),
+}
+
+
+def _table(kind: str, **fields) -> tuple[str, dict]:
+    known = TABLES[kind][1]
+    unknown = set(fields) - set(known)
+    if unknown:
+        raise KeyError(f"{kind} has no field {', '.join(sorted(unknown))} in this writer's table")
+    return kind, {k: v for k, v in fields.items() if v is not None}
+
+
+def _write(builder, table: tuple[str, dict]) -> int:
+    """Serialise one table (children first, as FlatBuffers requires); returns its offset."""
+    kind, fields = table
+    count, slots = TABLES[kind]
+    offsets = {}
+    for name, value in fields.items():
+        how = slots[name][1]
+        if how == "str":
+            offsets[name] = builder.CreateString(value)
+        elif how == "table":
+            offsets[name] = _write(builder, value)
+        elif how == "tables":
+            children = [_write(builder, child) for child in value]
+            builder.StartVector(4, len(children), 4)
+            for child in reversed(children):
+                builder.PrependUOffsetTRelative(child)
+            offsets[name] = builder.EndVector()
+        elif how == "floats":
+            builder.StartVector(4, len(value), 4)
+            for number in reversed(value):
+                builder.PrependFloat32(float(number))
+            offsets[name] = builder.EndVector()
+    builder.StartObject(count)
+    for name, value in fields.items():
+        slot, how = slots[name]
+        if name in offsets:
+            builder.PrependUOffsetTRelativeSlot(slot, offsets[name], 0)
+        else:
+            {"int8": builder.PrependInt8Slot, "uint8": builder.PrependUint8Slot,
+             "uint32": builder.PrependUint32Slot}[how](slot, int(value), 0)
+    return builder.EndObject()
+
+
 def build(preprocess: Preprocess, labels: list[str], name: str, version: str, description: str,
           author: str | None = None) -> bytes:
     """The serialized ModelMetadata flatbuffer for a one-input image classifier."""
+    import flatbuffers  # pinned in the export extra
+
     height, width = preprocess.size
-    image = schema.TensorMetadataT()
-    image.name, image.description = "image", "Input image to be classified."
-    image.content = schema.ContentT()
-    image.content.contentPropertiesType = schema.ContentProperties.ImageProperties
-    image.content.contentProperties = schema.ImagePropertiesT()
-    image.content.contentProperties.defaultSize = schema.ImageSizeT()
-    image.content.contentProperties.defaultSize.width = width
-    image.content.contentProperties.defaultSize.height = height
+    units = stats = None
     if preprocess.color_order == "RGB":
-        image.content.contentProperties.colorSpace = schema.ColorSpaceType.RGB
         mean, std = normalization(preprocess)
-        unit = schema.ProcessUnitT()
-        unit.optionsType = schema.ProcessUnitOptions.NormalizationOptions
-        unit.options = schema.NormalizationOptionsT()
-        unit.options.mean, unit.options.std = mean, std
-        image.processUnits = [unit]
-        image.stats = schema.StatsT()
-        image.stats.min = [(0.0 - m) / s for m, s in zip(mean, std)]
-        image.stats.max = [(255.0 - m) / s for m, s in zip(mean, std)]
-    else:  # no standard way to say BGR: leave it UNKNOWN and unnormalised, so readers refuse it
-        image.content.contentProperties.colorSpace = schema.ColorSpaceType.UNKNOWN
-
-    score = schema.TensorMetadataT()
-    score.name, score.description = "score", "Logits of the classes, in the order of labels.txt."
-    score.content = schema.ContentT()
-    score.content.contentPropertiesType = schema.ContentProperties.FeatureProperties
-    score.content.contentProperties = schema.FeaturePropertiesT()
-    labels_entry = schema.AssociatedFileT()
-    labels_entry.name, labels_entry.type = LABELS_FILE, schema.AssociatedFileType.TENSOR_AXIS_LABELS
-    labels_entry.description = "Class labels, one per line, in output order."
-    score.associatedFiles = [labels_entry]
-
-    subgraph = schema.SubGraphMetadataT()
-    subgraph.inputTensorMetadata, subgraph.outputTensorMetadata = [image], [score]
-    model = schema.ModelMetadataT()
-    model.name, model.version, model.description, model.author = name, version, description, author
-    model.subgraphMetadata = [subgraph]
-    model.minParserVersion = MIN_PARSER_VERSION
-    import flatbuffers  # comes with ai-edge-litert
-
+        units = [_table("ProcessUnit", options_type=UNIT_NORMALIZATION_OPTIONS,
+                        options=_table("NormalizationOptions", mean=mean, std=std))]
+        stats = _table("Stats", max=[(255.0 - m) / s for m, s in zip(mean, std)],
+                       min=[(0.0 - m) / s for m, s in zip(mean, std)])
+    # else: no standard way to say BGR: leave it UNKNOWN and unnormalised, so readers refuse it
+    image = _table("TensorMetadata", name="image", description="Input image to be classified.",
+                   content=_table("Content", content_properties_type=CONTENT_IMAGE_PROPERTIES,
+                                  content_properties=_table(
+                                      "ImageProperties",
+                                      color_space=COLOR_RGB if preprocess.color_order == "RGB" else COLOR_UNKNOWN,
+                                      default_size=_table("ImageSize", width=width, height=height))),
+                   process_units=units, stats=stats)
+    score = _table("TensorMetadata", name="score", description="Logits of the classes, in the order of labels.txt.",
+                   content=_table("Content", content_properties_type=CONTENT_FEATURE_PROPERTIES,
+                                  content_properties=_table("FeatureProperties")),
+                   associated_files=[_table("AssociatedFile", name=LABELS_FILE, type=FILE_TENSOR_AXIS_LABELS,
+                                            description="Class labels, one per line, in output order.")])
+    model = _table("ModelMetadata", name=name, description=description, version=version, author=author,
+                   min_parser_version=MIN_PARSER_VERSION,
+                   subgraph_metadata=[_table("SubGraphMetadata", input_tensor_metadata=[image],
+                                             output_tensor_metadata=[score])])
     builder = flatbuffers.Builder(1024)
-    builder.Finish(model.Pack(builder), METADATA_IDENTIFIER)
+    builder.Finish(_write(builder, model), METADATA_IDENTIFIER)
     return bytes(builder.Output())
 
 
@@ -208,24 +261,3 @@ def compatibility_notes(preprocess: Preprocess, input_dtype: str, output_dtype: 
     if not problems:
         return []
     return [f"MediaPipe / TFLite Task Library ({input_dtype} input, {output_dtype} output): " + "; ".join(problems)]
-
-
-def read(model_bytes: bytes) -> tuple[schema.ModelMetadataT | None, dict[str, bytes]]:
-    """The TFLITE_METADATA tables (None if absent) and the zip-packed files of a .tflite."""
-    from ai_edge_litert import schema_py_generated as tfl
-
-    model = tfl.Model.GetRootAs(model_bytes, 0)
-    metadata = None
-    for i in range(model.MetadataLength()):
-        entry = model.Metadata(i)
-        if entry.Name().decode("utf-8") == METADATA_NAME:
-            data = model.Buffers(entry.Buffer()).DataAsNumpy().tobytes()
-            if not schema.ModelMetadata.ModelMetadataBufferHasIdentifier(data, 0):
-                raise BadInputError(f"{METADATA_NAME} entry is not a TFLite Model Metadata flatbuffer")
-            metadata = schema.ModelMetadataT.InitFromObj(schema.ModelMetadata.GetRootAs(data, 0))
-    try:
-        with zipfile.ZipFile(io.BytesIO(model_bytes)) as archive:
-            files = {name: archive.read(name) for name in archive.namelist()}
-    except zipfile.BadZipFile:
-        files = {}
-    return metadata, files

@@ -11,8 +11,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgetl.contract.sidecar import Sidecar
 from edgetl.export import gate
-from edgetl.runtime.sidecar import Sidecar
 
 
 @dataclass

@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from edgetl.console import info, warn
+from edgetl.contract.sidecar import SIDECAR_NAME
 from edgetl.errors import BadInputError, CheckFailedError
 from edgetl.evaluation import ImageCache, compare, runner_logits
 from edgetl.runtime import load as load_runner
-from edgetl.runtime.sidecar import SIDECAR_NAME
 
 COMPARED_FIELDS = ("size", "resize", "crop_ratio", "interpolation", "mean", "std", "color_order")
 
@@ -73,9 +73,9 @@ def _held_out(reference, data: str | None) -> tuple[ImageCache, np.ndarray, str]
 
 def run_parity(run_dir: str | Path, data: str | None = None, artifacts: list[str] | None = None,
                max_drop: float | None = 1.0, report_dir: str | Path | None = None, threads: int | None = None) -> dict:
-    from edgetl.runtime.golden import check_golden
     from edgetl.export.reference import load_reference
     from edgetl.parity.report import write_report
+    from edgetl.runtime.golden import check_golden
 
     reference = load_reference(run_dir)
     paths = find_artifacts(reference.run.path, artifacts)
@@ -116,6 +116,7 @@ def run_parity(run_dir: str | Path, data: str | None = None, artifacts: list[str
         elif max_drop is not None and metrics["drop_pp"] > max_drop:
             row.update(status="too much drop", detail=f"{metrics['drop_pp']:.2f} pp > --max-drop {max_drop}")
         rows.append(row)
+        _write_summary(runner.model_path.parent, row, source, len(labels), float_accuracy)
     passed = all(r["status"] == "ok" for r in rows)
     result = {
         "run_dir": str(reference.run.path), "images": int(len(labels)), "source": source,
@@ -125,6 +126,16 @@ def run_parity(run_dir: str | Path, data: str | None = None, artifacts: list[str
     report = Path(report_dir) if report_dir else reference.run.path / "parity"
     result["report"] = write_report(result, reference.labels, report)
     return result
+
+
+def _write_summary(folder: Path, row: dict, source: str, images: int, float_accuracy: float) -> None:
+    """The artifact's own copy of its result (contract/artifact.py), read by bench and the device."""
+    from edgetl import atomic
+    from edgetl.contract.artifact import PARITY_FILE
+
+    atomic.write_json(folder / PARITY_FILE, {
+        "split": source, "images": images, "float_accuracy": round(float_accuracy, 6),
+        **{k: row.get(k) for k in ("accuracy", "drop_pp", "agreement", "status")}})
 
 
 def gate(result: dict) -> None:

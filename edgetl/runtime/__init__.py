@@ -1,35 +1,26 @@
-"""The on-device runtime. It never imports torch (tests/test_torch_free.py enforces it).
+"""The on-device runtime. It never imports torch (tests/test_layers.py enforces it).
 
     runner = edgetl.runtime.load("model.onnx" | "model.xml" | "model.tflite", threads=None, device=None)
     runner.classify([image], topk=3)   runner.preprocess(image)   runner.infer(batch)
 
-Preprocessing (`preprocess.Preprocess`) and image decoding (`images.load_rgb`) are
-defined here once and shared by training-time evaluation, parity and the device.
+Preprocessing (`edgetl.contract.preprocess.Preprocess`) and image decoding
+(`images.load_rgb`) are defined once and shared by training-time evaluation, parity and
+the device; which runner a file gets comes from the backend table (`edgetl.contract.formats`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from edgetl.contract.formats import SUFFIXES, get_format
+from edgetl.contract.sidecar import Sidecar
 from edgetl.errors import BadInputError
 from edgetl.runtime.base import Runner
-from edgetl.runtime.sidecar import Sidecar
-
-SUFFIX_TO_FORMAT = {".onnx": "onnx", ".xml": "openvino", ".tflite": "tflite"}
 
 
 def runner_class(fmt: str) -> type[Runner]:
-    if fmt == "onnx":
-        from edgetl.runtime.onnx import OnnxRunner
-
-        return OnnxRunner
-    if fmt == "openvino":
-        from edgetl.runtime.openvino import OpenVinoRunner
-
-        return OpenVinoRunner
-    from edgetl.runtime.tflite import TfliteRunner
-
-    return TfliteRunner
+    """The runner for a format, from the one backend table (contract/formats.py)."""
+    return get_format(fmt).runner_class()
 
 
 def resolve_model_file(path: str | Path) -> Path:
@@ -40,16 +31,16 @@ def resolve_model_file(path: str | Path) -> Path:
         path = path / sidecar.model_file
     if not path.is_file():
         raise BadInputError(f"model file {path} does not exist", "pass an exported model or its folder")
-    if path.suffix not in SUFFIX_TO_FORMAT:
+    if path.suffix not in SUFFIXES:
         raise BadInputError(f"{path.name}: unknown model type {path.suffix!r}",
-                            f"edgetl runs {', '.join(SUFFIX_TO_FORMAT)} files exported by `edgetl export`")
+                            f"edgetl runs {', '.join(SUFFIXES)} files exported by `edgetl export`")
     return path
 
 
 def load(path: str | Path, threads: int | None = None, device: str | None = None) -> Runner:
     model_file = resolve_model_file(path)
     sidecar = Sidecar.read(model_file)
-    fmt = SUFFIX_TO_FORMAT[model_file.suffix]
+    fmt = SUFFIXES[model_file.suffix]
     if sidecar.format != fmt:
         raise BadInputError(f"{model_file}: the sidecar describes a {sidecar.format} model, not {fmt}")
     return runner_class(fmt)(model_file, sidecar, threads=threads, device=device)

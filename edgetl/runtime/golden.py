@@ -17,8 +17,8 @@ from typing import Iterator
 
 import numpy as np
 
+from edgetl.contract.sidecar import GoldenSample
 from edgetl.runtime.base import Runner
-from edgetl.runtime.sidecar import GoldenSample
 
 
 def _answers(runner: Runner, folder: Path) -> Iterator[tuple[GoldenSample, np.ndarray]]:

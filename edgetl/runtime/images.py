@@ -148,3 +148,14 @@ def from_bgr_array(frame: np.ndarray) -> Image.Image:
     # reversing the array in numpy first.
     frame = np.ascontiguousarray(frame)
     return Image.frombuffer("RGB", (frame.shape[1], frame.shape[0]), frame, "raw", "BGR", 0, 1)
+
+
+def shrink(image: Image.Image, short_side: int) -> Image.Image:
+    """The image with its short side cut to `short_side` (bilinear, which PIL antialiases on
+    downscale); unchanged when it is already that small. Used for the training cache, golden
+    and held-out samples: one definition, so they shrink alike."""
+    scale = short_side / min(image.size)
+    if scale >= 1:
+        return image
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    return image.resize(size, Image.Resampling.BILINEAR)

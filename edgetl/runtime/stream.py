@@ -20,9 +20,9 @@ from typing import Callable
 
 import numpy as np
 
-from edgetl.bench.stats import latency_stats
 from edgetl.runtime.base import Runner
 from edgetl.runtime.sources import Frame, Source
+from edgetl.runtime.timing import latency_stats
 
 _END = object()
 WINDOW = 2000  # latencies kept for the summary percentiles

@@ -1,4 +1,5 @@
-"""Timing a runner: one example input and one timed loop, shared by `edgetl bench` and export. No torch.
+"""Timing a runner: one example input, one timed loop and one set of latency statistics, shared by
+`edgetl bench`, export and `edgetl run`. No torch.
 
 Export shows a quick p50 per artifact (for the int8/fp32 ratio in its table);
 `edgetl bench` measures properly (load, first inference, percentiles, memory).
@@ -41,3 +42,19 @@ def timed_runs(runner, inputs: np.ndarray, runs: int | None, seconds: float | No
 def quick_p50_ms(runner, runs: int = 60, warmup: int = 5) -> float:
     """A quick batch-1 median latency (ms) at the runner's threads."""
     return round(float(np.median(timed_runs(runner, example_input(runner, 1), runs, warmup=warmup))), 3)
+
+
+PERCENTILES = (50, 90, 95, 99)
+
+
+def latency_stats(samples_ms: list[float] | np.ndarray) -> dict:
+    """min/p50/p90/p95/p99/max/mean/std (linear-interpolated percentiles, population std)."""
+    values = np.asarray(samples_ms, dtype=np.float64)
+    if values.size == 0:
+        raise ValueError("no timed runs")
+    stats = {"min_ms": float(values.min())}
+    for p in PERCENTILES:
+        stats[f"p{p}_ms"] = float(np.percentile(values, p))
+    stats.update(max_ms=float(values.max()), mean_ms=float(values.mean()), std_ms=float(values.std()),
+                 runs=int(values.size))
+    return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in stats.items()}

@@ -1,7 +1,7 @@
 """Training: `finetune(TrainConfig)` and the run-directory contract (`RunDir`)."""
 
+from edgetl.contract.run_dir import RunDir
 from edgetl.train.config import TrainConfig
-from edgetl.train.run_dir import RunDir
 
 __all__ = ["RunDir", "TrainConfig", "finetune"]
 

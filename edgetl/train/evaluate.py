@@ -22,13 +22,15 @@ class EvalResult:
 
 
 class Normalizer:
-    """uint8 NCHW batch -> normalised float on the device, same formula as Preprocess.normalize."""
+    """uint8 NCHW RGB batch -> normalised float on the training device, with the constants and the
+    order of operations of `Preprocess.normalize` (`Preprocess.pixel_offset_scale`)."""
 
-    def __init__(self, mean, std, device, channels_last: bool):
+    def __init__(self, preprocess, device, channels_last: bool):
         import torch
 
-        self.mean = torch.tensor(mean, dtype=torch.float32, device=device).view(1, 3, 1, 1) * 255.0
-        self.inv_std = 1.0 / (torch.tensor(std, dtype=torch.float32, device=device).view(1, 3, 1, 1) * 255.0)
+        offset, scale = preprocess.pixel_offset_scale()
+        self.mean = torch.from_numpy(offset).to(device).view(1, 3, 1, 1)
+        self.inv_std = torch.from_numpy(scale).to(device).view(1, 3, 1, 1)
         self.device = device
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
 

@@ -18,12 +18,12 @@ from pathlib import Path
 
 from edgetl import atomic
 from edgetl.console import info, progress_bar, set_quiet
+from edgetl.contract.run_dir import RunDir
 from edgetl.errors import BadInputError, require
 from edgetl.train import checkpoint
 from edgetl.train.config import TrainConfig
 from edgetl.train.distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shutdown
 from edgetl.train.evaluate import EvalResult, Normalizer, evaluate
-from edgetl.train.run_dir import RunDir
 from edgetl.train.strategies import (
     apply_strategy,
     freeze_frozen_batchnorm,
@@ -104,7 +104,6 @@ def finetune(cfg: TrainConfig, resume: bool = False) -> dict:
     from edgetl.backbones import create_model, get_spec
     from edgetl.data.folder import scan_image_folder
     from edgetl.data.prepare import prepare_data
-    from edgetl.runtime.preprocess import Preprocess
 
     cfg = cfg.resolve()
     run = RunDir(Path(cfg.out))
@@ -120,9 +119,7 @@ def finetune(cfg: TrainConfig, resume: bool = False) -> dict:
     started = time.perf_counter()
     try:
         spec = get_spec(cfg.model)
-        preprocess = Preprocess(size=(cfg.img_size, cfg.img_size), resize=spec.preprocess.resize,
-                                crop_ratio=spec.preprocess.crop_ratio, interpolation=spec.preprocess.interpolation,
-                                mean=spec.mean, std=spec.std)
+        preprocess = dataclasses.replace(spec.preprocess, size=(cfg.img_size, cfg.img_size))
         # The layout check and the weights come first: both fail in a second, before images are decoded.
         classes = scan_image_folder(cfg.data).classes
         model = create_model(cfg.model, num_classes=len(classes), pretrained=cfg.pretrained, weights=cfg.weights)
@@ -159,7 +156,7 @@ def _train(cfg, spec, model, data, run: RunDir, dist: DistInfo, device, device_t
         optimizer, warmup_cosine(cfg.epochs * steps_per_epoch, cfg.warmup_epochs * steps_per_epoch))
     scaler = torch.amp.GradScaler(device_type, enabled=precision == "fp16")
     autocast = autocast_factory(device_type, precision)
-    normalizer = Normalizer(spec.mean, spec.std, device, cfg.channels_last)
+    normalizer = Normalizer(spec.preprocess, device, cfg.channels_last)
     num_classes = len(data.classes)
     step_model = torch.compile(model) if cfg.compile else model
 

@@ -158,6 +158,17 @@ class Preprocess:
         return np.asarray(image.resize((width, height), resample, box=box), dtype=np.uint8)
 
     # -- steps 3-4: values and layout ------------------------------------------------
+    def pixel_offset_scale(self) -> tuple[np.ndarray, np.ndarray]:
+        """Step 3 as two float32 RGB triples on 0..255 pixels: x = (pixel - offset) * scale.
+
+        The one definition of normalisation: `normalize` below and the training-time GPU
+        normaliser (`edgetl.train.evaluate.Normalizer`) both use these numbers in this order,
+        so the device and training see the same tensor (tests/test_preprocess.py compares them).
+        """
+        offset = np.asarray(self.mean, dtype=np.float32) * np.float32(255.0)
+        scale = np.float32(1.0) / (np.asarray(self.std, dtype=np.float32) * np.float32(255.0))
+        return offset, scale
+
     def normalize(self, pixels: np.ndarray) -> np.ndarray:
         """uint8 pixels (H,W,3) or (N,H,W,3) in RGB -> the model's input tensor (batched)."""
         batch = pixels[None] if pixels.ndim == 3 else pixels
@@ -165,8 +176,7 @@ class Preprocess:
             batch = batch[..., ::-1]
         # Lay out and copy while still 8-bit, then normalise in place with long inner
         # loops (a per-row table for NHWC): ~10x faster than the naive order, bit-identical.
-        mean = np.asarray(self.mean, dtype=np.float32) * 255.0
-        inv_std = 1.0 / (np.asarray(self.std, dtype=np.float32) * 255.0)
+        mean, inv_std = self.pixel_offset_scale()
         if self.layout == "NCHW":
             x = np.ascontiguousarray(batch.transpose(0, 3, 1, 2)).astype(np.float32)
             x -= mean.reshape(1, 3, 1, 1)

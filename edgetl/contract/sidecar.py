@@ -23,13 +23,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path, PureWindowsPath
 from typing import Any
 
+from edgetl.contract.formats import FORMATS, PRECISIONS
+from edgetl.contract.preprocess import Preprocess
 from edgetl.errors import BadInputError
-from edgetl.runtime.preprocess import Preprocess
 
-SCHEMA = "edgetl.artifact/1"
+# Version 2: the artifact carries its own held-out samples (`samples`, contract/artifact.py) and,
+# once parity ran, its parity summary; later steps never follow `source.run_dir` back to the host.
+SCHEMA = "edgetl.artifact/2"
+READABLE_SCHEMAS = ("edgetl.artifact/1", SCHEMA)  # a version-1 sidecar reads as one without samples
 SIDECAR_NAME = "model.json"
-FORMAT_NAMES = ("onnx", "openvino", "tflite")
-PRECISIONS = ("fp32", "fp16", "int8")
+FORMAT_NAMES = tuple(FORMATS)
 TENSOR_DTYPES = {"float32": None, "float16": None, "int8": (-128, 127), "uint8": (0, 255),
                  "int16": (-32768, 32767), "int32": (-2**31, 2**31 - 1)}
 # A fixed batch is padded up to on every call: bound it so a crafted shape cannot allocate gigabytes.
@@ -75,6 +78,7 @@ class Sidecar:
     attempts: list[dict] = field(default_factory=list)
     validation: dict | None = None  # accuracy on the validation split vs float
     sensitivity: dict | None = None  # int8: measured per-layer sensitivity, worst first, and the layers kept float
+    samples: dict | None = None  # v2: {"count", "split"} of the held-out photos in samples/ (None in v1)
     source: dict = field(default_factory=dict)
     golden: list[GoldenSample] = field(default_factory=list)
     schema: str = SCHEMA
@@ -86,9 +90,10 @@ class Sidecar:
         return data
 
     def model_bytes(self, folder: str | Path) -> int:
-        """Bytes of the files the model needs (weights, graph), without golden samples or this
+        """Bytes of the files the model needs (weights, graph), without golden and held-out samples or this
         sidecar: the number every table calls "size"."""
-        names = [n for n in self.files if not n.startswith("golden/") and n != SIDECAR_NAME] or [self.model_file]
+        names = [n for n in self.files if not n.startswith(("golden/", "samples/")) and n != SIDECAR_NAME] \
+            or [self.model_file]
         return sum((Path(folder) / n).stat().st_size for n in names)
 
     def to_json(self) -> str:
@@ -106,8 +111,8 @@ class Sidecar:
 
         if not isinstance(data, dict):
             raise BadInputError(f"{where}: not a JSON object")
-        if data.get("schema") != SCHEMA:
-            fail("schema", f"is {data.get('schema')!r}, expected {SCHEMA!r}")
+        if data.get("schema") not in READABLE_SCHEMAS:
+            fail("schema", f"is {data.get('schema')!r}, expected one of {', '.join(READABLE_SCHEMAS)}")
         for name in ("format", "precision", "model_file", "labels", "preprocess", "input", "output"):
             if name not in data:
                 fail(name, "is missing")
@@ -148,16 +153,16 @@ class Sidecar:
             fail("files", "must map file names to sha256 strings")
         for name in files:
             check(f"files[{name!r}]", _inside_problem(name))
-        for name in ("quantization", "calibration", "validation", "sensitivity"):
+        for name in ("quantization", "calibration", "validation", "sensitivity", "samples"):
             if data.get(name) is not None and not isinstance(data[name], dict):
                 fail(name, "must be a JSON object or null")
         known = {k: data[k] for k in ("files", "quantization", "calibration", "attempts", "validation", "source",
-                                          "sensitivity")
+                                      "sensitivity", "samples")
                  if k in data}
         return cls(format=data["format"], precision=data["precision"],
                    requested_precision=data.get("requested_precision", data["precision"]),
                    model_file=data["model_file"], labels=labels, preprocess=preprocess,
-                   input=tensors["input"], output=tensors["output"], golden=golden, **known)
+                   input=tensors["input"], output=tensors["output"], golden=golden, schema=data["schema"], **known)
 
     @classmethod
     def read(cls, folder_or_file: str | Path) -> "Sidecar":

@@ -20,8 +20,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgetl.contract.preprocess import Preprocess
 from edgetl.errors import BadInputError
-from edgetl.runtime.preprocess import Preprocess
 
 
 @dataclass(frozen=True)

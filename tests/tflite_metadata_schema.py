@@ -12,12 +12,13 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 #
-# Vendored by edgetl, unchanged below this header: the FlatBuffers Python classes generated
+# Vendored by edgetl's tests, unchanged below this header: the FlatBuffers Python classes generated
 # (flatc --python --gen-object-api) from MediaPipe's TFLite Model Metadata schema,
 # mediapipe/tasks/metadata/metadata_schema.fbs (schema 1.5.0, file identifier "M001"),
 # as shipped in the mediapipe 1.2.3 wheel (mediapipe/tasks/metadata/metadata_schema_py_generated.py).
-# It needs only the `flatbuffers` package. Generated code: exempt from edgetl's module-size rule;
-# to update it, copy the file again from a newer wheel (or tflite-support) and keep this header.
+# It needs only the `flatbuffers` package. The tests read what edgetl/export/tflite_metadata.py
+# writes with this, MediaPipe's own generated reader, rather than with the writer's table of slots.
+# To update it, copy the file again from a newer wheel (or tflite-support) and keep this header.
 # flake8: noqa
 import flatbuffers
 

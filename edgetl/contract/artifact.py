@@ -1,0 +1,50 @@
+"""An artifact folder stands alone: what later steps need beyond model.json travels inside it.
+
+    ARTIFACT/model.json              the sidecar (contract/sidecar.py)
+    ARTIFACT/samples/labels.json     {file: label} of held-out photos shipped for the self-test
+    ARTIFACT/samples/0000.png ...
+    ARTIFACT/parity.json             its parity summary: test accuracy, drop, agreement
+
+`edgetl bench` and `edgetl deploy` read these, never the run directory, so an artifact
+copied to another machine (or to a device) reports its accuracy and self-tests on
+held-out photos there.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from edgetl.errors import BadInputError
+
+SAMPLES_DIR = "samples"
+LABELS_FILE = "labels.json"
+PARITY_FILE = "parity.json"
+PARITY_FIELDS = ("split", "images", "accuracy", "float_accuracy", "drop_pp", "agreement", "status")
+
+
+def read_samples(artifact: str | Path) -> dict[str, str]:
+    """{file name: label} of an artifact's samples; {} for one made before artifacts carried them."""
+    path = Path(artifact) / SAMPLES_DIR / LABELS_FILE
+    if not path.is_file():
+        return {}
+    try:
+        labels = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise BadInputError(f"{path}: not JSON ({exc.msg})", "re-export the artifact") from exc
+    plain = isinstance(labels, dict) and all(
+        isinstance(k, str) and isinstance(v, str) and k and "/" not in k and "\\" not in k and not k.startswith(".")
+        for k, v in labels.items())
+    if not plain:
+        raise BadInputError(f"{path}: expected {{plain file name: label}}", "re-export the artifact")
+    return labels
+
+
+def read_parity(artifact: str | Path) -> dict | None:
+    """The artifact's own parity summary, or None before `edgetl parity` ran on it."""
+    path = Path(artifact) / PARITY_FILE
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return {k: data.get(k) for k in PARITY_FIELDS} if isinstance(data, dict) else None
