@@ -391,3 +391,23 @@ def test_a_split_file_edited_on_windows_still_reads(tmp_path):
     splits.mkdir(parents=True)
     (splits / "val.txt").write_bytes("cat\tcat/0.png\r\ndog\tdog/é 1.png\r\n".encode("utf-8"))
     assert load_split(tmp_path / "run", "val") == [Sample("cat/0.png", "cat"), Sample("dog/é 1.png", "dog")]
+
+
+# -- one way to name a bad field (contract/fields.py) -----------------------------------------
+
+def test_training_configs_name_the_file_and_field_like_every_other_reader(tmp_path):
+    from edgetl.train.config import TrainConfig
+
+    config = tmp_path / "run.yaml"
+    config.write_text("data: photos\nmodel: efficientnet_lite0\nepoch: 3\n")  # a typo of `epochs`
+    with pytest.raises(BadInputError) as typo:
+        TrainConfig.from_yaml(config)
+    assert typo.value.message == f"training config {config}: field 'epoch' is not a training option"
+    config.write_text("data: photos\nepochs: 3\n")
+    with pytest.raises(BadInputError, match=r"field 'model' is required"):
+        TrainConfig.from_yaml(config)
+    with pytest.raises(BadInputError) as bad:
+        TrainConfig(data="photos", model="efficientnet_lite0", label_smoothing=1.5).resolve()
+    assert bad.value.message == "training config: field 'label_smoothing' is 1.5: it must be in [0, 1)"
+    result = run_cli("finetune", str(tmp_path), "--model", "efficientnet_lite0", "--lr", "0")
+    assert result.returncode == 2 and "field 'lr' is 0.0" in result.stderr

@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from edgetl.contract.fields import Fields
 from edgetl.contract.preprocess import Preprocess
 from edgetl.errors import BadInputError
 
@@ -89,44 +90,21 @@ def _expand_range(item: str) -> list[str]:
     return [f"{prefix}{i}" for i in range(start, end + 1)]
 
 
-class _Reader:
+class _Reader(Fields):
+    """A recipe's fields (contract/fields.py), plus the recipe-only RGB triple."""
+
     def __init__(self, path: Path, data: Any):
+        super().__init__(f"backbone recipe {path}", "see models/efficientnet_lite0.yaml for a complete example")
         self.path = path
-        if not isinstance(data, dict):
-            self.fail("", "the recipe must be a YAML mapping")
-        self.data = data
-
-    def fail(self, field_name: str, problem: str):
-        where = f"field '{field_name}'" if field_name else "the file"
-        raise BadInputError(
-            f"backbone recipe {self.path}: {where}: {problem}",
-            "see models/efficientnet_lite0.yaml for a complete example",
-        )
-
-    def get(self, mapping: dict, key: str, kind: type | tuple, where: str, default: Any = ...):
-        if key not in mapping:
-            if default is ...:
-                self.fail(where + key, "is required")
-            return default
-        value = mapping[key]
-        if kind is float and isinstance(value, int):
-            value = float(value)
-        if not isinstance(value, kind):
-            self.fail(where + key, f"expected {getattr(kind, '__name__', kind)}, got {value!r}")
-        return value
+        self.data = self.mapping(data)
 
     def triple(self, mapping: dict, key: str, where: str) -> tuple[float, float, float]:
         value = mapping.get(key)
         if not (isinstance(value, list) and len(value) == 3 and all(isinstance(v, (int, float)) for v in value)):
-            self.fail(where + key, f"expected three numbers (R, G, B on the 0-1 scale), got {value!r}")
+            self.fail(where + key, f"must be three numbers (R, G, B on the 0-1 scale), got {value!r}")
         if any(not 0 <= v <= 1 for v in value) or (key == "std" and any(v <= 0 for v in value)):
             self.fail(where + key, f"values must lie in (0, 1] on the 0-1 scale, got {value!r}")
         return tuple(float(v) for v in value)  # type: ignore[return-value]
-
-    def choice(self, value: Any, options: tuple[str, ...], where: str) -> str:
-        if value not in options:
-            self.fail(where, f"{value!r} is not one of {', '.join(options)}")
-        return value
 
 
 def parse_recipe(path: Path) -> BackboneSpec:
@@ -173,15 +151,15 @@ def parse_recipe(path: Path) -> BackboneSpec:
             )
         )
         if kind == "package" and not item.get("path"):
-            r.fail(where + ".path", "a package source names the weight file inside the package")
+            r.fail(where + ".path", "is required: a package source names the weight file inside the package")
 
     stages = []
     for i, group in enumerate(r.get(data, "stages", list, "")):
         if not isinstance(group, list) or not group or not all(isinstance(g, str) for g in group):
-            r.fail(f"stages[{i}]", "each stage is a non-empty list of module paths")
+            r.fail(f"stages[{i}]", "must be a non-empty list of module paths")
         stages.append(tuple(p for g in group for p in _expand_range(g)))
     if not stages:
-        r.fail("stages", "list at least one stage")
+        r.fail("stages", "must list at least one stage")
 
     rec = r.get(data, "recommended", dict, "", {})
     defaults = Recommended()

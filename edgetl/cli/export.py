@@ -34,11 +34,11 @@ def export(run_dir, formats, precisions, calib_size, calib_data, max_drop, min_a
     tensors, quantization, attempts, checksums, golden samples). Re-running skips artifacts
     whose sources did not change.
     """
-    from edgetl.contract.formats import parse_list
+    from edgetl.contract.formats import PRECISIONS, parse_list
     from edgetl.export import export_run
 
     report = export_run(run_dir, parse_list(formats, list(FORMATS), "format"),
-                        parse_list(precisions, ["fp32", "fp16", "int8"], "precision"),
+                        parse_list(precisions, PRECISIONS, "precision"),
                         calib_size=calib_size, calib_data=calib_data, max_drop=max_drop, out=out,
                         budget_seconds=budget, min_agreement=min_agreement)
     rows = report["artifacts"]

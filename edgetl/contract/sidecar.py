@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path, PureWindowsPath
 from typing import Any
 
+from edgetl.contract.fields import Fields
 from edgetl.contract.formats import FORMATS, PRECISIONS
 from edgetl.contract.preprocess import Preprocess
 from edgetl.errors import BadInputError
@@ -101,9 +102,7 @@ class Sidecar:
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "sidecar") -> "Sidecar":
-        def fail(name: str, problem: str):
-            raise BadInputError(f"{where}: field '{name}' {problem}",
-                                "re-export the artifact with `edgetl export`")
+        fail = Fields(where, "re-export the artifact with `edgetl export`").fail
 
         def check(name: str, problem: str | None):
             if problem:

@@ -15,12 +15,13 @@ from pathlib import Path
 
 import yaml
 
-from edgetl.contract.formats import FORMATS
+from edgetl.contract.fields import Fields
+from edgetl.contract.formats import FORMATS, PRECISIONS
 from edgetl.errors import BadInputError
 from edgetl.recipe_folders import SHIPPED as SHIPPED_RECIPES, RecipeFolders
 
 ARCHES = ("aarch64", "x86_64", "armv7l")
-PRECISIONS = ("fp32", "fp16", "int8")
+
 CAMERA_PIPELINES = ("v4l2", "libcamera", "gstreamer")
 
 
@@ -77,8 +78,7 @@ def wheel_platforms(arch: str, glibc: str) -> list[str]:
 
 
 def _fail(path: Path, name: str, problem: str):
-    raise BadInputError(f"device profile {path}: field '{name}' {problem}",
-                        "see devices/rpi5.yaml for a complete example")
+    Fields(f"device profile {path}", "see devices/rpi5.yaml for a complete example").fail(name, problem)
 
 
 def _target(path: Path, where: str, value) -> Target:

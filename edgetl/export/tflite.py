@@ -59,6 +59,7 @@ import warnings
 from collections import Counter
 from pathlib import Path
 
+from edgetl.contract.formats import PRECISIONS
 from edgetl.contract.sidecar import TensorInfo
 from edgetl.errors import BadInputError, require
 from edgetl.export import tflite_metadata
@@ -282,7 +283,7 @@ def export(request: ExportRequest) -> ExportedModel:
     if io_dtype != "float32" and request.precision != "int8":
         raise BadInputError(f"io_dtype {io_dtype} needs an int8 model, not {request.precision}",
                             "export with --precision int8, or keep float32 I/O")
-    if request.precision not in ("fp32", "fp16", "int8"):
+    if request.precision not in PRECISIONS:
         raise BadInputError(f"unknown precision {request.precision!r} for TFLite", "choose fp32, fp16 or int8")
     source = float_tflite(request)
     quantization, notes = None, ["NHWC input via litert_torch.to_channel_last_io (transpose folded)"]

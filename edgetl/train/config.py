@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from edgetl.backbones.spec import AUGMENT_PRESETS, STRATEGIES
+from edgetl.contract.fields import Fields
 from edgetl.errors import BadInputError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -97,9 +98,10 @@ class TrainConfig:
             (self.unfreeze_every >= 1, "unfreeze_every", "at least 1"),
             (0 < self.bn_momentum <= 1, "bn_momentum", "in (0, 1]"),
         ]
+        fields = Fields("training config", "see `edgetl finetune --help` for every option and its range")
         for ok, name, expected in checks:
             if not ok:
-                raise BadInputError(f"{name} = {getattr(self, name)!r} is invalid: it must be {expected}")
+                fields.fail(name, f"is {getattr(self, name)!r}: it must be {expected}")
 
     def to_yaml(self) -> str:
         header = "# edgetl finetune configuration, fully resolved: `edgetl finetune --config THIS_FILE` reruns it.\n"
@@ -116,13 +118,11 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "config") -> "TrainConfig":
-        if not isinstance(data, dict):
-            raise BadInputError(f"{where}: expected a mapping of training options")
+        reader = Fields(f"training config {where}", "see `edgetl finetune --help` for every option")
+        data = reader.mapping(data)
         known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise BadInputError(f"{where}: unknown option(s) {', '.join(unknown)}")
+        for name in sorted(set(data) - known):
+            reader.fail(name, "is not a training option")
         for required in ("data", "model"):
-            if required not in data:
-                raise BadInputError(f"{where}: '{required}' is required")
+            reader.get(data, required, object)
         return cls(**data)
