@@ -29,9 +29,12 @@ import json
 import shutil
 from pathlib import Path
 
+from edgetl.contract.formats import FORMATS
 from edgetl.contract.sidecar import TensorInfo
 from edgetl.export.base import ExportedModel, ExportRequest, quiet_converters
 from edgetl.export.qdq import BatchReader, activations_to_uint8, nodes_of_modules
+
+FORMAT = FORMATS["onnx"]  # its row of the backend table: model file, layout
 
 OPSET = 17
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
@@ -149,7 +152,7 @@ def export(request: ExportRequest) -> ExportedModel:
     import onnxruntime
 
     source = float_onnx(request)
-    target = request.out_dir / "model.onnx"
+    target = request.out_dir / FORMAT.model_file
     quantization = None
     if request.precision == "fp32":
         shutil.copyfile(source, target)
@@ -167,7 +170,7 @@ def export(request: ExportRequest) -> ExportedModel:
     session = onnxruntime.InferenceSession(str(target), providers=["CPUExecutionProvider"])
     height, width = request.preprocess.size
     return ExportedModel(
-        model_file="model.onnx", layout="NCHW",
+        model_file=FORMAT.model_file, layout=FORMAT.layout,
         input=TensorInfo(session.get_inputs()[0].name, ["batch", 3, height, width], "float32"),
         output=TensorInfo(session.get_outputs()[0].name, ["batch", len(request.labels)], "float32"),
         quantization=quantization,

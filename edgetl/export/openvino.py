@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import json
 
+from edgetl.contract.formats import FORMATS
 from edgetl.contract.sidecar import TensorInfo
 from edgetl.export.base import ExportedModel, ExportRequest, quiet_converters
 from edgetl.export.onnx import float_onnx
 from edgetl.export.qdq import in_modules, module_of
+
+FORMAT = FORMATS["openvino"]  # its row of the backend table: model file, layout
 
 
 def _ignored_names(model, patterns) -> list[str]:
@@ -86,11 +89,11 @@ def export(request: ExportRequest) -> ExportedModel:
     model.set_rt_info(" ".join(label.replace(" ", "_") for label in request.labels), ["model_info", "labels"])
     model.set_rt_info(json.dumps(request.labels), ["edgetl", "labels"])
     model.set_rt_info(json.dumps(request.preprocess.to_dict()), ["edgetl", "preprocess"])
-    target = request.out_dir / "model.xml"
+    target = request.out_dir / FORMAT.model_file
     ov.save_model(model, str(target), compress_to_fp16=request.precision == "fp16")
     height, width = request.preprocess.size
     return ExportedModel(
-        model_file="model.xml", layout="NCHW",
+        model_file=FORMAT.model_file, layout=FORMAT.layout,
         input=TensorInfo(model.input(0).get_any_name(), ["batch", 3, height, width], "float32"),
         output=TensorInfo(model.output(0).get_any_name(), ["batch", len(request.labels)], "float32"),
         quantization=quantization,

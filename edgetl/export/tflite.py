@@ -59,11 +59,13 @@ import warnings
 from collections import Counter
 from pathlib import Path
 
-from edgetl.contract.formats import PRECISIONS
+from edgetl.contract.formats import FORMATS, PRECISIONS
 from edgetl.contract.sidecar import TensorInfo
 from edgetl.errors import BadInputError, require
 from edgetl.export import tflite_metadata
 from edgetl.export.base import ExportedModel, ExportRequest
+
+FORMAT = FORMATS["tflite"]  # its row of the backend table: model file, layout
 
 FP32_CACHE = "tflite-fp32.tflite"
 RECIPES = {"static_wi8_ai8": 8, "static_wi8_ai16": 16}
@@ -302,7 +304,7 @@ def export(request: ExportRequest) -> ExportedModel:
                 notes.append(f"not full-integer: ops computing in float {census['float_ops']}")
     metadata = request.options.get("metadata_json") or json.dumps(
         {"labels": request.labels, "preprocess": request.preprocess.to_dict(), "model": request.model_name})
-    target = request.out_dir / "model.tflite"
+    target = request.out_dir / FORMAT.model_file
     target.write_bytes(tflite_metadata.add_classifier_metadata(  # standard metadata last: it appends a zip
         _embed_metadata(model_bytes, metadata), request.labels, request.preprocess, request.model_name,
         request.precision))
@@ -313,7 +315,7 @@ def export(request: ExportRequest) -> ExportedModel:
         interpreter = require("ai_edge_litert.interpreter", "export", "checking TFLite models").Interpreter(
             model_path=str(target))
         interpreter.allocate_tensors()
-    exported = ExportedModel(model_file="model.tflite", layout="NHWC",
+    exported = ExportedModel(model_file=FORMAT.model_file, layout=FORMAT.layout,
                              input=_tensor_info(interpreter.get_input_details()[0]),
                              output=_tensor_info(interpreter.get_output_details()[0]),
                              quantization=quantization, notes=notes)
