@@ -25,9 +25,13 @@ from edgetl.cli.common import json_option, percent, table
 @click.option("--rollback", is_flag=True, help="Switch the device back to its previous release.")
 @click.option("--samples", type=int, default=50, show_default=True, help="Held-out images shipped for the self-test.")
 @click.option("--threads", type=int, help="Threads for the self-test bench (default: the profile's).")
+@click.option("--pick", type=click.Choice(["fastest"]), help="Measure every artifact of the run within --max-drop "
+              "on the device and ship the fastest.")
+@click.option("--max-drop", type=float, default=1.0, show_default=True,
+              help="With --pick: the largest test-top-1 drop (pp, from each artifact's parity.json) to consider.")
 @json_option
 def deploy(source, device_name, local_path, bundle_only, host_spec, port, identity, known_hosts, accept_new_host_key,
-           inventory, remote_path, device_python, timeout, rollback, samples, threads):
+           inventory, remote_path, device_python, timeout, rollback, samples, threads, pick, max_drop):
     """Deploy SOURCE (a run directory or an artifact folder) to a device.
 
     The bundle carries the artifact the profile prefers (exported on the fly if missing), its
@@ -73,6 +77,9 @@ def deploy(source, device_name, local_path, bundle_only, host_spec, port, identi
     if not (local_path or bundle_only or host_spec or inventory):
         raise BadInputError("say where to deploy: --host, --hosts, --local PATH or --bundle-only OUT.tar.gz")
     profile = get_profile(device_name)
+    if pick:
+        return _pick(Path(source), profile, local_path, host_spec, remote_path, ssh, samples, threads, max_drop,
+                     bundle_only or inventory)
     artifact = artifact_for(Path(source), profile)
     with tempfile.TemporaryDirectory(prefix="edgetl-bundle-") as tmp:
         bundle = Path(tmp) / "bundle"
@@ -117,6 +124,49 @@ def deploy(source, device_name, local_path, bundle_only, host_spec, port, identi
             f"{result['self_test']['golden']['matched']}/{result['self_test']['golden']['total']}",
             percent(result["accuracy"]), bench.get("p50_ms"), bench.get("p99_ms"), bench.get("fps"),
             result["previous_release"]]])
+    return result
+
+
+def _pick(source, profile, local_path, host_spec, remote_path, ssh, samples, threads, max_drop, elsewhere):
+    """--pick fastest: bundle every candidate, measure each on the one device, activate the fastest."""
+    import tempfile
+    from pathlib import Path
+
+    from edgetl.deploy.bundle import build_bundle
+    from edgetl.deploy.pick import candidates, pick_and_deploy
+    from edgetl.errors import BadInputError
+
+    if elsewhere or not (local_path or host_spec):
+        raise BadInputError("--pick measures on the device itself: give one device with --local PATH or --host",
+                            "for a fleet or an offline bundle, pick on one device first, then deploy that artifact")
+    chosen, left_out = candidates(source, max_drop)
+    device, root = None, local_path
+    if host_spec:
+        from edgetl.deploy.fleet import parse_target
+        from edgetl.deploy.ssh import SshDevice
+
+        user, host = parse_target(host_spec)
+        device = SshDevice(host, ssh["port"], user, ssh["identity"], ssh["known_hosts"], ssh["accept_new_host_key"],
+                           ssh["timeout"], python=ssh["python"])
+        root = remote_path or profile.install_path
+    try:
+        with tempfile.TemporaryDirectory(prefix="edgetl-pick-") as tmp:
+            bundles = []
+            for number, artifact in enumerate(chosen):
+                bundle = Path(tmp) / f"bundle-{number}"
+                build_bundle(artifact, profile, bundle, samples=samples)
+                bundles.append((artifact, bundle))
+            result = pick_and_deploy(bundles, root, device, threads=threads)
+    finally:
+        if device is not None:
+            device.close()
+    result["pick"]["left_out"] = left_out
+    measured = result["pick"]["measured"]
+    table(f"--pick fastest on {result['host']} ({profile.name}), within {max_drop} pp",
+          ["artifact", "on-device p50 ms", "accuracy", "result"],
+          [[m["artifact"], m.get("p50_ms"), percent(m.get("accuracy")),
+            "deployed" if m["artifact"] == result["pick"]["chosen"] else (m.get("error") or "slower")]
+           for m in measured] + [[x["artifact"], None, None, f"left out: {x['reason']}"] for x in left_out])
     return result
 
 

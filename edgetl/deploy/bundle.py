@@ -84,6 +84,15 @@ def _samples(artifact: Path, folder: Path, count: int) -> int:
     return len(chosen)
 
 
+def extra_requirements(extra: str) -> list[str]:
+    """The requirements of one of edgetl's extras (`onnx`, `tflite`, ...), from its own metadata: the
+    same list `pip install edgetl[EXTRA]` on the device will ask the bundled wheels for."""
+    from importlib.metadata import requires
+
+    marker = f'extra == "{extra}"'
+    return [r.split(";")[0].strip() for r in requires("edgetl") or [] if marker in r]
+
+
 def _wheels(profile: DeviceProfile, folder: Path, extra: str) -> list[str]:
     from edgetl.deploy.wheel import edgetl_wheel
 
@@ -94,6 +103,8 @@ def _wheels(profile: DeviceProfile, folder: Path, extra: str) -> list[str]:
     if not runtime.get("preinstalled"):
         packages.append(f"{runtime['package']}=={runtime['version']}" if runtime.get("version")
                         else runtime["package"])
+    if extra != runtime.get("extra"):  # an artifact the profile does not name first (a fallback, a --pick)
+        packages += extra_requirements(extra)
     command = [sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:", "--dest", str(folder),
                "--python-version", profile.python, "--implementation", "cp"]
     for tag in profile.platform_tags:

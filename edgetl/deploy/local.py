@@ -112,7 +112,7 @@ def _fault(step: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _root(root: Path | str, device) -> str:
+def resolve_root(root: Path | str, device) -> str:
     if isinstance(device, LocalDevice):
         root = Path(root).expanduser().resolve()
     return plain_path(str(root))
@@ -174,7 +174,7 @@ def _prune(device, root: str, keep: int, state: dict) -> None:
             device.run(["rm", "-rf", f"{root}/releases/{old}"])
 
 
-def _read_manifest(bundle: Path) -> dict:
+def read_manifest(bundle: Path) -> dict:
     try:
         manifest = json.loads((bundle / MANIFEST).read_text())
         release = manifest["bundle"]
@@ -214,11 +214,14 @@ def _verify_checksums(device, folder: str) -> None:
 
 
 def install_release(bundle: Path, root: Path | str, device=None, keep: int = KEEP_RELEASES,
-                    threads: int | None = None) -> dict:
-    """Upload, verify, install, self-test and switch; returns the deploy result."""
+                    threads: int | None = None, activate: bool = True) -> dict:
+    """Upload, verify, install, self-test and switch; returns the deploy result.
+
+    `activate=False` stops after the self-test: the release is complete in releases/ but not
+    current (what `--pick` measures each candidate with before it activates the fastest)."""
     device = device or LocalDevice()
-    root = _root(root, device)
-    manifest = _read_manifest(bundle)
+    root = resolve_root(root, device)
+    manifest = read_manifest(bundle)
     release = manifest["bundle"]
     partial, final = f"{root}/releases/{release}.partial", f"{root}/releases/{release}"
     device.run(["mkdir", "-p", f"{root}/releases"], check=True)
@@ -247,24 +250,38 @@ def install_release(bundle: Path, root: Path | str, device=None, keep: int = KEE
             device.run(["rm", "-rf", partial])
             raise
         _fault("finalized")
-        switch(device, root, release)
-        _fault("switched")
-        state = read_state(device, root)
-        state.update(current=release, previous=previous, history=[*state["history"], release][-20:])
-        _write_state(device, root, state)
-        _fault("state-written")
-        device.write_text(f"{root}/{SERVICE_NAME}", service_unit(manifest["profile"], root))
-        service = restart_service(device)
-        if service.startswith("restart failed"):
-            _switch_back(device, root, release, previous, state)
-            raise CheckFailedError(f"{SERVICE_NAME} did not restart on {device.name} with release {release} "
-                                   f"({service}); switched back to {previous or 'no release'}",
-                                   f"see `journalctl -u {SERVICE_NAME}` on the device")
-        _prune(device, root, keep, state)
-    return {"host": device.name, "path": root, "device": manifest["profile"]["name"], "release": release,
+        if not activate:
+            return _result(device, root, manifest, report, previous, "not activated")
+        service = activate_release(device, root, release, previous, manifest["profile"], keep)
+    return _result(device, root, manifest, report, previous, service)
+
+
+def _result(device, root: str, manifest: dict, report: dict, previous: str | None, service: str) -> dict:
+    return {"host": device.name, "path": root, "device": manifest["profile"]["name"], "release": manifest["bundle"],
             "self_test": {k: report[k] for k in ("passed", "integrity", "golden", "samples") if k in report},
             "bench": report.get("bench"), "accuracy": report.get("accuracy"), "previous_release": previous,
             "service": service}
+
+
+def activate_release(device, root: str, release: str, previous: str | None, profile: dict,
+                     keep: int = KEEP_RELEASES) -> str:
+    """Make a complete, self-tested release current (under the device lock): switch, state, unit,
+    service restart (switched back if it fails), pruning. Returns what happened to the service."""
+    switch(device, root, release)
+    _fault("switched")
+    state = read_state(device, root)
+    state.update(current=release, previous=previous, history=[*state["history"], release][-20:])
+    _write_state(device, root, state)
+    _fault("state-written")
+    device.write_text(f"{root}/{SERVICE_NAME}", service_unit(profile, root))
+    service = restart_service(device)
+    if service.startswith("restart failed"):
+        _switch_back(device, root, release, previous, state)
+        raise CheckFailedError(f"{SERVICE_NAME} did not restart on {device.name} with release {release} "
+                               f"({service}); switched back to {previous or 'no release'}",
+                               f"see `journalctl -u {SERVICE_NAME}` on the device")
+    _prune(device, root, keep, state)
+    return service
 
 
 def _switch_back(device, root: str, release: str, previous: str | None, state: dict) -> None:
@@ -291,7 +308,7 @@ def restart_service(device) -> str:
 def rollback(root: Path | str, device=None, threads: int | None = None) -> dict:
     """Switch `current` back to the previous release, once it proves intact (no run directory needed)."""
     device = device or LocalDevice()
-    root = _root(root, device)
+    root = resolve_root(root, device)
     with device_lock(device, root):
         current = current_release(root, device)
         if current is None:

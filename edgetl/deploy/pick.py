@@ -1,0 +1,86 @@
+"""`edgetl deploy --pick fastest --max-drop PP`: ship the fastest artifact within the drop, as measured
+on that device.
+
+Which artifact is fastest depends on the device (its CPU's int8 kernels, its runtime build, its
+threads), so it is measured there, not guessed from the export host: every candidate is
+installed as a complete release (verified, its own environment, self-tested with its on-device
+bench) without becoming current; the one with the lowest on-device p50 is then activated like any
+deploy, and the other candidates' releases, which this command made, are removed. A candidate
+that fails its self-test is reported and skipped; if all fail, `current` is left as it was.
+
+Candidates are the artifacts in a folder (a run's `export/`) whose own parity summary says their
+test-top-1 drop is within `max_drop`; an artifact without one is left out, with the reason.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgetl.console import info, warn
+from edgetl.contract.artifact import read_parity
+from edgetl.contract.sidecar import SIDECAR_NAME
+from edgetl.deploy.local import (LocalDevice, activate_release, current_release, install_release, read_manifest,
+                                 resolve_root)
+from edgetl.deploy.lock import device_lock
+from edgetl.errors import BadInputError, CheckFailedError, EdgetlError
+
+STRATEGIES = ("fastest",)
+
+
+def candidates(source: Path, max_drop: float) -> tuple[list[Path], list[dict]]:
+    """(artifact folders within the drop, [{"artifact", "reason"}] for the ones left out)."""
+    folder = source / "export" if (source / "labels.json").is_file() else source
+    found = sorted(p for p in folder.iterdir() if (p / SIDECAR_NAME).is_file()) if folder.is_dir() else []
+    if not found:
+        raise BadInputError(f"{source} holds no exported artifacts to pick from",
+                            f"run `edgetl export {source}` and `edgetl parity {source}` first")
+    chosen, left_out = [], []
+    for artifact in found:
+        summary = read_parity(artifact)
+        if summary is None or summary.get("drop_pp") is None:
+            left_out.append({"artifact": artifact.name, "reason": "no parity.json: run `edgetl parity` on it"})
+        elif summary["drop_pp"] > max_drop:
+            left_out.append({"artifact": artifact.name,
+                             "reason": f"drop {summary['drop_pp']:.2f} pp > --max-drop {max_drop}"})
+        else:
+            chosen.append(artifact)
+    if not chosen:
+        raise CheckFailedError(f"no artifact in {folder} is within --max-drop {max_drop}: "
+                               + "; ".join(f"{x['artifact']}: {x['reason']}" for x in left_out))
+    return chosen, left_out
+
+
+def pick_and_deploy(bundles: list[tuple[Path, Path]], root: Path | str, device=None,
+                    threads: int | None = None) -> dict:
+    """Install each (artifact, bundle) without activating it, activate the fastest on the device."""
+    device = device or LocalDevice()
+    root = resolve_root(root, device)
+    measured = []
+    for artifact, bundle in bundles:
+        info(f"measuring {artifact.name} on {device.name} ...")
+        try:
+            result = install_release(bundle, root, device, threads=threads, activate=False)
+        except EdgetlError as exc:
+            warn(f"  {artifact.name}: {exc.message}")
+            measured.append({"artifact": artifact.name, "error": exc.message})
+            continue
+        measured.append({"artifact": artifact.name, "release": result["release"],
+                         "p50_ms": (result["bench"] or {}).get("p50_ms"), "accuracy": result["accuracy"],
+                         "result": result})
+    ok = [m for m in measured if m.get("p50_ms") is not None]
+    if not ok:
+        raise CheckFailedError(f"no candidate passed its self-test on {device.name}; current is unchanged: "
+                               + "; ".join(f"{m['artifact']}: {m.get('error')}" for m in measured))
+    best = min(ok, key=lambda m: m["p50_ms"])
+    with device_lock(device, root):
+        for other in ok:
+            if other is not best:  # complete releases this command made and nobody switched to
+                device.run(["rm", "-rf", f"{root}/releases/{other['release']}"], check=True)
+        previous = current_release(root, device)
+        manifest = read_manifest(next(b for a, b in bundles if a.name == best["artifact"]))
+        service = activate_release(device, root, best["release"], previous, manifest["profile"])
+    result = {**best["result"], "previous_release": previous, "service": service}
+    result["pick"] = {"strategy": "fastest", "chosen": best["artifact"],
+                      "measured": [{k: m.get(k) for k in ("artifact", "p50_ms", "accuracy", "error")}
+                                   for m in measured]}
+    return result
