@@ -28,7 +28,7 @@ def bench(models, threads, runs, seconds, warmup, batch, layers, device, plot):
     """
     from edgetl.bench import run_bench
     from edgetl.bench.report import label
-    from edgetl.console import console
+    from edgetl.console import console, warn
 
     report = run_bench(list(models), threads=threads, runs=runs, seconds=seconds, warmup=warmup, batch=batch,
                        layers=layers, device=device, plot=plot or None)
@@ -47,6 +47,8 @@ def bench(models, threads, runs, seconds, warmup, batch, layers, device, plot):
                   [[r["name"][-60:], r["op_type"], r["ms"], r["percent"]] for r in layer["top_layers"][:10]])
         elif layer:
             console.print(f"{label(model)}: per-layer times unavailable: {layer['note']}")
+    for message in report["warnings"]:  # what the device did to these timings (device_state.compare_states)
+        warn(message)
     for model in report["models"]:
         model.pop("samples_ms", None)
     return report

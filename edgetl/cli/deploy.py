@@ -124,6 +124,10 @@ def deploy(source, device_name, local_path, bundle_only, host_spec, port, identi
             f"{result['self_test']['golden']['matched']}/{result['self_test']['golden']['total']}",
             percent(result["accuracy"]), bench.get("p50_ms"), bench.get("p99_ms"), bench.get("fps"),
             result["previous_release"]]])
+    from edgetl.console import warn
+
+    for message in result.get("warnings", []):  # what the device's state did to the self-test bench
+        warn(message)
     return result
 
 

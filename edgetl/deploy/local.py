@@ -260,7 +260,7 @@ def _result(device, root: str, manifest: dict, report: dict, previous: str | Non
     return {"host": device.name, "path": root, "device": manifest["profile"]["name"], "release": manifest["bundle"],
             "self_test": {k: report[k] for k in ("passed", "integrity", "golden", "samples") if k in report},
             "bench": report.get("bench"), "accuracy": report.get("accuracy"), "previous_release": previous,
-            "service": service}
+            "service": service, "device_state": report.get("device"), "warnings": report.get("warnings", [])}
 
 
 def activate_release(device, root: str, release: str, previous: str | None, profile: dict,

@@ -4,7 +4,9 @@ Run by deploy inside the release's own environment (`edgetl selftest RELEASE_DIR
 exercises exactly what the device will run: the bundle's files against their manifest,
 the golden samples against the artifact's answers on the export host (a
 preprocessing or runtime mismatch on the device is caught here), an on-device bench, and accuracy on
-the bundled held-out images.
+the bundled held-out images. Around the bench it reads the device's state (`device: {"before",
+"after"}`) and records as `warnings` what slowed it (throttling, a falling clock, heat, a governor
+that is not `performance`), printed on stderr too, so a slow device is told from a slow model.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from edgetl.bench.device_state import compare_states, read_state
 from edgetl.bench.measure import bench_model
+from edgetl.console import warn
 from edgetl.contract.artifact import LABELS_FILE, SAMPLES_DIR, read_samples
 from edgetl.deploy.bundle import MANIFEST, verify_bundle
 from edgetl.errors import BadInputError
@@ -48,7 +52,13 @@ def self_test(release: str | Path, threads: int | None = None, runs: int = 50) -
         predicted = [top[0][0] for top in runner.classify([samples / n for n in names], topk=1)]
         result["accuracy"] = round(sum(p == labels[n] for p, n in zip(predicted, names)) / len(names), 6)
         result["samples"] = len(names)
+    before = read_state()
     bench = bench_model(release / "model", threads=threads, runs=runs, warmup=5, device=device)
+    after = read_state()
+    result["device"] = {"before": before, "after": after}
+    result["warnings"] = compare_states(before, after)
+    for message in result["warnings"]:
+        warn(message)
     result["bench"] = {k: bench[k] for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "fps", "rss_peak_mb",
                                              "load_ms", "threads")}
     result["passed"] = golden["passed"]
