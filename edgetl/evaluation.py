@@ -100,12 +100,17 @@ def compare(reference: np.ndarray, candidate: np.ndarray, labels: Iterable[int],
     return result
 
 
-def fp32_ratios(rows: list[dict], precision_key: str, latency_key: str) -> list[float | None]:
-    """Each row's latency over that of the first fp32 row of its format (None without one): the int8/fp32
-    speed-up that export's table and `edgetl bench` both show."""
-    fp32: dict[str, float] = {}
+def fp32_ratios(rows: list[dict], precision_key: str, latency_key: str,
+                same: tuple[str, ...] = ()) -> list[float | None]:
+    """Each row's latency over that of the first fp32 row of its format (and of the same `same` settings,
+    e.g. threads and batch in a sweep; None without one): the int8/fp32 speed-up that export's table and
+    `edgetl bench` both show."""
+    def key(row: dict) -> tuple:
+        return (row["format"], *(row.get(k) for k in same))
+
+    fp32: dict[tuple, float] = {}
     for row in rows:
         if row.get(precision_key) == "fp32" and row.get(latency_key):
-            fp32.setdefault(row["format"], row[latency_key])
-    return [round(row[latency_key] / fp32[row["format"]], 3) if row.get(latency_key) and row["format"] in fp32
+            fp32.setdefault(key(row), row[latency_key])
+    return [round(row[latency_key] / fp32[key(row)], 3) if row.get(latency_key) and key(row) in fp32
             else None for row in rows]

@@ -374,7 +374,8 @@ def test_bench_json_has_device_block_and_prints_warnings(tmp_path):
     before, after = data["device"]["before"], data["device"]["after"]
     assert before["memory"]["total_mb"] > 0 and set(before) == set(after)
     assert before["throttling"]["raw"] == "0x0" and after["throttling"]["raw"] == "0x50005"
-    assert data["models"][0]["device"] == "cpu" and data["models"][0]["runs"] == 3
+    assert data["models"][0]["execution_device"] == "cpu" and data["models"][0]["runs"] == 3
+    assert set(data["models"][0]["device"]) == {"before", "after"}  # each entry carries its own state
     assert len(data["warnings"]) >= 1 and "under-voltage, throttled now" in data["warnings"][-1]
     assert "warning: the Pi reports under-voltage, throttled now" in result.stderr
 

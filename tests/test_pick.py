@@ -56,3 +56,28 @@ def test_pick_needs_one_device_and_a_candidate(exported, tmp_path):
     none = run_cli("deploy", str(folder), "--device", "linux-x86", "--local", str(tmp_path / "box"), "--pick",
                    "fastest")
     assert none.returncode == 1 and "no parity.json" in none.stderr and not (tmp_path / "box" / "current").exists()
+
+
+def test_threads_best_writes_the_self_tests_fastest_into_the_service(exported, tmp_path):
+    from edgetl.deploy.selftest import thread_counts
+
+    box = tmp_path / "box"
+    result = json_out(run_cli("deploy", artifact(exported, "onnx", "fp32")["path"], "--device", "linux-x86",
+                              "--local", str(box), "--threads", "best", "--samples", "4", "--json", check=True))
+    sweep = {row["threads"]: row["p50_ms"] for row in result["threads_sweep"]}
+    assert sorted(sweep) == thread_counts() and all(p50 > 0 for p50 in sweep.values())
+    assert result["recommended_threads"] == min(sweep, key=sweep.get) == result["service_threads"]
+    unit = (box / "edgetl.service").read_text()
+    assert f'"--threads" "{result["recommended_threads"]}"' in unit
+    fixed = json_out(run_cli("deploy", artifact(exported, "onnx", "fp32")["path"], "--device", "linux-x86",
+                             "--local", str(box), "--threads", "1", "--samples", "4", "--json", check=True))
+    assert fixed["service_threads"] == 1 and '"--threads" "1"' in (box / "edgetl.service").read_text()
+    bad = run_cli("deploy", artifact(exported, "onnx", "fp32")["path"], "--device", "linux-x86", "--local",
+                  str(box), "--threads", "fast")
+    assert bad.returncode == 2 and "--threads 'fast'" in bad.stderr
+
+
+def test_thread_counts_double_up_to_the_cores():
+    from edgetl.deploy.selftest import thread_counts
+
+    assert thread_counts(1) == [1] and thread_counts(2) == [1, 2] and thread_counts(6) == [1, 2, 4, 6]

@@ -11,9 +11,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from edgetl.bench.device_state import compare_states, read_state
 from edgetl.contract.sidecar import Sidecar
 from edgetl.runtime import load, resolve_model_file
-from edgetl.runtime.timing import example_input, latency_stats, timed_runs
+from edgetl.runtime.timing import SLOWDOWN, example_input, latency_stats, per_second, slowdown, timed_runs
 
 DEFAULT_RUNS = 100
 
@@ -54,15 +55,26 @@ def bench_model(path: str | Path, threads: int | None = None, runs: int | None =
     first_ms = (time.perf_counter() - started) * 1000
     if runs is None and seconds is None:
         runs = DEFAULT_RUNS
-    samples = timed_runs(runner, inputs, runs, seconds, warmup)
+    starts: list[float] = []
+    before = read_state()
+    samples = timed_runs(runner, inputs, runs, seconds, warmup, starts=starts)
+    after = read_state()
     peak = status_mb("VmHWM")
     stats = latency_stats(samples)
     sidecar = runner.sidecar
+    timeline = per_second(samples, starts)
+    warnings = compare_states(before, after)
+    slower = slowdown(timeline)
+    if slower is not None and slower > SLOWDOWN:
+        warnings.append(f"{model_file.parent.name}: the end of the run was {100 * slower:.0f}% slower than its start "
+                        f"(p50 per second, {len(timeline)} s): the device throttled or something else took the "
+                        "CPU; see the device block, cool it or give it more time to settle")
     return {
         "path": str(model_file), "format": sidecar.format, "precision": sidecar.precision,
-        "backend": runner.backend, "threads": runner.threads, "device": device or "cpu", "batch": batch,
+        "backend": runner.backend, "threads": runner.threads, "execution_device": device or "cpu", "batch": batch,
         "load_ms": round(load_ms, 2), "first_ms": round(first_ms, 3), **stats,
         "fps": round(batch * 1000.0 / stats["mean_ms"], 2),
         "rss_peak_mb": round(max(0.0, (peak or baseline) - baseline), 1) if peak_reset else None,
         "size_mb": size_mb(model_file, sidecar), "samples_ms": [round(s, 4) for s in samples],
+        "timeline": timeline, "slowdown": slower, "device": {"before": before, "after": after}, "warnings": warnings,
     }

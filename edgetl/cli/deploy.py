@@ -24,7 +24,8 @@ from edgetl.cli.common import json_option, percent, table
 @click.option("--timeout", type=float, default=15, show_default=True, help="Seconds to reach a device.")
 @click.option("--rollback", is_flag=True, help="Switch the device back to its previous release.")
 @click.option("--samples", type=int, default=50, show_default=True, help="Held-out images shipped for the self-test.")
-@click.option("--threads", type=int, help="Threads for the self-test bench (default: the profile's).")
+@click.option("--threads", help="Threads for the self-test and the service (default: the profile's), or 'best': "
+              "the fastest of the self-test's thread sweep on each device.")
 @click.option("--pick", type=click.Choice(["fastest"]), help="Measure every artifact of the run within --max-drop "
               "on the device and ship the fastest.")
 @click.option("--max-drop", type=float, default=1.0, show_default=True,
@@ -49,6 +50,7 @@ def deploy(source, device_name, local_path, bundle_only, host_spec, port, identi
     from edgetl.deploy.profiles import get_profile
     from edgetl.errors import BadInputError
 
+    threads, service_threads = _threads(threads)
     ssh = {"port": port, "identity": identity, "known_hosts": known_hosts, "accept_new_host_key": accept_new_host_key,
            "timeout": timeout, "python": device_python}
     if rollback:
@@ -78,8 +80,8 @@ def deploy(source, device_name, local_path, bundle_only, host_spec, port, identi
         raise BadInputError("say where to deploy: --host, --hosts, --local PATH or --bundle-only OUT.tar.gz")
     profile = get_profile(device_name)
     if pick:
-        return _pick(Path(source), profile, local_path, host_spec, remote_path, ssh, samples, threads, max_drop,
-                     bundle_only or inventory)
+        return _pick(Path(source), profile, local_path, host_spec, remote_path, ssh, samples, (threads, service_threads),
+                     max_drop, bundle_only or inventory)
     artifact = artifact_for(Path(source), profile)
     with tempfile.TemporaryDirectory(prefix="edgetl-bundle-") as tmp:
         bundle = Path(tmp) / "bundle"
@@ -99,7 +101,7 @@ def deploy(source, device_name, local_path, bundle_only, host_spec, port, identi
                 user, host = parse_target(host_spec)
                 hosts = [{"host": host, "user": user}]
             defaults = {**ssh, "path": remote_path or profile.install_path}
-            rows = deploy_fleet(bundle, hosts, defaults, threads=threads)
+            rows = deploy_fleet(bundle, hosts, defaults, threads=threads, service_threads=service_threads)
             _fleet_table(rows, profile.name)
             failed = [r for r in rows if not r["ok"]]
             if failed:
@@ -116,7 +118,7 @@ def deploy(source, device_name, local_path, bundle_only, host_spec, port, identi
                 raise CheckFailedError(f"deploy failed on {len(failed)} of {len(rows)} host(s): "
                                        + "; ".join(f"{r['host']}: {r['error']}" for r in failed))
             return rows[0] if len(rows) == 1 else {"hosts": rows}
-        result = install_release(bundle, Path(local_path), threads=threads)
+        result = install_release(bundle, Path(local_path), threads=threads, service_threads=service_threads)
     bench = result["bench"] or {}
     table(f"deployed {result['release']} to {result['path']} ({profile.name})",
           ["self-test", "golden", "accuracy", "p50 ms", "p99 ms", "FPS", "previous"],
@@ -124,8 +126,12 @@ def deploy(source, device_name, local_path, bundle_only, host_spec, port, identi
             f"{result['self_test']['golden']['matched']}/{result['self_test']['golden']['total']}",
             percent(result["accuracy"]), bench.get("p50_ms"), bench.get("p99_ms"), bench.get("fps"),
             result["previous_release"]]])
-    from edgetl.console import warn
+    from edgetl.console import console, warn
 
+    if result.get("threads_sweep"):
+        console.print("thread sweep on the device (p50 ms): "
+                      + ", ".join(f"{row['threads']}: {row['p50_ms']}" for row in result["threads_sweep"])
+                      + f"; fastest {result['recommended_threads']}, the service runs {result['service_threads']}")
     for message in result.get("warnings", []):  # what the device's state did to the self-test bench
         warn(message)
     return result
@@ -160,7 +166,7 @@ def _pick(source, profile, local_path, host_spec, remote_path, ssh, samples, thr
                 bundle = Path(tmp) / f"bundle-{number}"
                 build_bundle(artifact, profile, bundle, samples=samples)
                 bundles.append((artifact, bundle))
-            result = pick_and_deploy(bundles, root, device, threads=threads)
+            result = pick_and_deploy(bundles, root, device, threads=threads[0], service_threads=threads[1])
     finally:
         if device is not None:
             device.close()
@@ -172,6 +178,17 @@ def _pick(source, profile, local_path, host_spec, remote_path, ssh, samples, thr
             "deployed" if m["artifact"] == result["pick"]["chosen"] else (m.get("error") or "slower")]
            for m in measured] + [[x["artifact"], None, None, f"left out: {x['reason']}"] for x in left_out])
     return result
+
+
+def _threads(value):
+    """--threads N -> (N, N); 'best' -> (None, 'best'); absent -> (None, None)."""
+    from edgetl.errors import BadInputError
+
+    if value is None or value == "best":
+        return None, value
+    if not str(value).isdigit() or int(value) < 1:
+        raise BadInputError(f"--threads {value!r}: expected a positive whole number or 'best'")
+    return int(value), int(value)
 
 
 def artifact_for(source, profile):

@@ -92,7 +92,8 @@ def _label(settings: dict) -> str:
     return f"{str(user) + '@' if user else ''}{settings.get('host')}:{settings.get('port') or 22}"
 
 
-def deploy_one(bundle: Path, entry: dict, defaults: dict, threads: int | None) -> dict:
+def deploy_one(bundle: Path, entry: dict, defaults: dict, threads: int | None,
+               service_threads: int | str | None = None) -> dict:
     from edgetl.deploy.local import install_release
     from edgetl.deploy.ssh import SshDevice
 
@@ -103,18 +104,19 @@ def deploy_one(bundle: Path, entry: dict, defaults: dict, threads: int | None) -
                        settings.get("accept_new_host_key") or False, settings.get("timeout") or 15.0,
                        settings.get("python"))
     try:
-        return install_release(bundle, settings["path"], device=device, threads=threads)
+        return install_release(bundle, settings["path"], device=device, threads=threads,
+                               service_threads=service_threads)
     finally:
         device.close()
 
 
 def deploy_fleet(bundle: Path, hosts: list[dict], defaults: dict, threads: int | None = None,
-                 parallel: int = 8) -> list[dict]:
+                 parallel: int = 8, service_threads: int | str | None = None) -> list[dict]:
     def attempt(entry: dict) -> dict:
         settings = {**defaults, **{k: v for k, v in entry.items() if v is not None}}
         failed = {"ok": False, "host": _label(settings), "port": settings.get("port") or 22}
         try:
-            return {"ok": True, **deploy_one(bundle, entry, defaults, threads)}
+            return {"ok": True, **deploy_one(bundle, entry, defaults, threads, service_threads)}
         except EdgetlError as exc:
             return {**failed, "error": " ".join(exc.message.split()), "hint": exc.hint, "exit_code": exc.exit_code}
         except Exception as exc:  # noqa: BLE001 - one host's bug or I/O error must not stop the fleet

@@ -214,11 +214,13 @@ def _verify_checksums(device, folder: str) -> None:
 
 
 def install_release(bundle: Path, root: Path | str, device=None, keep: int = KEEP_RELEASES,
-                    threads: int | None = None, activate: bool = True) -> dict:
+                    threads: int | None = None, activate: bool = True, service_threads: int | str | None = None) -> dict:
     """Upload, verify, install, self-test and switch; returns the deploy result.
 
     `activate=False` stops after the self-test: the release is complete in releases/ but not
-    current (what `--pick` measures each candidate with before it activates the fastest)."""
+    current (what `--pick` measures each candidate with before it activates the fastest).
+    `service_threads` sets the camera service's --threads: a count, or "best" for the self-test's
+    thread sweep's fastest on this device (default: the profile's)."""
     device = device or LocalDevice()
     root = resolve_root(root, device)
     manifest = read_manifest(bundle)
@@ -252,15 +254,24 @@ def install_release(bundle: Path, root: Path | str, device=None, keep: int = KEE
         _fault("finalized")
         if not activate:
             return _result(device, root, manifest, report, previous, "not activated")
-        service = activate_release(device, root, release, previous, manifest["profile"], keep)
-    return _result(device, root, manifest, report, previous, service)
+        profile = service_profile(manifest["profile"], report, service_threads)
+        service = activate_release(device, root, release, previous, profile, keep)
+    return {**_result(device, root, manifest, report, previous, service), "service_threads": profile["threads"]}
+
+
+def service_profile(profile: dict, report: dict, threads: int | str | None) -> dict:
+    """The profile the service unit is written from, with --threads best resolved on the device."""
+    if threads == "best":
+        threads = report.get("recommended_threads") or profile.get("threads")
+    return {**profile, "threads": int(threads)} if threads else profile
 
 
 def _result(device, root: str, manifest: dict, report: dict, previous: str | None, service: str) -> dict:
     return {"host": device.name, "path": root, "device": manifest["profile"]["name"], "release": manifest["bundle"],
             "self_test": {k: report[k] for k in ("passed", "integrity", "golden", "samples") if k in report},
             "bench": report.get("bench"), "accuracy": report.get("accuracy"), "previous_release": previous,
-            "service": service, "device_state": report.get("device"), "warnings": report.get("warnings", [])}
+            "service": service, "device_state": report.get("device"), "warnings": report.get("warnings", []),
+            "threads_sweep": report.get("threads_sweep"), "recommended_threads": report.get("recommended_threads")}
 
 
 def activate_release(device, root: str, release: str, previous: str | None, profile: dict,

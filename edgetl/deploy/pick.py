@@ -20,7 +20,7 @@ from edgetl.console import info, warn
 from edgetl.contract.artifact import read_parity
 from edgetl.contract.sidecar import SIDECAR_NAME
 from edgetl.deploy.local import (LocalDevice, activate_release, current_release, install_release, read_manifest,
-                                 resolve_root)
+                                 resolve_root, service_profile)
 from edgetl.deploy.lock import device_lock
 from edgetl.errors import BadInputError, CheckFailedError, EdgetlError
 
@@ -51,7 +51,7 @@ def candidates(source: Path, max_drop: float) -> tuple[list[Path], list[dict]]:
 
 
 def pick_and_deploy(bundles: list[tuple[Path, Path]], root: Path | str, device=None,
-                    threads: int | None = None) -> dict:
+                    threads: int | None = None, service_threads: int | str | None = None) -> dict:
     """Install each (artifact, bundle) without activating it, activate the fastest on the device."""
     device = device or LocalDevice()
     root = resolve_root(root, device)
@@ -66,7 +66,7 @@ def pick_and_deploy(bundles: list[tuple[Path, Path]], root: Path | str, device=N
             continue
         measured.append({"artifact": artifact.name, "release": result["release"],
                          "p50_ms": (result["bench"] or {}).get("p50_ms"), "accuracy": result["accuracy"],
-                         "result": result})
+                         "result": {**result, "recommended_threads": result.get("recommended_threads")}})
     ok = [m for m in measured if m.get("p50_ms") is not None]
     if not ok:
         raise CheckFailedError(f"no candidate passed its self-test on {device.name}; current is unchanged: "
@@ -78,8 +78,9 @@ def pick_and_deploy(bundles: list[tuple[Path, Path]], root: Path | str, device=N
                 device.run(["rm", "-rf", f"{root}/releases/{other['release']}"], check=True)
         previous = current_release(root, device)
         manifest = read_manifest(next(b for a, b in bundles if a.name == best["artifact"]))
-        service = activate_release(device, root, best["release"], previous, manifest["profile"])
-    result = {**best["result"], "previous_release": previous, "service": service}
+        profile = service_profile(manifest["profile"], best["result"], service_threads)
+        service = activate_release(device, root, best["release"], previous, profile)
+    result = {**best["result"], "previous_release": previous, "service": service, "service_threads": profile["threads"]}
     result["pick"] = {"strategy": "fastest", "chosen": best["artifact"],
                       "measured": [{k: m.get(k) for k in ("artifact", "p50_ms", "accuracy", "error")}
                                    for m in measured]}

@@ -12,9 +12,9 @@ that is not `performance`), printed on stderr too, so a slow device is told from
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
-from edgetl.bench.device_state import compare_states, read_state
 from edgetl.bench.measure import bench_model
 from edgetl.console import warn
 from edgetl.contract.artifact import LABELS_FILE, SAMPLES_DIR, read_samples
@@ -52,17 +52,36 @@ def self_test(release: str | Path, threads: int | None = None, runs: int = 50) -
         predicted = [top[0][0] for top in runner.classify([samples / n for n in names], topk=1)]
         result["accuracy"] = round(sum(p == labels[n] for p, n in zip(predicted, names)) / len(names), 6)
         result["samples"] = len(names)
-    before = read_state()
     bench = bench_model(release / "model", threads=threads, runs=runs, warmup=5, device=device)
-    after = read_state()
-    result["device"] = {"before": before, "after": after}
-    result["warnings"] = compare_states(before, after)
+    result["device"], result["warnings"] = bench["device"], bench["warnings"]
     for message in result["warnings"]:
         warn(message)
     result["bench"] = {k: bench[k] for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "fps", "rss_peak_mb",
                                              "load_ms", "threads")}
+    result["threads_sweep"] = thread_sweep(release / "model", device, bench, runs=max(10, runs // 2))
+    result["recommended_threads"] = min(result["threads_sweep"], key=lambda row: row["p50_ms"])["threads"]
     result["passed"] = golden["passed"]
     if not golden["passed"]:
         result["reason"] = (f"golden samples reproduce the host's top-1 in {golden['matched']}/{golden['total']}: "
                             "the runtime or preprocessing on this device differs from the one parity verified")
     return result
+
+
+def thread_counts(cores: int | None = None) -> list[int]:
+    """1, 2, 4, ... up to the cores this process may use (and that count itself)."""
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    counts = [1]
+    while counts[-1] * 2 <= cores:
+        counts.append(counts[-1] * 2)
+    return sorted({*counts, cores})
+
+
+def thread_sweep(model: Path, device: str | None, measured: dict, runs: int) -> list[dict]:
+    """p50 at each thread count (the one already measured reused): on a Pi, fewer threads than cores is
+    often faster and steadier, which only the device can say."""
+    rows = {measured["threads"]: measured["p50_ms"]} if measured.get("threads") else {}
+    for count in thread_counts():
+        if count not in rows:
+            rows[count] = bench_model(model, threads=count, runs=runs, warmup=3, device=device)["p50_ms"]
+    return [{"threads": count, "p50_ms": p50} for count, p50 in sorted(rows.items())]

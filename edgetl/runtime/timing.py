@@ -26,17 +26,47 @@ def example_input(runner, batch: int) -> np.ndarray:
 
 
 def timed_runs(runner, inputs: np.ndarray, runs: int | None, seconds: float | None = None,
-               warmup: int = 0) -> list[float]:
-    """Milliseconds per `runner.infer(inputs)`, for `runs` calls or until `seconds` have passed."""
+               warmup: int = 0, starts: list[float] | None = None) -> list[float]:
+    """Milliseconds per `runner.infer(inputs)`, for `runs` calls or until `seconds` have passed.
+
+    `starts`, when given, receives each run's start in seconds from the first timed run (for a
+    latency-over-time timeline)."""
     for _ in range(warmup):
         runner.infer(inputs)
     samples: list[float] = []
+    origin = time.perf_counter_ns()
     deadline = time.perf_counter() + seconds if seconds else None
     while (runs is None or len(samples) < runs) and (deadline is None or time.perf_counter() < deadline):
         start = time.perf_counter_ns()
         runner.infer(inputs)
         samples.append((time.perf_counter_ns() - start) / 1e6)
+        if starts is not None:
+            starts.append((start - origin) / 1e9)
     return samples
+
+
+def per_second(samples_ms: list[float], starts: list[float]) -> list[dict]:
+    """The timeline of a sustained run: p50 and count of the runs that started in each whole second."""
+    buckets: dict[int, list[float]] = {}
+    for value, start in zip(samples_ms, starts):
+        buckets.setdefault(int(start), []).append(value)
+    return [{"second": second, "runs": len(values), "p50_ms": round(float(np.median(values)), 4)}
+            for second, values in sorted(buckets.items())]
+
+
+SLOWDOWN = 0.10  # the end of a sustained run this much slower than its start earns a warning
+
+
+def slowdown(timeline: list[dict]) -> float | None:
+    """How much slower the last tenth of a sustained run is than its first tenth (0.25 = 25% slower),
+    on whole seconds only; None for runs shorter than three seconds."""
+    full = timeline[:-1] if len(timeline) > 1 else timeline  # the last second is usually partial
+    if len(full) < 3:
+        return None
+    part = max(1, len(full) // 10)
+    start = float(np.median([t["p50_ms"] for t in full[:part]]))
+    end = float(np.median([t["p50_ms"] for t in full[-part:]]))
+    return round(end / start - 1.0, 4) if start > 0 else None
 
 
 def quick_p50_ms(runner, runs: int = 60, warmup: int = 5) -> float:
