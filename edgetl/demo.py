@@ -59,7 +59,7 @@ def run_demo(out: str | Path = "demo", epochs: int = 3, formats: list[str] | Non
         "parity": {"float": parity["float"], "passed": parity["passed"], "report": parity["report"],
                    "artifacts": [{k: r.get(k) for k in ("format", "precision", "path", "status", "accuracy", "drop_pp",
                                                         "agreement")} for r in parity["artifacts"]]},
-        "bench": {"cpu": bench["cpu"], "plot": bench["plot"], "models": [
+        "bench": {"cpu": bench["cpu"], "plot": bench["plot"], "figures": bench.get("figures", {}), "models": [
             {k: m[k] for k in ("path", "format", "precision", "size_mb", "accuracy", "p50_ms", "p99_ms", "fps",
                                "rss_peak_mb")} for m in bench["models"]]},
         "run": held_out,

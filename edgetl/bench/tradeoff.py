@@ -62,15 +62,19 @@ def plot_tradeoff(result: dict, path: Path, where: str = "") -> Path:
                label="dominated: another artifact is faster and at least as accurate", zorder=2)
     ax.plot([p["p50_ms"] for p in best], [100 * p["accuracy"] for p in best], "-o", color="tab:blue",
             markersize=8, label="best trade-offs", zorder=3)
-    for point in points:
-        ax.annotate(f"{point['name']}\n{point['p50_ms']:.2f} ms, {100 * point['accuracy']:.1f}%",
-                    (point["p50_ms"], 100 * point["accuracy"]), xytext=(7, -4), textcoords="offset points",
-                    fontsize=8, color="black" if point["best"] else "0.4")
     low, high = min(p["p50_ms"] for p in points), max(p["p50_ms"] for p in points)
-    ax.set_xlim(0, high + 0.35 * (high - low or high))  # from zero: ratios between artifacts read true
     accuracies = [100 * p["accuracy"] for p in points]
+    for point in points:
+        x, y = point["p50_ms"], 100 * point["accuracy"]
+        if point["best"]:  # the ones to choose between: name and both numbers
+            ax.annotate(f"{point['name']}\n{x:.2f} ms, {y:.1f}%", (x, y), xytext=(8, -4), textcoords="offset points",
+                        fontsize=8.5)
+        else:  # slanted, so that artifacts of equal accuracy side by side stay legible
+            ax.annotate(f"{point['name']} {x:.2f} ms", (x, y), xytext=(3, 6), textcoords="offset points", fontsize=7.5,
+                        color="0.35", rotation=35, ha="left", va="bottom")
+    ax.set_xlim(0, high + 0.35 * (high - low or high))  # from zero: ratios between artifacts read true
     span = max(accuracies) - min(accuracies)
-    ax.set_ylim(min(accuracies) - max(0.5, 0.3 * span), max(accuracies) + max(0.5, 0.3 * span))
+    ax.set_ylim(min(accuracies) - max(0.5, 0.3 * span), max(accuracies) + max(0.8, 0.6 * span))  # room for labels
     ax.set(xlabel=f"p50 latency per inference (ms){', ' + where if where else ''}",
            ylabel="test top-1 accuracy (%, from each artifact's parity.json)",
            title="Which artifact? Up and to the left is better")

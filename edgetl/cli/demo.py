@@ -54,7 +54,8 @@ def demo(out, epochs, max_drop):
            for r in result["export"]])
     run = result["run"]
     info(f"edgetl run over {run['frames']} held-out images with {run['model']}: accuracy {percent(run['accuracy'])}, "
-         f"{run['fps']} FPS end to end; figures: {result['parity']['report']['png']}, {result['bench']['plot']}")
+         f"{run['fps']} FPS end to end; figures: "
+         + ", ".join([result['parity']['report']['png'], *result['bench']['figures'].values()]))
     deployed = result["deploy"]
     bench = deployed["bench"] or {}
     info(f"deployed release {deployed['release']} to {deployed['path']}: self-test "
