@@ -5,7 +5,8 @@
 The report also holds `device: {"before", "after"}`, the device's state (`device_state.read_state`)
 read before the first model loads and after the last one's runs, and `warnings`, what changed
 in between that slows the timings (a throttled Pi, a falling clock, a hot SoC, a governor that is
-not `performance`). Each model's own `device` is the execution device it ran on.
+not `performance`). Each entry has its own `device` block (around its timed runs) and
+`execution_device`, where it ran (cpu, cuda, GPU, ...).
 """
 
 from __future__ import annotations

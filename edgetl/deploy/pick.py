@@ -24,9 +24,6 @@ from edgetl.deploy.local import (LocalDevice, activate_release, current_release,
 from edgetl.deploy.lock import device_lock
 from edgetl.errors import BadInputError, CheckFailedError, EdgetlError
 
-STRATEGIES = ("fastest",)
-
-
 def candidates(source: Path, max_drop: float) -> tuple[list[Path], list[dict]]:
     """(artifact folders within the drop, [{"artifact", "reason"}] for the ones left out)."""
     folder = source / "export" if (source / "labels.json").is_file() else source
@@ -66,7 +63,7 @@ def pick_and_deploy(bundles: list[tuple[Path, Path]], root: Path | str, device=N
             continue
         measured.append({"artifact": artifact.name, "release": result["release"],
                          "p50_ms": (result["bench"] or {}).get("p50_ms"), "accuracy": result["accuracy"],
-                         "result": {**result, "recommended_threads": result.get("recommended_threads")}})
+                         "result": result})
     ok = [m for m in measured if m.get("p50_ms") is not None]
     if not ok:
         raise CheckFailedError(f"no candidate passed its self-test on {device.name}; current is unchanged: "
