@@ -4,7 +4,8 @@
 On a real-photo fine-tune (the photo set of `edgetl.data.photos`: 10 classes,
 train/val/test cut from disjoint strips of each photograph; trained here for 4
 epochs at 128 px unless --run is given), for each format: fp32, the first int8
-recipe with the gate off (`--max-drop none`), and the default gated int8. The
+recipe with the gate off (`--max-drop none`), the default gated int8 and, with
+`--variants ...,qat`, int8 from quantization-aware training alone (`--qat`). The
 gate chose on the validation split; the table quotes the *test* split, which
 chose nothing: top-1, drop in pp (one image = 100 / N pp), agreement with float,
 and p50 int8 / p50 fp32 at --threads, interleaved over rounds (this VM drifts).
@@ -12,6 +13,7 @@ and p50 int8 / p50 fp32 at --threads, interleaved over rounds (this VM drifts).
     python scripts/bench_export.py                          # trains the photo run first (~3 min)
     python scripts/bench_export.py --run runs/my-run --json
     python scripts/bench_export.py --model mobilenet_v3_large --no-pretrained
+    python scripts/bench_export.py --run RUN --variants "gate off,default gate,qat"   # QAT beside PTQ
 """
 
 from __future__ import annotations
@@ -50,13 +52,20 @@ def ratios(paths: dict[str, str], threads: int, rounds: int, runs: int) -> dict[
     return {name: round(statistics.median(values), 3) for name, values in samples.items()}
 
 
-def bench_run(run_dir: Path, threads: int, rounds: int, runs: int) -> dict:
+VARIANTS = {  # name: (output folder, export_run options)
+    "gate off": ("off", {"max_drop": None, "qat": "off"}),
+    "default gate": ("gated", {"max_drop": 1.0}),
+    "qat": ("qat", {"max_drop": None, "qat": "force"}),  # int8 from QAT alone, as `export --qat --max-drop none`
+}
+
+
+def bench_run(run_dir: Path, threads: int, rounds: int, runs: int, names: list[str]) -> dict:
     variants = {}
-    for name, max_drop in (("gate off", None), ("default gate", 1.0)):
-        out = run_dir / f"bench-export-{'off' if max_drop is None else 'gated'}"
+    for name in ["gate off", *[n for n in names if n != "gate off"]]:
+        folder, options = VARIANTS[name]
         started = time.perf_counter()
-        precisions = ["fp32", "int8"] if max_drop is None else ["int8"]
-        exported = export_run(run_dir, list(FORMATS), precisions, max_drop=max_drop, out=out)
+        precisions = ["fp32", "int8"] if name == "gate off" else ["int8"]
+        exported = export_run(run_dir, list(FORMATS), precisions, out=run_dir / f"bench-export-{folder}", **options)
         variants[name] = {"seconds": round(time.perf_counter() - started, 1), "export": exported}
     fp32 = {a["format"]: a for a in variants["gate off"]["export"]["artifacts"] if a["precision"] == "fp32"}
     int8 = [(name, a) for name in variants for a in variants[name]["export"]["artifacts"] if a["precision"] == "int8"]
@@ -76,7 +85,7 @@ def bench_run(run_dir: Path, threads: int, rounds: int, runs: int) -> dict:
         row["vs_fp32"] = ratio
     return {"run_dir": str(run_dir), "float_test_accuracy": parity["float"]["accuracy"], "test_images": parity["images"],
             "threads": threads, "export_seconds": {k: v["seconds"] for k, v in variants.items()},
-            "notes": variants["default gate"]["export"].get("notes", []), "artifacts": rows}
+            "notes": variants.get("default gate", variants["gate off"])["export"].get("notes", []), "artifacts": rows}
 
 
 def _cell(value, width: int, spec: str) -> str:
@@ -91,11 +100,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--runs", type=int, default=100)
+    parser.add_argument("--variants", default="gate off,default gate",
+                        help=f"comma-separated, of: {', '.join(VARIANTS)} ('gate off' always runs: it gives fp32)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(args.run) if args.run else train_photo_run(Path(tmp), args.model, not args.no_pretrained)
-        result = bench_run(run_dir, args.threads, args.rounds, args.runs)
+        result = bench_run(run_dir, args.threads, args.rounds, args.runs, args.variants.split(","))
     images = result["test_images"]
     print(f"\n{run_dir}: float test top-1 {result['float_test_accuracy']:.4f} on {images} test images "
           f"(one image = {100 / images:.3f} pp); export seconds {result['export_seconds']}; "

@@ -24,3 +24,19 @@ def test_compiled_finetune_on_gpu(digits_dir, tmp_path):
                                    out=str(tmp_path / "c"), epochs=1, img_size=64, batch_size=32, device="cuda",
                                    compile=True))
     assert summary["epochs_run"] == 1 and summary["images_per_second"] > 0
+
+
+def test_qat_on_gpu_trains_with_autocast_and_exports_int8(trained_run, tmp_path):
+    """QAT on the GPU (autocast, fake quantizers on CUDA), then its ONNX int8 from the learned ranges."""
+    import shutil
+
+    from edgetl.export import export_run
+    from edgetl.train.qat import QatSettings, quantization_aware_finetune
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run["run_dir"], run, ignore=shutil.ignore_patterns("export", "qat"))
+    summary = quantization_aware_finetune(run, QatSettings(epochs=1, batch_size=16))
+    assert summary["device"].startswith("cuda") and summary["precision"] in ("bf16", "fp16")
+    report = export_run(run, ["onnx"], ["int8"], qat="force", max_drop=None, out=tmp_path / "export",
+                        qat_settings=QatSettings(epochs=1, batch_size=16))
+    assert report["artifacts"][0]["delivered"] == "int8" and report["artifacts"][0]["status"] == "qat"

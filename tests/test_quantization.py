@@ -98,11 +98,16 @@ def test_gate_searches_recipes_then_keeps_the_measured_worst_layers_float(strict
         assert mixed, row["attempts"]
         for count, attempt in zip((1, 2, 3, 5, 8), mixed):  # the k most sensitive layers, in ranking order
             assert ", ".join(ranking[:count]) in attempt["what"], (attempt["what"], ranking[:count])
+        order = [s for i, s in enumerate(stages) if s not in stages[:i]]
+        assert order == ["recipe", "mixed", "qat", "fallback"][:len(order)], stages  # QAT after mixed, before fp16
         if row["status"] == "mixed precision":
             assert sidecar.precision == "int8" and sidecar.sensitivity["float_layers"] == row["float_layers"]
             assert row["float_layers"] == ranking[:len(row["float_layers"])]
             assert sidecar.quantization["float_layers"] == row["float_layers"]
+        elif row["status"] == "qat":
+            assert sidecar.precision == "int8" and sidecar.quantization["method"] == "qat"
         else:
+            assert "qat" in stages, stages
             assert row["delivered"] in ("fp16", "fp32") and ranking[0] in row["message"], row["message"]
 
 

@@ -25,9 +25,16 @@ from edgetl.export import gate
 @click.option("--min-agreement", type=click.FloatRange(0, 1), default=gate.DEFAULT_MIN_AGREEMENT, show_default=True,
               help="Gate: the fraction of validation images whose int8 top-1 must equal the float top-1.")
 @click.option("--budget", type=float, default=600, show_default=True, help="Seconds of gate attempts per artifact.")
+@click.option("--qat/--no-qat", "qat", default=None,
+              help="int8 from quantization-aware fine-tuning (--qat), or never (--no-qat). Default: the gate "
+                   "tries QAT after post-training int8 misses, before fp16. Trained once per run in RUN_DIR/qat/.")
+@click.option("--qat-epochs", type=click.IntRange(1), default=2, show_default=True, help="QAT epochs.")
+@click.option("--qat-lr", type=click.FloatRange(0, min_open=True), default=1e-5, show_default=True,
+              help="QAT learning rate of the backbone (the head trains at 10x).")
 @click.option("--out", type=click.Path(file_okay=False), help="Output folder (default RUN_DIR/export).")
 @json_option
-def export(run_dir, formats, precisions, calib_size, calib_data, max_drop, min_agreement, budget, out):
+def export(run_dir, formats, precisions, calib_size, calib_data, max_drop, min_agreement, budget, qat, qat_epochs,
+           qat_lr, out):
     """Export the best checkpoint of RUN_DIR; every artifact is measured against the float model.
 
     Each artifact lands in OUT/<format>-<precision>/ with model.json (labels, preprocessing,
@@ -36,11 +43,14 @@ def export(run_dir, formats, precisions, calib_size, calib_data, max_drop, min_a
     """
     from edgetl.contract.formats import PRECISIONS, parse_list
     from edgetl.export import export_run
+    from edgetl.train.qat import QatSettings
 
     report = export_run(run_dir, parse_list(formats, list(FORMATS), "format"),
                         parse_list(precisions, PRECISIONS, "precision"),
                         calib_size=calib_size, calib_data=calib_data, max_drop=max_drop, out=out,
-                        budget_seconds=budget, min_agreement=min_agreement)
+                        budget_seconds=budget, min_agreement=min_agreement,
+                        qat={None: "auto", True: "force", False: "off"}[qat],
+                        qat_settings=QatSettings(epochs=qat_epochs, lr=qat_lr))
     rows = report["artifacts"]
     table(f"export: {report['out']} (float validation accuracy {percent(report['float_val_accuracy'])})",
           ["Format", "Precision", "Delivered", "Status", "Size MB", "Seconds", "Val accuracy", "Drop pp", "Agreement",

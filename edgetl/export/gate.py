@@ -14,7 +14,13 @@ counts each of them. The steps, all plain data so every one can be recorded:
    that measured most sensitive (`sensitivity.py`, torch module names, the same
    in every format) are kept in float, 1, 2, 3, 5, 8 of them, worst first, on the
    winning recipe; the first that passes is delivered: the fewest float layers.
-3. **fp16**, then **fp32** as the last resort (always delivered).
+3. **Quantization-aware training** (`qat`): a short fine-tune with int8 fake
+   quantization from the run's best checkpoint (trained once per run and
+   settings, shared by the formats, kept in RUN_DIR/qat/), then the QAT model
+   with the k most sensitive layers computing in float (no retraining: see
+   `export/qat.py`). `--qat` makes these the only int8 attempts; `--no-qat`
+   leaves them out.
+4. **fp16**, then **fp32** as the last resort (always delivered).
 
 Without the gate, int8 is the first recipe alone.
 """
@@ -34,7 +40,7 @@ class Attempt:
     what: str
     precision: str
     options: dict = field(default_factory=dict)
-    stage: str = "recipe"  # recipe | mixed | fallback
+    stage: str = "recipe"  # recipe | mixed | qat | fallback
     last_resort: bool = False
 
 
@@ -63,16 +69,21 @@ def recipes(fmt: str, calib_size: int, calib_all: int, searched: bool = True) ->
     return found if searched else found[:1]
 
 
-def mixed(best: Attempt, ranking: list[str], counts: tuple[int, ...] = MIXED_COUNTS) -> list[Attempt]:
-    """The winning recipe with the k most sensitive layers kept in float, k = 1, 2, 3, 5, 8."""
+def mixed(best: Attempt, ranking: list[str], counts: tuple[int, ...] = MIXED_COUNTS, stage: str = "mixed") -> list[Attempt]:
+    """The winning recipe (or the QAT model) with the k most sensitive layers kept in float, k = 1, 2, 3, 5, 8."""
     steps = []
     for count in counts:
         if count > len(ranking):
             break
         layers = ranking[:count]
         steps.append(replace(best, what=f"{best.what}, {count} most sensitive layer(s) float ({', '.join(layers)})",
-                             options={**best.options, "float_layers": layers}, stage="mixed"))
+                             options={**best.options, "float_layers": layers}, stage=stage))
     return steps
+
+
+def qat(what: str) -> Attempt:
+    """Quantization-aware fine-tuning (`edgetl.train.qat`), shared by every format of the session."""
+    return Attempt(what, "int8", {"qat": True}, stage="qat")
 
 
 def fallbacks() -> list[Attempt]:

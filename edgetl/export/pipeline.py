@@ -28,7 +28,8 @@ from edgetl.evaluation import compare, fp32_ratios, runner_logits
 from edgetl.export import gate, provenance
 from edgetl.export.base import ExportRequest
 from edgetl.export.golden import make_golden
-from edgetl.export.graph import static_same_padding
+from edgetl.export.qat import QatSource
+from edgetl.backbones.static_padding import static_same_padding
 from edgetl.export.samples import write_samples
 from edgetl.export.sensitivity import sidecar_record
 from edgetl.export.trial import Trial
@@ -60,7 +61,8 @@ class Exporter:
     """One export session over a run: shared float reference, validation data, calibration."""
 
     def __init__(self, reference, out: Path, calibration, max_drop: float | None, budget_seconds: float,
-                 settings: dict, golden_count: int = 4, min_agreement: float | None = gate.DEFAULT_MIN_AGREEMENT):
+                 settings: dict, golden_count: int = 4, min_agreement: float | None = gate.DEFAULT_MIN_AGREEMENT,
+                 qat: str = "auto", qat_settings=None):
         self.reference = reference
         self.min_agreement = min_agreement
         self._sensitivity: dict | None = None
@@ -82,6 +84,7 @@ class Exporter:
         self.samples = write_samples(reference.run, reference.preprocess, self.samples_dir)
         height, width = reference.preprocess.size
         self.export_model = static_same_padding(reference.model, (1, 3, height, width))
+        self.qat = QatSource(reference, self.export_model, qat, qat_settings)
 
     def close(self) -> None:
         shutil.rmtree(self.workdir, ignore_errors=True)
@@ -101,7 +104,12 @@ class Exporter:
         preprocess = replace(ref.preprocess, layout=exported.layout, input_dtype=inp.dtype,
                              input_scale=inp.scale, input_zero_point=inp.zero_point)
         calibration = None
-        if attempt.precision == "int8" and self.calibration is not None:
+        if attempt.options.get("qat"):
+            settings = self.qat.settings
+            calibration = {"source": "train split", "images": settings.calib_images, "balanced": False,
+                           "transform": "the run's augmentation", "method": "qat", "epochs": settings.epochs,
+                           "lr": settings.lr}
+        elif attempt.precision == "int8" and self.calibration is not None:
             used = attempt.options.get("calib_images") or len(self.calibration)
             calibration = {"source": self.calibration.source, "images": min(used, len(self.calibration)),
                            "balanced": True, "transform": "evaluation preprocessing",
@@ -146,8 +154,15 @@ class Exporter:
         scratch = self.workdir / f"{fmt}-{requested}-{number}"
         scratch.mkdir()
         started = time.perf_counter()
+        # QAT trains once for every format: a run it cannot train on (no data folder) stops the export.
+        student = self.qat.load() if attempt.options.get("qat") else None
         try:
-            exported = FORMATS[fmt].exporter().export(self._request(attempt, scratch))
+            if student is not None:
+                from edgetl.export import qat
+
+                exported = qat.export(fmt, self._request(attempt, scratch), *student)
+            else:
+                exported = FORMATS[fmt].exporter().export(self._request(attempt, scratch))
             sidecar = self._sidecar(fmt, requested, attempt, exported, key)
             runner = runner_class(fmt)(scratch / exported.model_file, sidecar)
             metrics = compare(self.float_val, runner_logits(runner, self.validation.pixels),
@@ -189,6 +204,11 @@ class Exporter:
 
         if precision != "int8":
             return run(gate.Attempt(precision, precision))
+        qat_attempt = gate.qat(self.qat.describe())
+        if self.qat.mode == "force":
+            if not gated:
+                return run(qat_attempt)
+            return first_passing([qat_attempt, *self._qat_mixed(qat_attempt), *gate.fallbacks()])
         size, everything = self.settings["calib_size"], len(self.calibration)
         candidates = gate.recipes(fmt, min(size, everything), everything, searched=gated)
         if not gated:
@@ -210,7 +230,11 @@ class Exporter:
             chosen = first_passing(gate.mixed(best.attempt, self._worst_layers()))
             if chosen is not None:
                 return chosen
-        return first_passing(gate.fallbacks())
+        quantization_aware = [qat_attempt, *self._qat_mixed(qat_attempt)] if self.qat.mode == "auto" else []
+        return first_passing(quantization_aware + gate.fallbacks())
+
+    def _qat_mixed(self, qat_attempt: gate.Attempt) -> list[gate.Attempt]:
+        return gate.mixed(qat_attempt, self._worst_layers(), counts=gate.MIXED_COUNTS[:3], stage="qat")
 
     def _miss(self, metrics: dict) -> str:
         reasons = []
@@ -226,6 +250,7 @@ class Exporter:
         calibrated = precision == "int8"
         key = provenance.source_key(self.reference, fmt, precision, {
             **(self.settings if calibrated else {}), "max_drop": self.max_drop if calibrated else None,
+            "qat": self.qat.key() if calibrated else None,
             "min_agreement": self.min_agreement if calibrated else None, "gate": provenance.GATE_VERSION})
         existing = provenance.up_to_date(target, key)
         if existing is not None:
@@ -246,8 +271,8 @@ class Exporter:
                     self.sensitivity(), chosen.attempt.options.get("float_layers", []), self.max_drop,
                     self.min_agreement)
             self._publish(target, chosen.scratch, chosen.sidecar, chosen.metrics, result)
-            result.status = "ok" if chosen.attempt.stage == "recipe" and chosen.sidecar.precision == precision \
-                else ("mixed precision" if chosen.attempt.stage == "mixed" else "fallback")
+            stage = chosen.attempt.stage if chosen.sidecar.precision == precision else "fallback"
+            result.status = {"recipe": "ok", "mixed": "mixed precision", "qat": "qat"}.get(stage, "fallback")
             result.float_layers = list(chosen.attempt.options.get("float_layers", []))
         result.seconds = round(time.perf_counter() - started, 2)
         if result.delivered is None:
@@ -293,11 +318,13 @@ class Exporter:
 def export_run(run_dir: str | Path, formats: list[str], precisions: list[str], calib_size: int = 300,
                calib_data: str | None = None, max_drop: float | None = gate.DEFAULT_MAX_DROP,
                out: str | Path | None = None, budget_seconds: float = 600.0,
-               min_agreement: float | None = gate.DEFAULT_MIN_AGREEMENT) -> dict:
+               min_agreement: float | None = gate.DEFAULT_MIN_AGREEMENT, qat: str = "auto",
+               qat_settings=None) -> dict:
     """Export a finished run; returns {"run_dir", "out", "float_val_accuracy", "notes", "artifacts": [...]}.
 
     int8 is gated by default (`max_drop` pp of validation top-1 and `min_agreement`); `max_drop=None` turns
-    the gate off and delivers the first recipe as it comes."""
+    the gate off and delivers the first recipe as it comes. `qat`: "auto" (the gate's step before fp16),
+    "force" (int8 from quantization-aware training), "off"; `qat_settings` an `edgetl.train.qat.QatSettings`."""
     from edgetl.export.calibration import calibration_for_run
     from edgetl.export.reference import load_reference
 
@@ -314,7 +341,8 @@ def export_run(run_dir: str | Path, formats: list[str], precisions: list[str], c
     settings = {"calib_size": calib_size, "calib_data": calib_data,
                 "calib_images": len(calibration) if calibration is not None else 0}
     session = Exporter(reference, out, calibration, max_drop, budget_seconds, settings,
-                       min_agreement=min_agreement if max_drop is not None else None)
+                       min_agreement=min_agreement if max_drop is not None else None, qat=qat,
+                       qat_settings=qat_settings)
     notes = []
     if "int8" in precisions and max_drop is not None:
         note = gate.resolution_note(len(session.validation), max_drop)

@@ -295,6 +295,11 @@ def export(request: ExportRequest) -> ExportedModel:
         model_bytes, quantization = _fp16(source)
     else:
         model_bytes, quantization = _quantize_int8(request, source)
+    return finish(request, model_bytes, quantization, notes)
+
+
+def finish(request: ExportRequest, model_bytes: bytes, quantization: dict | None, notes: list[str]) -> ExportedModel:
+    """Count what the model holds, embed both metadata forms, write it and read its tensors back."""
     if quantization is not None:
         census = _census(model_bytes)
         quantization.update(census)

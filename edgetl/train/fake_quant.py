@@ -1,0 +1,162 @@
+"""Fake quantization for QAT: the float network captured as a graph, with the int8 scheme every backend runs.
+
+The float model is captured with `torch.export` (batch axis dynamic) and prepared
+with torchao's PT2E QAT flow and the LiteRT quantizer: per-channel symmetric int8
+weights, per-tensor affine int8 activations, BatchNorm folded into the weights
+first, as every converter folds it. The same prepared
+graph is what `edgetl.export.qat` converts to TFLite (directly), ONNX QDQ and
+OpenVINO, so the ranges learned in training are the ranges in every artifact.
+
+Two changes to the stock LiteRT annotation, both measured (issue 13's prototype,
+validation split of the photo run, before any training): every backend fuses
+conv + BN + ReLU6 and quantizes only the clamped output, but the stock annotation
+quantizes the *pre*-activation and lets ReLU6 share its range, so half the int8
+codes go to values ReLU6 then discards; and the constant pads in front of strided
+convolutions (`static_padding.py`) get no quantizer at all, which splits one
+quantized tensor into a float island. Quantizing ReLU6's own output and letting pads
+share their input's range took the untrained fake-quant model from 80.4% to 86.1%.
+
+The prepared graph is rebuilt the same way on every call (same model, same
+input size), so a checkpoint is just its `state_dict`: weights, BN statistics
+and each fake quantizer's scale, zero point and observed range.
+"""
+
+from __future__ import annotations
+
+from edgetl.errors import require
+
+PAD_OPS = ("constant_pad_nd.default", "pad.default")
+CLAMP_OPS = ("hardtanh.default", "hardtanh_.default", "relu6.default", "clamp.default")
+
+
+def quantizer():
+    """The LiteRT PT2E quantizer (QAT, per-channel weights) with ReLU6 outputs and pads quantized as backends run them."""
+    require("litert_torch", "export", "quantization-aware training (the LiteRT PT2E quantizer)")
+    from litert_torch.quantize import pt2e_quantizer_utils as utils
+    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation, SharedQuantizationSpec
+
+    class BackendFusedQuantizer(PT2EQuantizer):
+        def annotate(self, model):
+            model = self._annotate_for_static_quantization_config(model)
+            config = self.global_config
+            for node in model.graph.nodes:
+                target = _op_name(node)
+                if target in CLAMP_OPS and _fed_by_annotated_output(node):
+                    producer = node.args[0]
+                    # The producer's (conv+BN or add) output stays float inside the fused kernel.
+                    producer.meta["quantization_annotation"].output_qspec = None
+                    node.meta["quantization_annotation"] = QuantizationAnnotation(
+                        output_qspec=utils.get_output_act_qspec(config), _annotated=True)
+            for node in model.graph.nodes:
+                if _op_name(node) in PAD_OPS and _fed_by_annotated_output(node, any_producer=True):
+                    shared = SharedQuantizationSpec(node.args[0])
+                    node.meta["quantization_annotation"] = QuantizationAnnotation(
+                        input_qspec_map={node.args[0]: shared}, output_qspec=shared, _annotated=True)
+            utils.propagate_annotation(model)
+            return model
+
+    _wrap_pattern_functions(utils)
+    return BackendFusedQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_qat=True))
+
+
+def _wrap_pattern_functions(utils) -> None:
+    """litert-torch 0.10 hands torchao plain pattern functions; torch 2.14's `torch.export` takes only modules.
+
+    torchao's own callers wrap theirs in `WrapperModule`; this does the same for litert-torch's
+    (without it, preparing fails: "Expected `mod` to be an instance of `torch.nn.Module`").
+    """
+    import torch
+    from torchao.quantization.pt2e import WrapperModule
+
+    original = utils._get_aten_graph_module_for_pattern
+    if getattr(original, "edgetl_wrapped", False):
+        return
+
+    def wrapped(pattern, example_inputs, is_cuda=False, **kwargs):
+        if not isinstance(pattern, torch.nn.Module):
+            pattern = WrapperModule(pattern)
+        return original(pattern, example_inputs, is_cuda, **kwargs)
+
+    wrapped.edgetl_wrapped = True
+    utils._get_aten_graph_module_for_pattern = wrapped
+
+
+def _op_name(node) -> str:
+    target = getattr(node, "target", None)
+    return f"{getattr(target, '__name__', '')}" if node.op == "call_function" else ""
+
+
+def _fed_by_annotated_output(node, any_producer: bool = False) -> bool:
+    from torch.fx import Node
+
+    producer = node.args[0] if node.args else None
+    if not isinstance(producer, Node):
+        return False
+    annotation = producer.meta.get("quantization_annotation")
+    if annotation is None or annotation.output_qspec is None:
+        return False
+    return any_producer or len(producer.users) == 1
+
+
+def capture(model, image_size: tuple[int, int]):
+    """`model` (float, eval) as an exported graph module with a dynamic batch axis."""
+    import torch
+
+    height, width = image_size
+    example = (torch.randn(2, 3, height, width),)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    return torch.export.export(model.eval(), example, dynamic_shapes=({0: batch},), strict=False).module()
+
+
+def prepare(model, image_size: tuple[int, int]):
+    """The QAT graph of a float model: BatchNorm folded, fake quantizers in place, observers on.
+
+    BatchNorm is folded into the convolutions *before* the quantizers go in (torchao's
+    PTQ fold, exact). torchao's own QAT conv+BN pattern would keep BN trainable, but in
+    torchao 0.18 it rewrites every BN with eps 1e-5, whatever the model's: TF-ported
+    backbones use 1e-3, and Lite0's QAT graph with every quantizer off then disagreed with
+    its own float model on 6.5% of validation images. Folding first is the frozen-BN
+    recipe anyway, and the graph with quantizers off is the float model to 1e-5.
+    """
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
+    from torchao.quantization.pt2e.utils import _fuse_conv_bn_
+
+    captured = capture(model, image_size)
+    _fuse_conv_bn_(captured)
+    captured.graph.eliminate_dead_code()
+    captured.recompile()
+    prepared = prepare_qat_pt2e(captured, quantizer())
+    train_mode(prepared)
+    return prepared
+
+
+def train_mode(prepared) -> None:
+    """Training mode for the graph (dropout, if the capture kept any; BN is folded away)."""
+    from torchao.quantization.pt2e import move_exported_model_to_train
+
+    move_exported_model_to_train(prepared)
+
+
+def eval_mode(prepared) -> None:
+    from torchao.quantization.pt2e import move_exported_model_to_eval
+
+    move_exported_model_to_eval(prepared)
+
+
+def observers(prepared, enabled: bool) -> None:
+    """Turn range observation on (calibration, early QAT) or off (ranges fixed: evaluation, export)."""
+    from torchao.quantization.pt2e import disable_observer, enable_observer
+
+    prepared.apply(enable_observer if enabled else disable_observer)
+
+
+def fake_quantizers(prepared) -> dict[str, dict]:
+    """Each activation fake quantizer's learned scale and zero point, by module name (what export must keep)."""
+    found = {}
+    for name, module in prepared.named_modules():
+        scale, zero_point = getattr(module, "scale", None), getattr(module, "zero_point", None)
+        if scale is None or zero_point is None or scale.numel() != 1:
+            continue
+        found[name] = {"scale": float(scale), "zero_point": int(zero_point)}
+    return found

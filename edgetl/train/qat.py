@@ -1,0 +1,253 @@
+"""Quantization-aware fine-tuning: a short run from the best float checkpoint, with int8 fake quantization.
+
+Post-training quantization cannot always reach float accuracy; a few epochs with
+the int8 rounding in the forward pass let the weights and the ranges adapt to it.
+The recipe (chosen on the validation split of the photo run, issue 13):
+
+- the graph and scheme of `fake_quant.py`, ranges first calibrated on
+  `calib_images` train images, then tracked by the fake quantizers' moving
+  averages during training;
+- the loss is distillation from the float model (KL at temperature 2) on the
+  run's train split with the run's augmentation: the goal is an int8 model that
+  *agrees with the float one*, which is what the gate and parity measure, and the
+  train labels alone pull a memorised model away from it;
+- BatchNorm folded into the convolutions before QAT (frozen statistics from the
+  start; see `fake_quant.prepare` for why not torchao's trainable conv+BN pattern)
+  and a low learning rate (AdamW, cosine; the head at 10x the backbone's);
+- validation every epoch with observers off, the best kept by (top-1 agreement
+  with float, then accuracy).
+
+Same habits as `finetune`: `RUN_DIR/qat/` holds `last.pt` (resumable after
+kill -9, written atomically), `best.pt`, `metrics.jsonl` and `summary.json`; GPU
+with autocast where present, CPU works; DDP under `torchrun`. A QAT whose
+settings and float checkpoint are unchanged is reused, not retrained.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from edgetl import atomic
+from edgetl.console import info, progress_bar
+from edgetl.contract.run_dir import RunDir
+from edgetl.errors import BadInputError, require
+from edgetl.train import checkpoint, fake_quant
+from edgetl.train.distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shutdown
+
+QAT_DIR = "qat"
+VERSION = 1
+
+
+@dataclass(frozen=True)
+class QatSettings:
+    epochs: int = 2
+    lr: float = 1e-5  # backbone; the head trains at head_lr_mult x this
+    head_lr_mult: float = 10.0
+    weight_decay: float = 0.0
+    temperature: float = 2.0
+    calib_images: int = 256
+    batch_size: int = 32
+    max_steps: int | None = None  # per epoch; for smoke tests and budgets (None: the whole train split)
+
+    def validate(self) -> None:
+        if self.epochs < 1:
+            raise BadInputError(f"QAT epochs must be >= 1, got {self.epochs}")
+        if not self.lr > 0:
+            raise BadInputError(f"QAT learning rate must be > 0, got {self.lr}")
+
+
+def qat_dir(run_dir: str | Path) -> Path:
+    return Path(run_dir) / QAT_DIR
+
+
+def settings_key(run: RunDir, settings: QatSettings) -> dict:
+    """What a QAT result depends on: the float checkpoint and every setting."""
+    from edgetl.contract.sidecar import sha256_file
+
+    return {"version": VERSION, "checkpoint_sha256": sha256_file(run.best), **asdict(settings)}
+
+
+def finished(run_dir: str | Path, settings: QatSettings) -> dict | None:
+    """The summary of a finished QAT with these settings on this checkpoint, or None."""
+    run = RunDir.open(run_dir)
+    path = qat_dir(run.path) / "summary.json"
+    if not path.is_file() or not (qat_dir(run.path) / "best.pt").is_file():
+        return None
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return summary if summary.get("key") == settings_key(run, settings) else None
+
+
+def quantization_aware_finetune(run_dir: str | Path, settings: QatSettings = QatSettings()) -> dict:
+    """Run (or resume, or reuse) QAT on a run; returns the summary written to RUN_DIR/qat/summary.json."""
+    torch = require("torch", "train", "quantization-aware training")
+    from edgetl.train.trainer import autocast_factory, load_run_config
+
+    settings.validate()
+    run = RunDir.open(run_dir)
+    done = finished(run.path, settings)
+    if done is not None:
+        info(f"QAT up to date: {qat_dir(run.path)} (best epoch {done['best_epoch']})")
+        return done
+    cfg = load_run_config(run.path)
+    device_type = "cuda" if torch.cuda.is_available() and cfg.device != "cpu" else "cpu"
+    precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if device_type == "cuda" else "fp32"
+    dist = init_distributed(device_type)
+    try:
+        device = torch.device(device_type, dist.local_rank) if device_type == "cuda" else torch.device("cpu")
+        torch.manual_seed(cfg.seed + 1000 + dist.rank)
+        return _run(run, cfg, settings, dist, device, autocast_factory(device_type, precision), precision)
+    finally:
+        shutdown(dist)
+
+
+def _run(run: RunDir, cfg, settings: QatSettings, dist: DistInfo, device, autocast, precision: str) -> dict:
+    import torch
+
+    from edgetl.train.qat_data import QatData
+
+    folder = qat_dir(run.path)
+    folder.mkdir(exist_ok=True)
+    key = settings_key(run, settings)
+    started = time.perf_counter()
+    data = QatData.load(run, cfg, settings, dist, device)
+    student = fake_quant.prepare(data.float_export_model(), data.image_size).to(device)
+    groups = _parameter_groups(student, data.head, settings)
+    optimizer = torch.optim.AdamW(groups, lr=settings.lr, weight_decay=settings.weight_decay)
+    steps = settings.epochs * data.steps_per_epoch
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps)))
+    state = {"epoch": 0, "best": None, "best_epoch": 0, "seconds": 0.0, "images": 0}
+    last, best = folder / "last.pt", folder / "best.pt"
+    saved = checkpoint.load(last) if last.is_file() else None
+    if saved is not None and saved.get("key") == key:
+        student.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        state.update(saved["state"])
+        checkpoint.restore_rng_state(saved["rng"])
+        info(f"resuming QAT in {folder} after epoch {state['epoch']}")
+        if dist.is_main:  # drop the lines of an epoch that was killed before its checkpoint
+            lines = [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines() if x.strip()] \
+                if (folder / "metrics.jsonl").is_file() else []
+            atomic.write_text(folder / "metrics.jsonl",
+                              "".join(json.dumps(x) + "\n" for x in lines if x["epoch"] <= state["epoch"]))
+    else:
+        _reset(folder, dist)
+        data.calibrate(student, settings.calib_images, autocast)
+        before = data.validate(student, autocast)
+        info(f"QAT: {data.describe()}; calibrated fake-quant val accuracy {before['accuracy']:.3f}, "
+             f"agreement with float {100 * before['agreement']:.2f}%")
+        _log(folder, {"epoch": 0, **before}, dist)
+    forward = student
+    if dist.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        forward = DistributedDataParallel(student, device_ids=[dist.local_rank] if device.type == "cuda" else None)
+    for epoch in range(state["epoch"], settings.epochs):
+        fake_quant.train_mode(student)
+        fake_quant.observers(student, True)
+        epoch_start = time.perf_counter()
+        sums = torch.zeros(2, dtype=torch.float64, device=device)  # loss x images, images
+        with progress_bar(f"QAT epoch {epoch + 1}/{settings.epochs}", data.steps_per_epoch) as advance:
+            for inputs, teacher_logits in data.train_batches(epoch):
+                loss = _distillation_step(forward, optimizer, autocast, inputs, teacher_logits, settings.temperature)
+                scheduler.step()
+                sums += torch.stack([loss.double() * len(inputs), torch.tensor(float(len(inputs)),
+                                                                              dtype=torch.float64, device=device)])
+                advance(loss=f"{loss.item():.4f}")
+        all_reduce_sum(sums, dist)
+        state["seconds"] += time.perf_counter() - epoch_start
+        state["images"] += int(sums[1])
+        measured = data.validate(student, autocast)
+        state["epoch"] = epoch + 1
+        improved = state["best"] is None or _better(measured, state["best"])
+        if improved:
+            state.update(best=measured, best_epoch=epoch + 1)
+        line = {"epoch": epoch + 1, "distillation_loss": round(float(sums[0]) / max(1.0, float(sums[1])), 6),
+                **measured, "lr": optimizer.param_groups[0]["lr"], "seconds": round(time.perf_counter() - epoch_start, 2)}
+        info(f"QAT epoch {epoch + 1}/{settings.epochs}: loss {line['distillation_loss']:.4f} | val accuracy "
+             f"{measured['accuracy']:.3f}, agreement {100 * measured['agreement']:.2f}%{'  *best' if improved else ''}")
+        if dist.is_main:
+            _log(folder, line, dist)
+            if improved:
+                checkpoint.save(best, {"model": _cpu_state(student), "key": key, "epoch": epoch + 1,
+                                       "metrics": measured, "model_name": data.model_name})
+            checkpoint.save(last, {"model": _cpu_state(student), "optimizer": optimizer.state_dict(),
+                                   "scheduler": scheduler.state_dict(), "state": dict(state), "key": key,
+                                   "rng": checkpoint.rng_state(), "model_name": data.model_name})
+        barrier(dist)
+    summary = {"run_dir": str(run.path), "qat_dir": str(folder), "key": key, "settings": asdict(settings),
+               "best_epoch": state["best_epoch"], "best": state["best"], "float_val_accuracy": data.float_accuracy,
+               "device": str(device), "precision": precision, "world_size": dist.world_size,
+               "images_per_second": round(state["images"] / max(state["seconds"], 1e-9), 1),
+               "seconds": round(time.perf_counter() - started, 2)}
+    if dist.is_main:
+        atomic.write_json(folder / "summary.json", summary)
+    barrier(dist)
+    return summary
+
+
+def load_trained(run_dir: str | Path, float_model, image_size: tuple[int, int]):
+    """The best QAT graph of a run (fake quantizers with their learned ranges), observers off, eval mode."""
+    saved = checkpoint.load(qat_dir(run_dir) / "best.pt")
+    student = fake_quant.prepare(float_model, image_size)
+    student.load_state_dict(saved["model"])
+    fake_quant.observers(student, False)
+    fake_quant.eval_mode(student)
+    return student
+
+
+def _distillation_step(forward, optimizer, autocast, inputs, teacher_logits, temperature: float):
+    import torch.nn.functional as F
+
+    with autocast():
+        logits = forward(inputs)
+    log_student = F.log_softmax(logits.float() / temperature, dim=1)
+    target = F.log_softmax(teacher_logits.float() / temperature, dim=1)
+    loss = F.kl_div(log_student, target, log_target=True, reduction="batchmean") * temperature ** 2
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
+def _parameter_groups(student, head: str, settings: QatSettings) -> list[dict]:
+    """Head at head_lr_mult x lr, the rest at lr. Exported graphs keep module paths in parameter names."""
+    prefix = head.replace(".", "_") if head else None
+    head_params, body = [], []
+    for name, param in student.named_parameters():
+        is_head = bool(prefix) and (name.startswith(head + ".") or name.startswith(prefix))
+        (head_params if is_head else body).append(param)
+    groups = [{"params": body, "lr": settings.lr}]
+    if head_params:
+        groups.append({"params": head_params, "lr": settings.lr * settings.head_lr_mult})
+    return groups
+
+
+def _better(a: dict, b: dict) -> bool:
+    return (a["agreement"], a["accuracy"]) > (b["agreement"], b["accuracy"])
+
+
+def _cpu_state(module) -> dict:
+    return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+
+
+def _reset(folder: Path, dist: DistInfo) -> None:
+    """A fresh QAT: earlier results of other settings are replaced (only files QAT itself writes)."""
+    if dist.is_main:
+        for name in ("best.pt", "last.pt", "metrics.jsonl", "summary.json"):
+            (folder / name).unlink(missing_ok=True)
+    barrier(dist)
+
+
+def _log(folder: Path, line: dict, dist: DistInfo) -> None:
+    if dist.is_main:
+        with open(folder / "metrics.jsonl", "a") as handle:
+            handle.write(json.dumps(line) + "\n")

@@ -1,0 +1,167 @@
+"""Quantization-aware fine-tuning: `edgetl export --qat`, RUN_DIR/qat/, the learned ranges in every artifact.
+
+Real QAT (torchao PT2E with the LiteRT quantizer) on the shared digits run, real
+converters and runtimes; a real kill -9 in the middle of a QAT run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import REPO, json_out, run_cli
+from edgetl.contract.sidecar import Sidecar
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def qat_run(trained_run, tmp_path_factory) -> Path:
+    """A private copy of the shared run (QAT writes RUN_DIR/qat/; other tests keep theirs untouched)."""
+    run = tmp_path_factory.mktemp("qat") / "run"
+    shutil.copytree(trained_run["run_dir"], run, ignore=shutil.ignore_patterns("export", "qat"))
+    return run
+
+
+@pytest.fixture(scope="module")
+def qat_export(qat_run) -> dict:
+    result = run_cli("export", str(qat_run), "--format", "onnx,openvino,tflite", "--precision", "int8", "--qat",
+                     "--qat-epochs", "1", "--max-drop", "none", "--out", str(qat_run / "export"), "--json",
+                     check=True, timeout=1200)
+    return json_out(result)
+
+
+def test_qat_delivers_int8_in_all_three_formats_with_the_method_recorded(qat_export, qat_run):
+    rows = {row["format"]: row for row in qat_export["artifacts"]}
+    assert set(rows) == {"onnx", "openvino", "tflite"}
+    for fmt, row in rows.items():
+        assert row["delivered"] == "int8" and row["status"] == "qat", (fmt, row["attempts"])
+        assert [a["stage"] for a in row["attempts"]] == ["qat"]
+        sidecar = Sidecar.read(row["path"])
+        assert sidecar.quantization["method"] == "qat", sidecar.quantization
+        assert sidecar.quantization["epochs"] == 1 and sidecar.quantization["lr"] == 1e-5
+        assert sidecar.calibration["method"] == "qat"
+        assert row["agreement"] is not None and row["latency_ms"] > 0
+    summary = json.loads((qat_run / "qat" / "summary.json").read_text())
+    assert summary["settings"]["epochs"] == 1 and summary["best_epoch"] == 1
+    lines = [json.loads(x) for x in (qat_run / "qat" / "metrics.jsonl").read_text().splitlines()]
+    assert [line["epoch"] for line in lines] == [0, 1]  # the calibrated start, then each epoch
+    assert (qat_run / "qat" / "best.pt").is_file() and (qat_run / "qat" / "last.pt").is_file()
+    census = Sidecar.read(rows["tflite"]["path"]).quantization
+    assert census["int8_tensors"] > 50 and census["weight_dtypes"].get("int8", 0) >= 40, census
+    assert Sidecar.read(rows["onnx"]["path"]).quantization["activation_zero_points"].get("int8", 0) == 0
+
+
+def test_the_artifacts_keep_the_ranges_learned_in_training(qat_export, qat_run):
+    """The input quantizer's scale in the ONNX and TFLite files is the QAT model's, not a recalibration."""
+    import onnx
+    from onnx import numpy_helper
+
+    from edgetl.backbones.static_padding import static_same_padding
+    from edgetl.export.reference import load_reference
+    from edgetl.train.fake_quant import fake_quantizers
+    from edgetl.train.qat import load_trained
+
+    reference = load_reference(qat_run)
+    size = tuple(reference.preprocess.size)
+    student = load_trained(qat_run, static_same_padding(reference.model, (1, 3, *size)), size)
+    learned = sorted(round(q["scale"], 7) for q in fake_quantizers(student).values())
+    rows = {row["format"]: row for row in qat_export["artifacts"]}
+    model = onnx.load(str(Path(rows["onnx"]["path"]) / "model.onnx"))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    constants = {n.output[0]: numpy_helper.to_array(n.attribute[0].t) for n in model.graph.node
+                 if n.op_type == "Constant" and n.attribute}
+    scales = []
+    for node in model.graph.node:
+        if node.op_type == "QuantizeLinear" and node.input[0] not in inits:
+            value = inits.get(node.input[1], constants.get(node.input[1]))
+            if value is not None and value.size == 1:
+                scales.append(round(float(value), 7))
+    assert len(scales) >= 20
+    matched = [s for s in scales if np.isclose(s, learned, rtol=1e-5).any()]
+    assert len(matched) == len(scales), sorted(set(scales) - set(matched))[:5]
+    # And the student predicts what the ONNX artifact predicts (same ranges, same rounding).
+    import onnxruntime
+    import torch
+
+    validation = reference.labelled("val")
+    inputs = reference.preprocess.normalize(validation.pixels)
+    session = onnxruntime.InferenceSession(str(Path(rows["onnx"]["path"]) / "model.onnx"))
+    onnx_top1 = session.run(None, {session.get_inputs()[0].name: inputs})[0].argmax(1)
+    with torch.no_grad():
+        student_top1 = student(torch.from_numpy(inputs)).numpy().argmax(1)
+    assert (onnx_top1 == student_top1).mean() >= 0.95
+
+
+def test_a_second_export_reuses_the_qat_and_its_artifacts(qat_export, qat_run):
+    best = qat_run / "qat" / "best.pt"
+    stamp = best.stat().st_mtime_ns
+    again = json_out(run_cli("export", str(qat_run), "--format", "onnx", "--precision", "int8", "--qat",
+                             "--qat-epochs", "1", "--max-drop", "none", "--out", str(qat_run / "export"), "--json",
+                             check=True))
+    assert again["artifacts"][0]["status"] == "up-to-date"
+    assert best.stat().st_mtime_ns == stamp
+
+
+def test_qat_resumes_after_kill_9_and_ends_where_an_uninterrupted_run_ends(trained_run, tmp_path):
+    import torch
+
+    script = ("import sys; from edgetl.train.qat import QatSettings, quantization_aware_finetune; "
+              "quantization_aware_finetune(sys.argv[1], QatSettings(epochs=3, batch_size=16))")
+    runs = {}
+    for name in ("straight", "killed"):
+        runs[name] = tmp_path / name
+        shutil.copytree(trained_run["run_dir"], runs[name], ignore=shutil.ignore_patterns("export", "qat"))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    subprocess.run([sys.executable, "-c", script, str(runs["straight"])], check=True, env=env, cwd=REPO,
+                   capture_output=True, timeout=900)
+    process = subprocess.Popen([sys.executable, "-c", script, str(runs["killed"])], env=env, cwd=REPO,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    metrics = runs["killed"] / "qat" / "metrics.jsonl"
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and process.poll() is None:
+        lines = metrics.read_text().splitlines() if metrics.is_file() else []
+        if any(json.loads(x)["epoch"] == 1 for x in lines):
+            break
+        time.sleep(0.2)
+    assert process.poll() is None, "QAT finished before it could be killed"
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (runs["killed"] / "qat" / "summary.json").exists()
+    resumed = subprocess.run([sys.executable, "-c", script, str(runs["killed"])], env=env, cwd=REPO,
+                             capture_output=True, text=True, timeout=900)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming QAT" in resumed.stderr + resumed.stdout
+    epochs = [json.loads(x)["epoch"] for x in metrics.read_text().splitlines()]
+    assert epochs == [0, 1, 2, 3], epochs
+    straight = torch.load(runs["straight"] / "qat" / "last.pt", weights_only=True)["model"]
+    killed = torch.load(runs["killed"] / "qat" / "last.pt", weights_only=True)["model"]
+    assert straight.keys() == killed.keys()
+    for key in straight:
+        assert torch.allclose(straight[key].float(), killed[key].float(), atol=1e-5), key
+
+
+def test_qat_without_the_runs_data_folder_says_so_in_one_line(trained_run, tmp_path):
+    run = tmp_path / "moved"
+    shutil.copytree(trained_run["run_dir"], run, ignore=shutil.ignore_patterns("export", "qat"))
+    dataset = json.loads((run / "dataset.json").read_text())
+    (run / "dataset.json").write_text(json.dumps({**dataset, "root": str(tmp_path / "gone")}))
+    result = run_cli("export", str(run), "--format", "onnx", "--precision", "int8", "--qat", "--max-drop", "none",
+                     "--out", str(tmp_path / "out"))
+    assert result.returncode != 0
+    assert "QAT needs the run's data folder" in result.stderr and "Traceback" not in result.stderr
+    assert not (run / "qat" / "best.pt").exists()
+
+
+def test_qat_options_are_checked(trained_run):
+    result = run_cli("export", trained_run["run_dir"], "--qat", "--qat-epochs", "0")
+    assert result.returncode == 2 and "--qat-epochs" in result.stderr
