@@ -83,8 +83,8 @@ ddp() {
 }
 qat() {
   "$PY" -m edgetl export "$OUT/work/run" --format onnx,openvino,tflite --precision fp32,int8 --qat \
-    --qat-epochs "$([ "$SMALL" = 1 ] && echo 1 || echo 2)" --out "$OUT/work/export" --json > "$OUT/qat_export.json" &&
-  "$PY" -m edgetl parity "$OUT/work/run" --artifacts "$OUT/work/export"/* --max-drop 100 \
+    --qat-epochs "$([ "$SMALL" = 1 ] && echo 1 || echo 2)" --json > "$OUT/qat_export.json" &&
+  "$PY" -m edgetl parity "$OUT/work/run" --max-drop 100 \
     --report "$OUT/work/parity" --json > "$OUT/qat_parity.json"
 }
 step env env_step

@@ -84,6 +84,9 @@ def load_calibration(root: Path, samples: list[Sample], preprocess: Preprocess, 
                      source: str, minimum: int = MIN_IMAGES) -> CalibrationSet:
     if count < 1:
         raise BadInputError(f"--calib-size {count} is invalid", "use at least a few hundred images")
+    if not Path(root).is_dir():
+        raise BadInputError(f"no calibration images: {source} is read from {root}, which does not exist",
+                            "put the run's data folder back, or point --calib-data at a folder of training images")
     chosen = balanced_draw(samples, count)
     pixels, counts = [], {}
     with progress_bar("calibration images", len(chosen)) as advance:

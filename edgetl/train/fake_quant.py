@@ -57,7 +57,28 @@ def quantizer():
             return model
 
     _wrap_pattern_functions(utils)
-    return BackendFusedQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_qat=True))
+    return BackendFusedQuantizer().set_global(_symmetric_weights(
+        get_symmetric_quantization_config(is_per_channel=True, is_qat=True)))
+
+
+def _symmetric_weights(config):
+    """The config with weights fake-quantized per-channel *symmetric*, as every backend stores them.
+
+    The stock QAT config uses `FusedMovingAvgObsFakeQuantize` for weights, and torch 2.14's fused
+    per-channel kernel ignores its symmetric flag: a channel whose weights are all positive trained
+    with zero point -127 and half the symmetric scale (measured on Lite0: every one of its 50 weight
+    quantizers had such channels). The converted model is symmetric (TFLite and XNNPACK refuse
+    anything else), so the artifact ran other weights than the ones trained. The unfused
+    `FakeQuantize` computes its parameters through the observer, symmetric as asked.
+    """
+    import dataclasses
+
+    from torchao.quantization.pt2e.fake_quantize import FakeQuantize
+    from torchao.quantization.pt2e.observer import MovingAveragePerChannelMinMaxObserver
+
+    weight = dataclasses.replace(config.weight, observer_or_fake_quant_ctr=FakeQuantize.with_args(
+        observer=MovingAveragePerChannelMinMaxObserver, eps=2 ** -12))
+    return dataclasses.replace(config, weight=weight)
 
 
 def _wrap_pattern_functions(utils) -> None:

@@ -39,7 +39,7 @@ from edgetl.train import checkpoint, fake_quant
 from edgetl.train.distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shutdown
 
 QAT_DIR = "qat"
-VERSION = 1
+VERSION = 2  # bumped when the QAT graph changes
 
 
 @dataclass(frozen=True)
@@ -127,7 +127,7 @@ def _run(run: RunDir, cfg, settings: QatSettings, dist: DistInfo, device, autoca
     last, best = folder / "last.pt", folder / "best.pt"
     saved = checkpoint.load(last) if last.is_file() else None
     if saved is not None and saved.get("key") == key:
-        student.load_state_dict(saved["model"])
+        load_state(student, saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         state.update(saved["state"])
@@ -198,7 +198,7 @@ def load_trained(run_dir: str | Path, float_model, image_size: tuple[int, int]):
     """The best QAT graph of a run (fake quantizers with their learned ranges), observers off, eval mode."""
     saved = checkpoint.load(qat_dir(run_dir) / "best.pt")
     student = fake_quant.prepare(float_model, image_size)
-    student.load_state_dict(saved["model"])
+    load_state(student, saved["model"])
     fake_quant.observers(student, False)
     fake_quant.eval_mode(student)
     return student
@@ -237,6 +237,21 @@ def _better(a: dict, b: dict) -> bool:
 
 def _cpu_state(module) -> dict:
     return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+
+
+def load_state(student, state: dict) -> None:
+    """Load a QAT checkpoint into a freshly prepared graph, with the graph's own state-dict versions.
+
+    A saved state is a plain dict, without the `_metadata` versions `state_dict()` carries; torchao's
+    observers read a missing version as "version 1" and overwrite their `eps` buffer with float32's
+    eps (LiteRT's is 2**-12). The resumed run then computed other scales than the uninterrupted one
+    from its first step. The prepared graph is rebuilt identically, so its versions are the saved ones.
+    """
+    from collections import OrderedDict
+
+    ordered = OrderedDict(state)
+    ordered._metadata = student.state_dict()._metadata
+    student.load_state_dict(ordered)
 
 
 def _reset(folder: Path, dist: DistInfo) -> None:
