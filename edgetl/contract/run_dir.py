@@ -99,6 +99,14 @@ class RunDir:
     def data_root(self) -> Path:
         return Path(self.read_dataset()["root"])
 
+    def existing_data_root(self, needed_for: str, other_way: str = "") -> Path:
+        """The run's data folder, or one line saying it moved (a run is not self-contained: its splits are lists)."""
+        root = self.data_root()
+        if not root.is_dir():
+            raise BadInputError(f"{needed_for} is read from {root}, which does not exist",
+                                f"put the run's data folder back where `edgetl finetune` read it{other_way}")
+        return root
+
     def read_metrics(self) -> list[dict]:
         if not self.metrics.is_file():
             return []

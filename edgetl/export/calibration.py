@@ -84,9 +84,6 @@ def load_calibration(root: Path, samples: list[Sample], preprocess: Preprocess, 
                      source: str, minimum: int = MIN_IMAGES) -> CalibrationSet:
     if count < 1:
         raise BadInputError(f"--calib-size {count} is invalid", "use at least a few hundred images")
-    if not Path(root).is_dir():
-        raise BadInputError(f"no calibration images: {source} is read from {root}, which does not exist",
-                            "put the run's data folder back, or point --calib-data at a folder of training images")
     chosen = balanced_draw(samples, count)
     pixels, counts = [], {}
     with progress_bar("calibration images", len(chosen)) as advance:
@@ -114,7 +111,9 @@ def calibration_for_run(reference, calib_size: int, wanted: int, calib_data: str
     if calib_data:
         samples, root, source = list_images(calib_data), Path(calib_data), f"folder {calib_data}"
     else:
-        samples, root, source = load_split(reference.run.path, "train"), reference.run.data_root(), "train split"
+        root = reference.run.existing_data_root("calibration (the run's train split)",
+                                                ", or point --calib-data at a folder of training images")
+        samples, source = load_split(reference.run.path, "train"), "train split"
     calibration = load_calibration(root, samples, reference.preprocess, wanted, source)
     if len(calibration) < calib_size:
         warn(f"calibrating on {len(calibration)} images ({source} has no more); --calib-size asked {calib_size}")

@@ -51,10 +51,11 @@ def _pinned(student):
     """The graph with each fake quantizer's conversion reading the scale it trained and evaluated with.
 
     `convert_pt2e` asks a fake quantizer for `calculate_qparams()`, which recomputes them from its
-    observer's running min/max. For the per-channel weight quantizers that is not the scale the
-    fused fake-quant kernel stored and used (torchao 0.18: 0.3% apart per channel, all 50 weight
-    quantizers of Lite0): the artifact then disagreed with the QAT graph it came from on 10% of a
-    small validation set. Pinned, conversion keeps exactly the ranges training learned.
+    observer's running min/max rather than returning the scale its forward used. With torch's fused
+    per-channel kernel for weights (see `fake_quant._symmetric_weights`) the two were 0.3% apart on
+    every weight quantizer of Lite0, and the artifact disagreed with its own QAT graph on 10% of a
+    small validation set. Nothing guarantees a fake quantizer keeps the two equal, so conversion
+    reads the stored scale: exactly the ranges training learned.
     """
     import types
 

@@ -10,7 +10,7 @@ import numpy as np
 from edgetl.contract.preprocess import Preprocess
 from edgetl.contract.run_dir import RunDir
 from edgetl.data.splits import load_split
-from edgetl.errors import BadInputError, require
+from edgetl.errors import require
 from edgetl.evaluation import ImageCache
 from edgetl.export.calibration import LabelledImages
 
@@ -38,12 +38,9 @@ class FloatReference:
     def split_images(self, split: str) -> tuple[ImageCache, np.ndarray]:
         """The run's saved split as an image cache plus class indices."""
         samples = load_split(self.run.path, split)
-        root = Path(self.run.data_root())
-        if not root.is_dir():
-            raise BadInputError(f"the run's {split} split is read from {root}, which does not exist",
-                                "put the run's data folder back where `edgetl finetune` read it")
+        root = self.run.existing_data_root(f"the run's {split} split")
         index = {name: i for i, name in enumerate(self.labels)}
-        cache = ImageCache(self.run.data_root(), [s.path for s in samples])
+        cache = ImageCache(root, [s.path for s in samples])
         return cache, np.array([index[s.label] for s in samples], dtype=np.int64)
 
     def labelled(self, split: str) -> LabelledImages:

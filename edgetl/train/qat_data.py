@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -49,7 +48,7 @@ class QatData:
         from edgetl.train.trainer import _loader
 
         recorded = run.read_dataset()
-        cfg = dataclasses.replace(cfg, data=str(data_root_exists(run)), batch_size=settings.batch_size)
+        cfg = dataclasses.replace(cfg, data=str(run.existing_data_root("QAT's training images (the run's train split)")), batch_size=settings.batch_size)
         preprocess = run.read_preprocess()
         data = prepare_data(cfg, preprocess)
         if split_digest(data.splits) != recorded.get("split_digest"):
@@ -135,11 +134,3 @@ def _logits(model, normalizer: Normalizer, pixels: np.ndarray, batch_size: int) 
     for start in range(0, len(pixels), batch_size):
         parts.append(model(normalizer(torch.from_numpy(pixels[start:start + batch_size]))).float().cpu().numpy())
     return np.concatenate(parts)
-
-
-def data_root_exists(run: RunDir) -> Path:
-    root = Path(run.data_root())
-    if not root.is_dir():
-        raise BadInputError(f"QAT needs the run's data folder {root}, which does not exist",
-                            "restore it (QAT trains on the run's own train split)")
-    return root
