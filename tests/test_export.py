@@ -121,6 +121,27 @@ def test_too_few_calibration_images_is_a_clear_error(trained_run, tmp_path):
     assert result.returncode == 2 and "calibration images" in result.stderr
 
 
+def test_a_converter_that_crashes_fails_the_export_and_keeps_the_others(trained_run, tmp_path, monkeypatch,
+                                                                          capsys):
+    import edgetl.export.openvino as openvino_exporter
+    from edgetl.cli import main
+
+    def crash(request):
+        raise RuntimeError("converter crashed\nsecond line of a long trace")
+
+    monkeypatch.setattr(openvino_exporter, "export", crash)
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as info:
+        main(["export", trained_run["run_dir"], "--format", "onnx,openvino", "--precision", "fp32",
+              "--out", str(out), "--json", "-q"])
+    captured = capsys.readouterr()
+    assert info.value.code == 1
+    assert "export failed for openvino-fp32" in captured.err and "converter crashed" in captured.err
+    rows = {r["format"]: r for r in json.loads(captured.out)["artifacts"]}
+    assert rows["openvino"]["status"] == "failed" and rows["onnx"]["status"] == "ok"
+    assert (out / "onnx-fp32" / "model.onnx").is_file() and not (out / "openvino-fp32").exists()
+
+
 def test_missing_converter_names_the_extra(monkeypatch):
     from edgetl.contract import formats
     from edgetl.export import provenance

@@ -114,6 +114,26 @@ def test_a_revoked_key_is_refused_whatever_else_trusts_it(sshd, tmp_path):
         _ssh(sshd, known_hosts=str(known), accept_new_host_key=True)
 
 
+def test_the_system_known_hosts_file_vouches_and_its_changed_key_is_refused(sshd, tmp_path, monkeypatch):
+    from edgetl.deploy import host_keys
+
+    system = tmp_path / "ssh_known_hosts"  # stands in for /etc/ssh/ssh_known_hosts, as a fleet's config tool writes it
+    monkeypatch.setattr(host_keys, "SYSTEM_KNOWN_HOSTS", (system, tmp_path / "absent"))
+    user = tmp_path / "known_hosts"  # the user's own file has nothing for this device
+    system.write_text(f"[127.0.0.1]:{sshd.port} {_host_key(sshd)}\n")
+    _hash(system)
+    assert _echo(_ssh(sshd, known_hosts=str(user))) == "ok"
+    assert not user.exists()  # trusted through the system file: nothing recorded anywhere
+
+    old = _other_key(tmp_path / "old")
+    system.write_text(f"[127.0.0.1]:{sshd.port} {' '.join(old.with_suffix('.pub').read_text().split()[:2])}\n")
+    with pytest.raises(BadInputError) as info:
+        _ssh(sshd, known_hosts=str(user), accept_new_host_key=True)  # a key the system file contradicts is CHANGED
+    assert "CHANGED" in info.value.message and str(system) in info.value.message
+    assert _fingerprint(old.with_suffix(".pub")) in info.value.message
+    assert f"-f {system}" in info.value.hint and not user.exists()
+
+
 def test_unknown_key_shows_its_fingerprint_and_is_recorded_only_when_accepted(sshd, tmp_path):
     known = tmp_path / "known_hosts"
     known.write_text("# no newline at the end")

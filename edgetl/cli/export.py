@@ -39,7 +39,7 @@ def export(run_dir, formats, precisions, calib_size, calib_data, max_drop, min_a
 
     Each artifact lands in OUT/<format>-<precision>/ with model.json (labels, preprocessing,
     tensors, quantization, attempts, checksums, golden samples). Re-running skips artifacts
-    whose sources did not change.
+    whose sources did not change. Exit code 1 when a requested artifact could not be made at all.
     """
     from edgetl.contract.formats import PRECISIONS, parse_list
     from edgetl.export import export_run
@@ -63,11 +63,24 @@ def export(run_dir, formats, precisions, calib_size, calib_data, max_drop, min_a
     for row in rows:
         if row["message"]:
             click.echo(f"{row['format']}-{row['precision']}: {row['message']}", err=True)
-    return {"out": report["out"], "float_val_accuracy": report["float_val_accuracy"], "max_drop": report["max_drop"],
-            "min_agreement": report["min_agreement"], "notes": report["notes"], "artifacts": [
+    summary = {"out": report["out"], "float_val_accuracy": report["float_val_accuracy"],
+               "max_drop": report["max_drop"], "min_agreement": report["min_agreement"], "notes": report["notes"],
+               "artifacts": [
         {k: r.get(k) for k in ("format", "precision", "delivered", "path", "status", "size_bytes", "seconds",
                                "val_accuracy", "drop_pp", "agreement", "float_layers", "latency_ms", "latency_ratio",
                                "golden_passed", "attempts", "message")} for r in rows]}
+    failed = [f"{r['format']}-{r['precision']}" for r in rows if r["status"] == "failed"]
+    if failed:
+        # The others were delivered and stay; the exit code must still say a requested artifact is missing,
+        # or a script that exports then deploys ships whatever the last good export left.
+        from edgetl.console import emit_json
+        from edgetl.errors import CheckFailedError
+
+        if click.get_current_context().params.get("as_json"):
+            emit_json(summary)
+        raise CheckFailedError(f"export failed for {', '.join(failed)} (the other artifacts were written)",
+                               "see the message above for each; fix it and rerun: finished artifacts are skipped")
+    return summary
 
 
 def parse_drop(value):

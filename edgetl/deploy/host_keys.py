@@ -6,7 +6,10 @@ wildcards, @revoked, @cert-authority). This module only chooses which name is lo
 sshd on the same machine), records the key the device presented, and turns the
 verdict into one line: a CHANGED key is refused whatever the flags, with both
 fingerprints; an unknown one shows its fingerprint and is recorded only with
-`--accept-new-host-key`, appended without rewriting the file.
+`--accept-new-host-key`, appended without rewriting the file. The system-wide
+files (/etc/ssh/ssh_known_hosts, ssh_known_hosts2: where fleets managed by Ansible or
+Puppet keep their keys) are read after the user's, as ssh's GlobalKnownHostsFile; new
+keys are only ever recorded in the user's file.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from pathlib import Path
 from edgetl.errors import BadInputError, require
 
 _APPEND_LOCK = threading.Lock()  # fleet threads may record keys in the same known_hosts
+SYSTEM_KNOWN_HOSTS = (Path("/etc/ssh/ssh_known_hosts"), Path("/etc/ssh/ssh_known_hosts2"))
 
 
 def one_line(exc: BaseException) -> str:
@@ -54,37 +58,55 @@ class HostKeyPolicy:
     whose key changed never sees our credentials.
     """
 
-    def __init__(self, path: Path, host: str, port: int, accept_new: bool):
+    def __init__(self, path: Path, host: str, port: int, accept_new: bool,
+                 system_files: tuple[Path, ...] | None = None):
         self.asyncssh = require("asyncssh", "deploy", "deploying over SSH")
         self.path, self.host, self.port, self.accept_new = path, host, port, accept_new
         self.hashed_file = False  # entries are appended in the file's own style
-        self.known = self._read()
+        # (file, its parsed entries): the user's file, then the system-wide ones that exist and can be read.
+        self.known = [(path, self._read(path, user=True))]
+        self.known += [(file, self._read(file, user=False))
+                       for file in (SYSTEM_KNOWN_HOSTS if system_files is None else system_files) if file != path]
         self.entries: list = []  # the host keys known_hosts has for this host
+        self.entry_files: list[Path] = []  # the files those entries came from
         self.presented = None  # the key the device presented, when no entry trusted it
         self.verdict: str | None = None  # "changed", "unknown" or "new"
 
-    def _read(self):
+    def _read(self, path: Path, user: bool):
         known = self.asyncssh.SSHKnownHosts()
-        if not self.path.is_file():
+        if not path.is_file():
             return known
         try:
-            text = self.path.read_text()
+            text = path.read_text()
         except (OSError, UnicodeDecodeError) as exc:
-            raise BadInputError(f"cannot read known_hosts {self.path}: {one_line(exc)}",
+            if not user:
+                return known  # ssh skips a system file it cannot open; it can only ever add trust
+            raise BadInputError(f"cannot read known_hosts {path}: {one_line(exc)}",
                                 "pass --known-hosts FILE with a readable OpenSSH known_hosts file") from exc
         for line in text.splitlines():
             try:
                 known.load(line)
             except ValueError:
                 pass  # ssh skips a line it cannot parse too; one bad line must not hide the others
-        self.hashed_file = any(line.lstrip().startswith("|1|") for line in text.splitlines())
+        if user:
+            self.hashed_file = any(line.lstrip().startswith("|1|") for line in text.splitlines())
         return known
 
     def name(self, host: str) -> str:
         return host if self.port == 22 else f"[{host}]:{self.port}"
 
-    def _lookup(self, host: str):
-        return self.known.match(self.name(host), "", None)[:3]  # host keys, CA keys, revoked keys
+    def _lookup(self, host: str, files: list[Path] | None = None):
+        """Host keys, CA keys and revoked keys for `host`, over every file; `files` collects the files
+        that have host keys for it."""
+        keys, ca_keys, revoked = [], [], []
+        for path, known in self.known:
+            found = known.match(self.name(host), "", None)[:3]
+            keys += found[0]
+            ca_keys += found[1]
+            revoked += found[2]
+            if found[0] and files is not None:
+                files.append(path)
+        return keys, ca_keys, revoked
 
     def algorithms(self) -> list[str]:
         """Host key types to ask for: the known ones first, so a device with several keys presents the
@@ -100,12 +122,15 @@ class HostKeyPolicy:
 
     def __call__(self, _host: str, addr: str, _port):
         """asyncssh's known_hosts callable, called once TCP is up: the trusted, CA and revoked keys."""
-        keys, ca_keys, revoked = self._lookup(self.host)
+        files: list[Path] = []
+        keys, ca_keys, revoked = self._lookup(self.host, files)
         if addr and addr != self.host:
-            by_addr = self._lookup(addr)
-            keys = keys or by_addr[0]
+            by_addr_files: list[Path] = []
+            by_addr = self._lookup(addr, by_addr_files)
+            if not keys:
+                keys, files = by_addr[0], by_addr_files
             ca_keys, revoked = [*ca_keys, *by_addr[1]], [*revoked, *by_addr[2]]
-        self.entries = list(keys)
+        self.entries, self.entry_files = list(keys), list(dict.fromkeys(files))
         return list(keys), list(ca_keys), list(revoked)
 
     def judge(self, key) -> bool:
@@ -120,12 +145,14 @@ class HostKeyPolicy:
     def refusal(self, device: str, reason: str) -> BadInputError:
         where = self.name(self.host)
         if self.verdict == "changed":
+            files = self.entry_files or [self.path]
             return BadInputError(
-                f"host key of {device} CHANGED: {self.path} has {', '.join(map(_describe, self.entries))}, "
+                f"host key of {device} CHANGED: {' and '.join(map(str, files))} "
+                f"{'has' if len(files) == 1 else 'have'} {', '.join(map(_describe, self.entries))}, "
                 f"the device presented {_describe(self.presented)}",
                 "a reinstalled device or someone in between: check its key out of band "
                 f"({_check_on_device(self.presented)}), and only then remove the old entry with "
-                f"ssh-keygen -R '{where}' -f {self.path}")
+                + " and ".join(f"ssh-keygen -R '{where}' -f {file}" for file in files))
         if self.verdict == "unknown":
             return BadInputError(
                 f"host key of {device} is not trusted: {self.path} has no entry for {where}; "
