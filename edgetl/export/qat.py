@@ -22,6 +22,7 @@ learning rate, and the number of activation ranges carried over from training.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib.metadata
 import json
@@ -212,7 +213,7 @@ def export_tflite(request: ExportRequest, student, summary: dict) -> ExportedMod
     path = _cache(request, "tflite-qat-int8")
     if not path.is_file():
         tmp = path.with_suffix(".partial")
-        with tflite._quiet(), torch.no_grad():
+        with tflite._quiet(), torch.no_grad(), _nhwc_constant_pads():
             wrapped = litert_torch.to_channel_last_io(converted(student, request.options.get("float_layers") or ()),
                                                       args=[0])  # no .eval(): an exported graph
             litert_torch.convert(wrapped, (torch.zeros(1, height, width, 3),),
@@ -222,6 +223,55 @@ def export_tflite(request: ExportRequest, student, summary: dict) -> ExportedMod
     return tflite.finish(request, path.read_bytes(), record(summary, tool, None, request.options.get("float_layers") or ()),
                          ["NHWC input via litert_torch.to_channel_last_io", "int8 kernels lowered by litert-torch "
                           "from the QAT graph's quantize/dequantize pairs"])
+
+
+@contextlib.contextmanager
+def _nhwc_constant_pads():
+    """litert-torch's layout pass taught that a constant pad of H and W can run in NHWC, for one conversion.
+
+    litert-torch 0.10 keeps `aten.constant_pad_nd` in NCHW, so each pad in front of a strided
+    convolution (TF "SAME" padding, `static_padding.py`) got a TRANSPOSE on each side. In a float
+    graph the converter folds them away with the pad into the convolution; in the QAT graph the
+    pad sits between its own quantize/dequantize pair and nothing folded: Lite0's QAT TFLite ran 4
+    PADs and 8 int8 TRANSPOSEs that post-training int8 does not have. The rewrite moves the pad's
+    amounts to NHWC's axes (C unpadded, then W, then H); registered only around the QAT conversion.
+    """
+    import torch
+    import torch.nn.functional as F
+    from litert_torch._convert.fx_passes.optimize_layout_transposes_pass import layout_check, layout_rewrite
+
+    op = torch.ops.aten.constant_pad_nd.default
+
+    def pad_nhwc(x, pad, value=0.0):
+        return F.pad(x, [0, 0, *pad], value=value)
+
+    def rewrite(node):
+        if len(node.args[1]) == 4:  # only H and W padded: NCHW (W, H) is NHWC (C=0, W, H)
+            node.target = pad_nhwc
+
+    def inputs(node):
+        return [node.args[0]]
+
+    def checker(node):
+        fits = len(node.args[1]) == 4 and layout_check.is_4d(node) and layout_check.is_4d(node.args[0])
+        return layout_check.NHWCable(fits, must_be=False)
+
+    registries = ((layout_rewrite.rewriters, rewrite), (layout_check.layout_sensitive_inputs_getters, inputs),
+                  (layout_check.nhwcable_node_checkers, checker))
+    saved = [(registry, registry.get(op, _MISSING)) for registry, _ in registries]
+    for registry, func in registries:
+        registry[op] = func
+    try:
+        yield
+    finally:
+        for registry, previous in saved:
+            if previous is _MISSING:
+                registry.pop(op, None)
+            else:
+                registry[op] = previous
+
+
+_MISSING = object()
 
 
 EXPORTERS = {"onnx": export_onnx, "openvino": export_openvino, "tflite": export_tflite}

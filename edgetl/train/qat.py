@@ -39,19 +39,22 @@ from edgetl.train import checkpoint, fake_quant
 from edgetl.train.distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shutdown
 
 QAT_DIR = "qat"
-VERSION = 2  # bumped when the QAT graph changes
+VERSION = 3  # bumped when the QAT graph changes
 
 
 @dataclass(frozen=True)
 class QatSettings:
     epochs: int = 2
-    lr: float = 1e-5  # backbone; the head trains at head_lr_mult x this
+    lr: float = 1e-4  # backbone; the head trains at head_lr_mult x this
     head_lr_mult: float = 10.0
     weight_decay: float = 0.0
     temperature: float = 2.0
     calib_images: int = 256
     batch_size: int = 32
     max_steps: int | None = None  # per epoch; for smoke tests and budgets (None: the whole train split)
+    # Activation ranges stop moving after this many epochs (the weights keep training against fixed
+    # ranges, as BN statistics are frozen in the literature's recipe); None: they track every epoch.
+    freeze_observers_after: int | None = None
 
     def validate(self) -> None:
         if self.epochs < 1:
@@ -152,7 +155,8 @@ def _run(run: RunDir, cfg, settings: QatSettings, dist: DistInfo, device, autoca
         forward = DistributedDataParallel(student, device_ids=[dist.local_rank] if device.type == "cuda" else None)
     for epoch in range(state["epoch"], settings.epochs):
         fake_quant.train_mode(student)
-        fake_quant.observers(student, True)
+        fake_quant.observers(student, settings.freeze_observers_after is None
+                             or epoch < settings.freeze_observers_after)
         epoch_start = time.perf_counter()
         sums = torch.zeros(2, dtype=torch.float64, device=device)  # loss x images, images
         with progress_bar(f"QAT epoch {epoch + 1}/{settings.epochs}", data.steps_per_epoch) as advance:
