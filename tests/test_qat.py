@@ -85,6 +85,17 @@ def test_qat_artifacts_run_every_op_in_int8_like_post_training_ones(qat_export):
     adds = [node for node in graph.node if node.op_type == "Add"]
     assert adds and all(producers.get(name) == "DequantizeLinear" for node in adds for name in node.input), \
         [(node.name, [producers.get(name) for name in node.input]) for node in adds]
+    # Weights stored int8 (not float quantized at run time): what lets OpenVINO run int8 convolutions.
+    initializers = {init.name for init in graph.initializer}
+    assert not [n.name for n in graph.node if n.op_type == "QuantizeLinear" and n.input[0] in initializers]
+
+    import openvino as ov
+
+    compiled = ov.Core().compile_model(str(Path(rows["openvino"]["path"]) / "model.xml"), "CPU")
+    runtime = [op.get_rt_info() for op in compiled.get_runtime_model().get_ops()]
+    convolutions = [info["runtimePrecision"].astype(str) for info in runtime
+                    if "layerType" in info and info["layerType"].astype(str) == "Convolution"]
+    assert convolutions and set(convolutions) <= {"u8", "i8"}, convolutions  # the runtime's own account
 
 
 def test_the_artifacts_keep_the_ranges_learned_in_training(qat_export, qat_run):

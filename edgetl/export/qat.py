@@ -131,7 +131,7 @@ def qdq_onnx(request: ExportRequest, student) -> Path:
     import torch
 
     from edgetl.export.onnx import INPUT_NAME, OPSET, OUTPUT_NAME
-    from edgetl.export.qdq import activations_to_uint8
+    from edgetl.export.qdq import activations_to_uint8, fold_weight_quantizers
 
     model = converted(student, request.options.get("float_layers") or ())
     height, width = request.preprocess.size
@@ -144,10 +144,11 @@ def qdq_onnx(request: ExportRequest, student) -> Path:
         program.save(str(tmp))
     graph = onnx.load(str(tmp))
     moved = activations_to_uint8(graph)
+    folded = fold_weight_quantizers(graph)
     onnx.checker.check_model(graph)
     onnx.save(graph, str(tmp))
     tmp.rename(path)
-    path.with_suffix(".json").write_text(json.dumps({"uint8_activations": moved}))
+    path.with_suffix(".json").write_text(json.dumps({"uint8_activations": moved, "int8_weights": folded}))
     return path
 
 
