@@ -115,6 +115,10 @@ def test_the_artifacts_keep_the_ranges_learned_in_training(qat_export, qat_run):
     # Weights trained per-channel symmetric, as stored in every format (torch's fused kernel trains affine).
     weights = [m for m in student.modules() if hasattr(m, "fake_quant_enabled") and m.scale.numel() > 1]
     assert len(weights) >= 40 and all(int(m.zero_point.abs().max()) == 0 for m in weights)
+    # Every layer trained, the head included (a frozen teacher's copy once left the classifier as it was).
+    float_head = reference.model.classifier.weight.detach()
+    trained = [p for name, p in student.named_parameters() if "classifier" in name and p.shape == float_head.shape]
+    assert trained and not np.allclose(trained[0].detach().numpy(), float_head.numpy())
     rows = {row["format"]: row for row in qat_export["artifacts"]}
     model = onnx.load(str(Path(rows["onnx"]["path"]) / "model.onnx"))
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}

@@ -39,7 +39,7 @@ from edgetl.train import checkpoint, fake_quant
 from edgetl.train.distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shutdown
 
 QAT_DIR = "qat"
-VERSION = 3  # bumped when the QAT graph changes
+VERSION = 4  # bumped when the QAT graph changes
 
 
 @dataclass(frozen=True)

@@ -80,6 +80,9 @@ class QatData:
         from edgetl.backbones.static_padding import static_same_padding
 
         model = copy.deepcopy(self.teacher).cpu().eval()
+        # The teacher is frozen; its copy must train: every layer, the head included. (A frozen copy
+        # left Lite0's classifier untrained, and failed outright on torchvision's MobileNetV3.)
+        model.requires_grad_(True)
         return static_same_padding(model, (1, 3, *self.image_size))
 
     def describe(self) -> str:
