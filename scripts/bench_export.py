@@ -41,7 +41,7 @@ def train_photo_run(workdir: Path, model: str, pretrained: bool) -> Path:
     if (run_dir / "summary.json").is_file():  # a --workdir kept from an earlier bench: its run is reused
         return run_dir
     data = write_photo_set(workdir / "photos")["path"]
-    summary = finetune(TrainConfig(data=data, model=model, out=str(workdir / f"run-{model}"), epochs=4, img_size=128,
+    summary = finetune(TrainConfig(data=data, model=model, out=str(run_dir), epochs=4, img_size=128,
                                    batch_size=32, augment="light", pretrained=pretrained))
     return Path(summary["run_dir"])
 

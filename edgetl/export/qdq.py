@@ -143,14 +143,18 @@ def activations_to_uint8(model) -> int:
             dequantizer.input[2] = name
         stale.add(node.output[0])
         moved += 1
-    kept = [info for info in graph.value_info if info.name not in stale]  # they still say int8
+    _drop_stale(graph, stale)  # their value_info still says int8
+    return moved
+
+
+def _drop_stale(graph, stale: set[str]) -> None:
+    """After a rewrite: drop the value_info of tensors that changed or went, and initializers no node reads."""
+    kept = [info for info in graph.value_info if info.name not in stale]
     del graph.value_info[:]
     graph.value_info.extend(kept)
     used = {name for node in graph.node for name in node.input}
-    unused = [init for init in graph.initializer if init.name not in used]
-    for init in unused:
+    for init in [init for init in graph.initializer if init.name not in used]:
         graph.initializer.remove(init)
-    return moved
 
 
 def fold_weight_quantizers(model) -> int:
@@ -204,13 +208,7 @@ def fold_weight_quantizers(model) -> int:
         folded += 1
     for node in dead:
         graph.node.remove(node)
-    stale = {node.output[0] for node in dead}
-    kept = [info for info in graph.value_info if info.name not in stale]
-    del graph.value_info[:]
-    graph.value_info.extend(kept)
-    used = {name for node in graph.node for name in node.input}
-    for init in [init for init in graph.initializer if init.name not in used]:
-        graph.initializer.remove(init)
+    _drop_stale(graph, {node.output[0] for node in dead})
     return folded
 
 

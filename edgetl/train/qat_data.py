@@ -48,7 +48,8 @@ class QatData:
         from edgetl.train.trainer import _loader
 
         recorded = run.read_dataset()
-        cfg = dataclasses.replace(cfg, data=str(run.existing_data_root("QAT's training images (the run's train split)")), batch_size=settings.batch_size)
+        root = run.existing_data_root("QAT's training images (the run's train split)")
+        cfg = dataclasses.replace(cfg, data=str(root), batch_size=settings.batch_size)
         preprocess = run.read_preprocess()
         data = prepare_data(cfg, preprocess)
         if split_digest(data.splits) != recorded.get("split_digest"):
