@@ -115,10 +115,13 @@ def test_the_artifacts_keep_the_ranges_learned_in_training(qat_export, qat_run):
     # Weights trained per-channel symmetric, as stored in every format (torch's fused kernel trains affine).
     weights = [m for m in student.modules() if hasattr(m, "fake_quant_enabled") and m.scale.numel() > 1]
     assert len(weights) >= 40 and all(int(m.zero_point.abs().max()) == 0 for m in weights)
-    # Every layer trained, the head included (a frozen teacher's copy once left the classifier as it was).
-    float_head = reference.model.classifier.weight.detach()
-    trained = [p for name, p in student.named_parameters() if "classifier" in name and p.shape == float_head.shape]
-    assert trained and not np.allclose(trained[0].detach().numpy(), float_head.numpy())
+    # The convolutions trained (a frozen teacher's copy once trained only some); the head, by choice, did not.
+    from edgetl.train.fake_quant import prepare
+
+    untrained = dict(prepare(static_same_padding(reference.model, (1, 3, *size)), size).named_parameters())
+    changed = {name for name, p in student.named_parameters()
+               if not np.allclose(p.detach().numpy(), untrained[name].detach().numpy())}
+    assert len(changed) >= 40 and not any("classifier" in name for name in changed), sorted(changed)
     rows = {row["format"]: row for row in qat_export["artifacts"]}
     model = onnx.load(str(Path(rows["onnx"]["path"]) / "model.onnx"))
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
@@ -140,10 +143,15 @@ def test_the_artifacts_keep_the_ranges_learned_in_training(qat_export, qat_run):
     validation = reference.labelled("val")
     inputs = reference.preprocess.normalize(validation.pixels)
     session = onnxruntime.InferenceSession(str(Path(rows["onnx"]["path"]) / "model.onnx"))
-    onnx_top1 = session.run(None, {session.get_inputs()[0].name: inputs})[0].argmax(1)
+    onnx_logits = session.run(None, {session.get_inputs()[0].name: inputs})[0]
     with torch.no_grad():
-        student_top1 = student(torch.from_numpy(inputs)).numpy().argmax(1)
-    assert (onnx_top1 == student_top1).mean() >= 0.95
+        logits = student(torch.from_numpy(inputs)).numpy()
+    # Both end in the same output quantizer: logits on one grid, apart by rounding (about a step on
+    # average over ~50 requantizations), never by a different range. The tiny test model has near
+    # ties (half its images lead by under two steps), so top-1 may flip on a few of its 20 images.
+    step = float(np.min(np.diff(np.unique(np.round(logits, 5)))))
+    assert np.abs(onnx_logits - logits).mean() <= 1.5 * step
+    assert (onnx_logits.argmax(1) == logits.argmax(1)).mean() >= 0.8
 
 
 def test_a_second_export_reuses_the_qat_and_its_artifacts(qat_export, qat_run):

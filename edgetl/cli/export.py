@@ -30,7 +30,7 @@ from edgetl.export import gate
                    "tries QAT after post-training int8 misses, before fp16. Trained once per run in RUN_DIR/qat/.")
 @click.option("--qat-epochs", type=click.IntRange(1), default=2, show_default=True, help="QAT epochs.")
 @click.option("--qat-lr", type=click.FloatRange(0, min_open=True), default=1e-4, show_default=True,
-              help="QAT learning rate of the backbone (the head trains at 10x).")
+              help="QAT learning rate (every layer but the classifier head, which stays the float model's).")
 @click.option("--out", type=click.Path(file_okay=False), help="Output folder (default RUN_DIR/export).")
 @json_option
 def export(run_dir, formats, precisions, calib_size, calib_data, max_drop, min_agreement, budget, qat, qat_epochs,

@@ -13,7 +13,11 @@ The recipe (chosen on the validation split of the photo run, issue 13):
   train labels alone pull a memorised model away from it;
 - BatchNorm folded into the convolutions before QAT (frozen statistics from the
   start; see `fake_quant.prepare` for why not torchao's trainable conv+BN pattern)
-  and a low learning rate (AdamW, cosine; the head at 10x the backbone's);
+  and a low learning rate (AdamW, cosine) for every layer but the classifier head, which
+  stays the float model's: measured on the photo run's validation split (2 epochs, lr
+  1e-4), agreement with float went 96.4% -> 97.5% with the head frozen, but 96.9% ->
+  95.9% with it training at 1x and 96.4% -> 95.3% at 10x: on a small train split the
+  head drifts from the teacher faster than the convolutions learn the rounding;
 - validation every epoch with observers off, the best kept by (top-1 agreement
   with float, then accuracy).
 
@@ -39,14 +43,14 @@ from edgetl.train import checkpoint, fake_quant
 from edgetl.train.distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shutdown
 
 QAT_DIR = "qat"
-VERSION = 4  # bumped when the QAT graph changes
+VERSION = 5  # bumped when the QAT graph changes
 
 
 @dataclass(frozen=True)
 class QatSettings:
     epochs: int = 2
-    lr: float = 1e-4  # backbone; the head trains at head_lr_mult x this
-    head_lr_mult: float = 10.0
+    lr: float = 1e-4  # every layer but the head
+    head_lr_mult: float = 0.0  # the head's lr is head_lr_mult x lr; 0: the head stays the float model's
     weight_decay: float = 0.0
     temperature: float = 2.0
     calib_images: int = 256
@@ -223,14 +227,20 @@ def _distillation_step(forward, optimizer, autocast, inputs, teacher_logits, tem
 
 
 def _parameter_groups(student, head: str, settings: QatSettings) -> list[dict]:
-    """Head at head_lr_mult x lr, the rest at lr. Exported graphs keep module paths in parameter names."""
+    """Head at head_lr_mult x lr (0: frozen, out of the optimizer), the rest at lr.
+
+    Exported graphs keep module paths in parameter names.
+    """
     prefix = head.replace(".", "_") if head else None
     head_params, body = [], []
     for name, param in student.named_parameters():
         is_head = bool(prefix) and (name.startswith(head + ".") or name.startswith(prefix))
         (head_params if is_head else body).append(param)
+    if not body:
+        raise BadInputError(f"QAT found no trainable layers outside the head {head!r}")
     groups = [{"params": body, "lr": settings.lr}]
-    if head_params:
+    if head_params and settings.head_lr_mult > 0:  # 0: out of the optimizer (still differentiable: export
+        # traces a graph with every parameter alike)
         groups.append({"params": head_params, "lr": settings.lr * settings.head_lr_mult})
     return groups
 

@@ -81,8 +81,9 @@ class QatData:
         from edgetl.backbones.static_padding import static_same_padding
 
         model = copy.deepcopy(self.teacher).cpu().eval()
-        # The teacher is frozen; its copy must train: every layer, the head included. (A frozen copy
-        # left Lite0's classifier untrained, and failed outright on torchvision's MobileNetV3.)
+        # The teacher is frozen; its copy must train (QatSettings.head_lr_mult decides the head). A
+        # frozen copy trained only the convolutions static padding rebuilt, and failed outright on
+        # torchvision's MobileNetV3 ('does not require grad').
         model.requires_grad_(True)
         return static_same_padding(model, (1, 3, *self.image_size))
 
