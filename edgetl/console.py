@@ -72,8 +72,10 @@ def progress_bar(description: str, total: int | None) -> Iterator[Any]:
         task = progress.add_task(description, total=total, status="")
 
         def advance(n: int = 1, **fields: Any) -> None:
-            status = " ".join(f"{k}={v}" for k, v in fields.items())
-            progress.update(task, advance=n, status=status)
+            if fields:  # no fields: the last status stays shown
+                progress.update(task, advance=n, status=" ".join(f"{k}={v}" for k, v in fields.items()))
+            else:
+                progress.update(task, advance=n)
 
         yield advance
 

@@ -50,7 +50,7 @@ def _initial_splits(cfg, folder) -> dict[str, list[Sample]]:
     return splits
 
 
-def prepare_data(cfg, preprocess: Preprocess) -> PreparedData:
+def prepare_data(cfg, preprocess: Preprocess, colour_in_workers: bool = True) -> PreparedData:
     folder = scan_image_folder(cfg.data)
     if folder.ignored_files:
         warn(f"ignored {len(folder.ignored_files)} file(s) that are not images by name, "
@@ -112,7 +112,7 @@ def prepare_data(cfg, preprocess: Preprocess) -> PreparedData:
 
     train = TrainImages(
         folder.root, [s.path for s in kept["train"]], labels("train"),
-        train_transform(cfg.augment, preprocess), train_pixels if cache_train else None,
+        train_transform(cfg.augment, preprocess, colour=colour_in_workers), train_pixels if cache_train else None,
     )
     report = {
         "layout": folder.layout,

@@ -18,8 +18,12 @@ from edgetl.contract.preprocess import Preprocess
 PixelTransform = Callable[[Image.Image], np.ndarray]
 
 
-def train_transform(preset: str, preprocess: Preprocess) -> PixelTransform:
-    """none: the evaluation geometry; light: crops, flips, mild colour; strong: + TrivialAugment, erasing."""
+def train_transform(preset: str, preprocess: Preprocess, colour: bool = True) -> PixelTransform:
+    """none: the evaluation geometry; light: crops, flips, mild colour; strong: + TrivialAugment, erasing.
+
+    `colour=False` leaves the light preset's colour jitter out: on a GPU the trainer applies it to
+    the whole batch on the device (`edgetl.train.device_augment`), so the workers only cut crops.
+    """
     if preset == "none":
         return preprocess.resize_crop
     import torchvision.transforms as T
@@ -29,8 +33,7 @@ def train_transform(preset: str, preprocess: Preprocess) -> PixelTransform:
         steps = [
             T.RandomResizedCrop((height, width), scale=(0.5, 1.0)),
             T.RandomHorizontalFlip(),
-            T.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2),
-        ]
+        ] + ([T.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2)] if colour else [])
     else:
         steps = [
             T.RandomResizedCrop((height, width), scale=(0.25, 1.0)),

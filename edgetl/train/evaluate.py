@@ -34,8 +34,10 @@ class Normalizer:
         self.device = device
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
-    def __call__(self, pixels):
+    def __call__(self, pixels, augment=None):
         x = pixels.to(self.device, non_blocking=True).float()
+        if augment is not None:  # batched colour jitter on [0, 255] pixels (device_augment.py)
+            x = augment(x)
         return ((x - self.mean) * self.inv_std).contiguous(memory_format=self.memory_format)
 
 

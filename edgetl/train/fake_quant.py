@@ -29,7 +29,7 @@ and each fake quantizer's scale, zero point and observed range.
 
 from __future__ import annotations
 
-from edgetl.errors import require
+from edgetl.errors import MissingBackendError
 
 PAD_OPS = ("constant_pad_nd.default", "pad.default")
 ADD_OPS = ("add.Tensor", "add_.Tensor")
@@ -38,7 +38,11 @@ CLAMP_OPS = ("hardtanh.default", "hardtanh_.default", "relu6.default", "clamp.de
 
 def quantizer():
     """The LiteRT PT2E quantizer (QAT, per-channel weights) with ReLU6 outputs and pads quantized as backends run them."""
-    require("litert_torch", "export", "quantization-aware training (the LiteRT PT2E quantizer)")
+    try:
+        _import_litert_quantizer()
+    except ImportError as exc:
+        raise MissingBackendError("litert_torch", "export",
+                                  "quantization-aware training (the LiteRT PT2E quantizer)") from exc
     from litert_torch.quantize import pt2e_quantizer_utils as utils
     from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
     from torch.fx import Node
@@ -74,6 +78,41 @@ def quantizer():
     _wrap_pattern_functions(utils)
     return BackendFusedQuantizer().set_global(_symmetric_weights(
         get_symmetric_quantization_config(is_per_channel=True, is_qat=True)))
+
+
+def _import_litert_quantizer() -> None:
+    """Import litert-torch's quantizer, also where its TFLite converter is not installed.
+
+    The quantizer (`litert_torch.quantize`) needs only torch and torchao, but the package's
+    `__init__` loads the converter (ai-edge-litert and litert-converter, ~350 MB of native
+    code). A GPU training server often has neither, and needs none: QAT there trains and
+    checkpoints; the TFLite file is made on the export host. So when the full import fails
+    on a missing dependency, the package is registered without running its `__init__` and
+    only the quantize subpackage is loaded from the installed files. A process that did
+    this has no converter, which the TFLite exporter then reports in its own words.
+    """
+    import importlib
+    import importlib.util
+    import sys
+    import types
+
+    try:
+        importlib.import_module("litert_torch.quantize.pt2e_quantizer")
+        return
+    except ImportError as error:
+        if (error.name or "").split(".")[0] == "litert_torch":
+            raise
+    for name in [m for m in sys.modules if m == "litert_torch" or m.startswith("litert_torch.")]:
+        del sys.modules[name]  # the half-imported package from the failed attempt
+    spec = importlib.util.find_spec("litert_torch")
+    if spec is None:
+        raise ImportError("litert_torch is not installed", name="litert_torch")
+    package = types.ModuleType("litert_torch")
+    package.__path__ = list(spec.submodule_search_locations or [])
+    package.__spec__ = spec
+    package.edgetl_quantizer_only = True
+    sys.modules["litert_torch"] = package
+    importlib.import_module("litert_torch.quantize.pt2e_quantizer")
 
 
 def _symmetric_weights(config):

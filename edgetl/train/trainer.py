@@ -22,6 +22,7 @@ from edgetl.contract.run_dir import RunDir
 from edgetl.errors import BadInputError, require
 from edgetl.train import checkpoint
 from edgetl.train.config import TrainConfig
+from edgetl.train.device_augment import DeviceColourJitter
 from edgetl.train.distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shutdown
 from edgetl.train.evaluate import EvalResult, Normalizer, evaluate
 from edgetl.train.strategies import (
@@ -31,6 +32,9 @@ from edgetl.train.strategies import (
     set_bn_momentum,
     warmup_cosine,
 )
+
+
+LOSS_SHOWN_EVERY = 20  # training steps between progress-bar loss readings (each one is a GPU sync)
 
 
 def load_run_config(run_dir: str | Path) -> TrainConfig:
@@ -85,7 +89,8 @@ def _loader(dataset, cfg: TrainConfig, dist: DistInfo, device_type: str):
     workers = cfg.workers
     if workers < 0:
         cached = dataset.cached is not None
-        workers = min(8, os.cpu_count() or 1) if device_type == "cuda" else (0 if cached else min(2, os.cpu_count() or 1))
+        # A GPU starves on few workers: one per core but one (the main process feeds the GPU), at most 16.
+        workers = min(16, max(1, (os.cpu_count() or 2) - 1)) if device_type == "cuda" else (0 if cached else min(2, os.cpu_count() or 1))
     # The shuffle is a function of (seed, epoch) even in one process, so a resumed epoch sees
     # the same order as the uninterrupted one (DistributedSampler with one replica does exactly that).
     sampler = DistributedSampler(dataset, num_replicas=dist.world_size, rank=dist.rank, shuffle=True,
@@ -123,7 +128,8 @@ def finetune(cfg: TrainConfig, resume: bool = False) -> dict:
         # The layout check and the weights come first: both fail in a second, before images are decoded.
         classes = scan_image_folder(cfg.data).classes
         model = create_model(cfg.model, num_classes=len(classes), pretrained=cfg.pretrained, weights=cfg.weights)
-        data = prepare_data(cfg, preprocess)
+        colour_jitter = DeviceColourJitter.for_preset(cfg.augment) if device_type == "cuda" else None
+        data = prepare_data(cfg, preprocess, colour_in_workers=colour_jitter is None)
         if dist.is_main:
             _write_run_files(run, cfg, data, preprocess, spec)
         weights_source = model.edgetl_weights_source
@@ -133,7 +139,7 @@ def finetune(cfg: TrainConfig, resume: bool = False) -> dict:
         model.to(device)
         if cfg.channels_last:
             model.to(memory_format=torch.channels_last)
-        result = _train(cfg, spec, model, data, run, dist, device, device_type, precision, resume)
+        result = _train(cfg, spec, model, data, run, dist, device, device_type, precision, resume, colour_jitter)
         result.update(weights_source=weights_source, seconds=round(time.perf_counter() - started, 2))
         if dist.is_main:
             atomic.write_json(run.summary, result)
@@ -143,7 +149,8 @@ def finetune(cfg: TrainConfig, resume: bool = False) -> dict:
         shutdown(dist)
 
 
-def _train(cfg, spec, model, data, run: RunDir, dist: DistInfo, device, device_type, precision, resume) -> dict:
+def _train(cfg, spec, model, data, run: RunDir, dist: DistInfo, device, device_type, precision, resume,
+           colour_jitter=None) -> dict:
     import torch
 
     train_loader, sampler = _loader(data.train, cfg, dist, device_type)
@@ -190,14 +197,15 @@ def _train(cfg, spec, model, data, run: RunDir, dist: DistInfo, device, device_t
         sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss, correct, count
         epoch_start = time.perf_counter()
         with progress_bar(f"epoch {epoch + 1}/{cfg.epochs}", len(train_loader)) as advance:
-            for pixels, labels in train_loader:
+            for step, (pixels, labels) in enumerate(train_loader):
                 labels = labels.to(device, non_blocking=True)
-                loss, correct = train_step(forward, optimizer, scaler, autocast, normalizer(pixels), labels,
-                                           cfg.label_smoothing)
+                loss, correct = train_step(forward, optimizer, scaler, autocast, normalizer(pixels, colour_jitter),
+                                           labels, cfg.label_smoothing)
                 scheduler.step()
                 sums += torch.stack([loss.double() * len(labels), correct.double(),
                                      torch.tensor(float(len(labels)), dtype=torch.float64, device=device)])
-                advance(loss=f"{loss.item():.3f}")
+                # Reading the loss waits for the GPU; doing it every step stalls the input pipeline.
+                advance(**({"loss": f"{loss.item():.3f}"} if step % LOSS_SHOWN_EVERY == 0 else {}))
         if device_type == "cuda":
             torch.cuda.synchronize()
         train_seconds = time.perf_counter() - epoch_start
