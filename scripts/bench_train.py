@@ -8,7 +8,9 @@ autocast, channels_last, AdamW) fed by
   cached     the real DataLoader over the decoded-image RAM cache, all augmentation in the workers
              (edgetl's CPU path),
   cached_device_colour  the same cache, crops and flips in the workers, colour jitter batched on
-             the device (edgetl's GPU path, edgetl.train.device_augment),
+             the device,
+  device_cache  the cache held on the device, crops, flips and colour cut there in one batched
+             grid_sample (edgetl's GPU path since issue 16, edgetl.train.device_augment),
   jpeg_gpu_decode  (CUDA only) workers only read file bytes; nvJPEG decodes the batch on the GPU
              (torchvision.io.decode_jpeg), crops, flips and colour on the GPU too. An
              alternative for data sets too large for the RAM cache; not in the trainer yet.
@@ -38,7 +40,7 @@ from edgetl.contract.preprocess import Preprocess
 from edgetl.data.dataset import TrainImages
 from edgetl.data.transforms import train_transform
 from edgetl.runtime.images import load_rgb, shrink
-from edgetl.train.device_augment import DeviceColourJitter
+from edgetl.train.device_augment import DeviceColourJitter, DeviceImageCache
 from edgetl.train.evaluate import Normalizer
 from edgetl.train.trainer import autocast_factory, train_step
 
@@ -119,7 +121,19 @@ def bench_model(name: str, args, files: list[str], folder: Path, device, cache: 
     }
     if device.type == "cuda":
         modes["jpeg_gpu_decode"] = (JpegBytes(folder, files, labels_of), GpuDecode(size, jitter))
-    wanted = set(args.modes.split(",")) if args.modes else set(modes)
+    wanted = set(args.modes.split(",")) if args.modes else {*modes, "device_cache"}
+    if "device_cache" in wanted:
+        on_device = DeviceImageCache(cache, labels_of, (size, size), device)
+
+        def device_batches():
+            while True:
+                order = torch.randperm(len(files)).tolist()
+                for start in range(0, len(order) - args.batch_size + 1, args.batch_size):
+                    yield (*on_device.batch(order[start:start + args.batch_size]), jitter)
+
+        result["device_cache"] = round(measure(step, device_batches(), args.steps, args.warmup, device), 1)
+        result["device_cache_ratio"] = round(result["device_cache"] / result["synthetic"], 3)
+        del on_device
     for mode, (dataset, augment) in modes.items():
         if mode not in wanted:
             continue
@@ -214,7 +228,8 @@ def main() -> None:
             row = bench_model(name, args, files, folder, device, caches[size])
             rows.append(row)
             shown = " | ".join(f"{mode} {row[mode]:8.1f} ({row[mode + '_ratio']:.0%})"
-                               for mode in ("jpeg", "cached", "cached_device_colour", "jpeg_gpu_decode") if mode in row)
+                               for mode in ("jpeg", "cached", "cached_device_colour", "device_cache", "jpeg_gpu_decode")
+                               if mode in row)
             print(f"{name:22s} {row['device']:5s} {row['precision']:5s} {row['img_size']:4d}px "
                   f"synthetic {row['synthetic']:8.1f} img/s | {shown}", file=sys.stderr)
     gpu = torch.cuda.get_device_name(0) if device.type == "cuda" else None

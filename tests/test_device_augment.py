@@ -93,3 +93,60 @@ except MissingBackendError as error:
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "MISSING litert_torch" in result.stdout
+
+
+def _cache_images():
+    import skimage.data
+
+    photos = [skimage.data.astronaut(), skimage.data.coffee(), skimage.data.chelsea()]
+    # Landscape, portrait and a 3:1 strip: padding, both aspect fallbacks and every size differ.
+    return [photos[0][:120, :160], photos[1][:150, :90].copy(), photos[2][:40, :120].copy()]
+
+
+def test_device_cache_crops_where_torchvision_would_and_cuts_exactly_that_box():
+    import torch.nn.functional as F
+
+    from edgetl.train.device_augment import DeviceImageCache
+
+    images = _cache_images()
+    cache = DeviceImageCache(images, [0, 1, 2], (32, 32), torch.device("cpu"))
+    heights = torch.tensor([120.0, 150.0, 40.0] * 200)
+    widths = torch.tensor([160.0, 90.0, 120.0] * 200)
+    torch.manual_seed(0)
+    top, left, h, w = cache.crop_boxes(heights, widths)
+    assert bool(((top >= 0) & (left >= 0) & (top + h <= heights) & (left + w <= widths)).all())
+    fraction, aspect = h * w / (heights * widths), w / h
+    strip = heights == 40  # 3:1 photo: no draw fits, and the centre fallback keeps aspect 4/3 (44% of it)
+    assert float(fraction[~strip].min()) >= 0.5 - 0.05 and float(fraction.max()) <= 1.0
+    assert float(aspect.min()) >= 0.75 - 0.05 and float(aspect.max()) <= 4 / 3 + 0.05
+    assert torch.equal(h[strip], torch.full_like(h[strip], 40.0)) and torch.equal(w[strip], torch.full_like(w[strip], 53.0))
+
+    torch.manual_seed(3)
+    pixels, labels = cache.batch([2, 0, 1, 0])
+    assert pixels.shape == (4, 3, 32, 32) and labels.tolist() == [2, 0, 1, 0]
+    torch.manual_seed(3)  # the same draws, replayed: the box and flip of every image
+    index = torch.tensor([2, 0, 1, 0])
+    top, left, h, w = cache.crop_boxes(cache.heights[index], cache.widths[index])
+    flips = torch.rand(4) < 0.5
+    for row, i in enumerate(index.tolist()):
+        t, l, hh, ww = (int(v[row]) for v in (top, left, h, w))
+        region = torch.from_numpy(images[i][t:t + hh, l:l + ww].astype(np.float32)).permute(2, 0, 1)[None]
+        expected = F.interpolate(region, size=(32, 32), mode="bilinear", align_corners=False)[0]
+        if flips[row]:
+            expected = expected.flip(-1)
+        assert float((pixels[row] - expected).abs().max()) < 0.5, row  # the same box, the same pixels
+
+
+def test_device_cache_epoch_follows_the_samplers_order_and_drops_like_the_loader():
+    from torch.utils.data import DataLoader, DistributedSampler
+
+    from edgetl.train.device_augment import DeviceImageCache
+
+    images = _cache_images() * 4
+    cache = DeviceImageCache(images, list(range(12)), (16, 16), torch.device("cpu"))
+    sampler = DistributedSampler(list(range(12)), num_replicas=1, rank=0, shuffle=True, seed=7)
+    sampler.set_epoch(2)
+    loader = DataLoader(list(range(12)), batch_size=5, sampler=sampler, drop_last=True)
+    expected = [batch.tolist() for batch in loader]
+    got = [labels.tolist() for _, labels in cache.epoch(sampler, loader)]
+    assert got == expected and len(got) == len(loader) == 2

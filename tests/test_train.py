@@ -161,6 +161,34 @@ def test_resume_after_sigkill_ends_where_an_uninterrupted_run_would(digits_dir, 
     assert json_out(resumed)["best_val_accuracy"] == json_out(reference)["best_val_accuracy"]
 
 
+def test_augmentation_on_the_device_resumes_after_sigkill_exactly(digits_dir, tmp_path):
+    """The GPU path (training images as one device tensor, crops/flips/colour cut there), run on the
+    CPU with --augment-on device: a run killed after epoch 1 and resumed replays the same crops."""
+    args = ["finetune", str(digits_dir), "--model", "mobilenet_v3_small", "--no-pretrained", "--img-size", "32",
+            "--batch-size", "16", "--epochs", "3", "--patience", "0", "--seed", "5", "--augment", "light",
+            "--augment-on", "device"]
+    whole = run_cli(*args, "--out", str(tmp_path / "whole"), check=True)
+    assert "crops, flips and colour cut there" in whole.stderr
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "edgetl", *args, "--out", str(killed)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if (killed / "metrics.jsonl").is_file() and (killed / "metrics.jsonl").read_text().count("\n") >= 1:
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.01)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    run_cli("finetune", "--out", str(killed), "--resume", check=True)
+    first = [json.loads(l) for l in (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()]
+    again = [json.loads(l) for l in (killed / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in again] == [1, 2, 3]
+    for a, b in zip(first, again):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], abs=1e-5), (a, b)
+        assert a["val_accuracy"] == b["val_accuracy"]
+
+
 def test_cli_json_contract(digits_dir, tmp_path):
     result = run_cli("finetune", str(digits_dir), *FAST, "--epochs", "1", "--strategy", "gradual",
                      "--out", str(tmp_path / "r"), "--json", check=True)

@@ -46,6 +46,9 @@ STRATEGY_HELP = (
 @click.option("--workers", type=int, default=-1, help="DataLoader workers (default: all cores on GPU, 0 on CPU).")
 @click.option("--cache", type=click.Choice(["auto", "ram", "none"]), default="auto", show_default=True,
               help="Keep decoded training images in RAM (auto: when they fit).")
+@click.option("--augment-on", type=click.Choice(["auto", "workers", "device"]), default="auto", show_default=True,
+              help="Where crops, flips and colour of --augment light run: auto = on a GPU the training images "
+                   "sit on the device and are cut there (no worker starves it), else in the DataLoader workers.")
 @click.option("--pretrained/--no-pretrained", default=True, show_default=True,
               help="Start from ImageNet weights (--no-pretrained: random init).")
 @click.option("--weights", type=click.Path(dir_okay=False), help="Local weight file instead of downloading.")

@@ -22,6 +22,9 @@ from edgetl.errors import BadInputError
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 CACHE_MODES = ("auto", "ram", "none")
+# Where the light preset's augmentation runs: auto = on the training device when it is a GPU
+# (device_augment.py), else in the DataLoader workers.
+AUGMENT_ON = ("auto", "workers", "device")
 
 
 @dataclass
@@ -52,6 +55,7 @@ class TrainConfig:
     compile: bool = False
     workers: int = -1  # -1: auto
     cache: str = "auto"
+    augment_on: str = "auto"
     pretrained: bool = True
     weights: str | None = None
     strict: bool = False
@@ -86,6 +90,7 @@ class TrainConfig:
             (self.precision in PRECISIONS, "precision", f"one of {', '.join(PRECISIONS)}"),
             (self.device in DEVICES, "device", f"one of {', '.join(DEVICES)}"),
             (self.cache in CACHE_MODES, "cache", f"one of {', '.join(CACHE_MODES)}"),
+            (self.augment_on in AUGMENT_ON, "augment_on", f"one of {', '.join(AUGMENT_ON)}"),
             (self.warmup_epochs >= 0, "warmup_epochs", "0 or more"),
             (self.weight_decay >= 0, "weight_decay", "0 or more"),
             (self.epochs >= 1, "epochs", "at least 1"),

@@ -23,7 +23,7 @@ The recipe (chosen on the validation split of the photo run, issue 13):
 
 Same habits as `finetune`: `RUN_DIR/qat/` holds `last.pt` (resumable after
 kill -9, written atomically), `best.pt`, `metrics.jsonl` and `summary.json`; GPU
-with autocast where present, CPU works; DDP under `torchrun`. A QAT whose
+in fp32 with TF32 tensor cores where present (not bf16: see below), CPU works; DDP under `torchrun`. A QAT whose
 settings and float checkpoint are unchanged is reused, not retrained.
 """
 
@@ -104,12 +104,19 @@ def quantization_aware_finetune(run_dir: str | Path, settings: QatSettings = Qat
         return done
     cfg = load_run_config(run.path)
     device_type = "cuda" if torch.cuda.is_available() and cfg.device != "cpu" else "cpu"
-    precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if device_type == "cuda" else "fp32"
+    # No autocast: a fake quantizer rounds to 256 levels, and bf16 keeps only 8 significant bits, so
+    # ranges and rounding learned in bf16 are not the int8 ones (torchao's fused fake-quant kernel
+    # also refuses bf16 against its float scales: seen on an H200). fp32 with TF32 tensor cores:
+    # 10-bit mantissas in the products, fp32 everywhere else.
+    precision = "tf32" if device_type == "cuda" else "fp32"
+    if device_type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     dist = init_distributed(device_type)
     try:
         device = torch.device(device_type, dist.local_rank) if device_type == "cuda" else torch.device("cpu")
         torch.manual_seed(cfg.seed + 1000 + dist.rank)
-        return _run(run, cfg, settings, dist, device, autocast_factory(device_type, precision), precision)
+        return _run(run, cfg, settings, dist, device, autocast_factory(device_type, "fp32"), precision)
     finally:
         shutdown(dist)
 

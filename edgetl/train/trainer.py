@@ -34,6 +34,7 @@ from edgetl.train.strategies import (
 )
 
 
+DEVICE_CACHE_SHARE = 0.25  # most of the GPU's free memory a training-image cache may take
 LOSS_SHOWN_EVERY = 20  # training steps between progress-bar loss readings (each one is a GPU sync)
 
 
@@ -128,7 +129,8 @@ def finetune(cfg: TrainConfig, resume: bool = False) -> dict:
         # The layout check and the weights come first: both fail in a second, before images are decoded.
         classes = scan_image_folder(cfg.data).classes
         model = create_model(cfg.model, num_classes=len(classes), pretrained=cfg.pretrained, weights=cfg.weights)
-        colour_jitter = DeviceColourJitter.for_preset(cfg.augment) if device_type == "cuda" else None
+        on_device = cfg.augment_on == "device" or (cfg.augment_on == "auto" and device_type == "cuda")
+        colour_jitter = DeviceColourJitter.for_preset(cfg.augment) if on_device else None
         data = prepare_data(cfg, preprocess, colour_in_workers=colour_jitter is None)
         if dist.is_main:
             _write_run_files(run, cfg, data, preprocess, spec)
@@ -154,6 +156,7 @@ def _train(cfg, spec, model, data, run: RunDir, dist: DistInfo, device, device_t
     import torch
 
     train_loader, sampler = _loader(data.train, cfg, dist, device_type)
+    device_cache = _device_cache(cfg, data, device) if colour_jitter is not None else None
     steps_per_epoch = max(1, len(train_loader))
     optimizer = torch.optim.AdamW(
         parameter_groups(model, spec, cfg.lr, cfg.backbone_lr_mult, cfg.weight_decay), lr=cfg.lr,
@@ -196,8 +199,9 @@ def _train(cfg, spec, model, data, run: RunDir, dist: DistInfo, device, device_t
         sampler.set_epoch(epoch)
         sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss, correct, count
         epoch_start = time.perf_counter()
+        batches = device_cache.epoch(sampler, train_loader) if device_cache else train_loader
         with progress_bar(f"epoch {epoch + 1}/{cfg.epochs}", len(train_loader)) as advance:
-            for step, (pixels, labels) in enumerate(train_loader):
+            for step, (pixels, labels) in enumerate(batches):
                 labels = labels.to(device, non_blocking=True)
                 loss, correct = train_step(forward, optimizer, scaler, autocast, normalizer(pixels, colour_jitter),
                                            labels, cfg.label_smoothing)
@@ -245,6 +249,26 @@ def _train(cfg, spec, model, data, run: RunDir, dist: DistInfo, device, device_t
             info(f"early stopping: no validation improvement for {cfg.patience} epochs")
             break
     return _finish(cfg, model, data, run, dist, normalizer, autocast, state)
+
+
+def _device_cache(cfg, data, device):
+    """The training images on the device (light preset, RAM cache on, room on a GPU), else None: workers cut crops."""
+    import torch
+
+    from edgetl.train.device_augment import DeviceImageCache
+
+    images = data.train.cached
+    if not images:
+        return None
+    needed = DeviceImageCache.bytes_needed(images)
+    free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else needed / DEVICE_CACHE_SHARE
+    if needed > free * DEVICE_CACHE_SHARE:
+        info(f"training images stay on the CPU: {needed / 2**30:.1f} GiB would take more than "
+             f"{DEVICE_CACHE_SHARE:.0%} of the GPU's free {free / 2**30:.1f} GiB")
+        return None
+    info(f"training images on the {device.type.upper()} as one tensor ({needed / 2**30:.2f} GiB): "
+         "crops, flips and colour cut there in batches")
+    return DeviceImageCache(images, data.train.labels, (cfg.img_size, cfg.img_size), device)
 
 
 def train_step(forward, optimizer, scaler, autocast, inputs, labels, label_smoothing: float):
