@@ -14,7 +14,7 @@
 # is the number of failed steps. Budget on an H100/H200: under 10 minutes in all.
 #   1. env            nvidia-smi, torch/CUDA versions, the GPU's name
 #   2. bench_train    scripts/bench_train.py at 224 px: Lite0, MobileNetV2, MobileNetV3-Large;
-#                     synthetic ceiling vs JPEG vs cached pipeline, eager and --compile
+#                     synthetic ceiling vs JPEG, RAM cache + workers, GPU cache, nvJPEG (eager)
 #   3. photos         the held-out photo set (10 classes, disjoint strips of real photographs)
 #   4. finetune       a real `edgetl finetune` on the photo set, kill -9 mid-run, `--resume`
 #   5. torchrun       the DDP path: `torchrun --nproc_per_node 1 -m edgetl finetune`
@@ -22,8 +22,8 @@
 #                     installed (a GPU server often has only ONNX), then parity
 #   7. tests          pytest -m gpu (bf16/fp16 fine-tune, compile, QAT on the GPU)
 #   8. bench_compiled bench_train --compile, the synthetic ceiling and edgetl's GPU pipeline
-# Not here yet: the TensorRT engine from the QDQ int8 ONNX (the device machine reaches no package
-# index, and the TensorRT wheels are too large to carry; issue 16 keeps it open).
+# Not here yet: the TensorRT engine from the QDQ int8 ONNX. The device machine reaches no package
+# index and a call carries 64 MiB; the TensorRT libraries' wheel is far larger (issue 16 keeps it open).
 set -uo pipefail
 OUT=${1:?usage: scripts/gpu_check.sh OUT_DIR}
 mkdir -p "$OUT"
@@ -63,9 +63,9 @@ bench_train() {
   "$PY" scripts/bench_train.py --device "$DEVICE" --models "$MODELS" --img-size "$SIZE" --batch-size "$BATCH" \
     --steps "$STEPS" --json > "$OUT/bench_train.json"
 }
-bench_compiled() {  # the ceiling and the trainer's own GPU pipeline, compiled
+bench_compiled() {  # the ceiling and the trainer's own GPU pipeline (the GPU cache), compiled
   "$PY" scripts/bench_train.py --device cuda --models "$MODELS" --img-size "$SIZE" --batch-size "$BATCH" \
-    --steps "$STEPS" --compile --modes cached_device_colour --json > "$OUT/bench_train_compiled.json"
+    --steps "$STEPS" --compile --modes device_cache --json > "$OUT/bench_train_compiled.json"
 }
 photos() {
   if [ -n "${GPU_CHECK_PHOTOS:-}" ]; then
