@@ -91,7 +91,10 @@ def _loader(dataset, cfg: TrainConfig, dist: DistInfo, device_type: str):
     if workers < 0:
         cached = dataset.cached is not None
         # A GPU starves on few workers: one per core but one (the main process feeds the GPU), at most 16.
-        workers = min(16, max(1, (os.cpu_count() or 2) - 1)) if device_type == "cuda" else (0 if cached else min(2, os.cpu_count() or 1))
+        if device_type == "cuda":
+            workers = min(16, max(1, (os.cpu_count() or 2) - 1))
+        else:
+            workers = 0 if cached else min(2, os.cpu_count() or 1)
     # The shuffle is a function of (seed, epoch) even in one process, so a resumed epoch sees
     # the same order as the uninterrupted one (DistributedSampler with one replica does exactly that).
     sampler = DistributedSampler(dataset, num_replicas=dist.world_size, rank=dist.rank, shuffle=True,
