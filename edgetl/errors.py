@@ -69,7 +69,7 @@ def require(module: str, extra: str, purpose: str):
         imported = importlib.import_module(module)
     except ImportError as exc:  # pragma: no cover - exercised in a torch-free venv
         raise MissingBackendError(module.split(".")[0], extra, purpose) from exc
-    if module == "litert_torch" and getattr(imported, "edgetl_quantizer_only", False) and "quantiz" not in purpose:
-        # Only its quantizer could be loaded (train/fake_quant.py): the converter is missing.
+    if getattr(imported, "edgetl_quantizer_only", False):
+        # Only litert-torch's quantizer could be loaded (train/fake_quant.py): its converter is missing.
         raise MissingBackendError(module, extra, purpose)
     return imported
