@@ -24,6 +24,24 @@ def run_cli(*args: str, cwd: str | Path | None = None, timeout: float = 600, env
     return result
 
 
+def kill_after_epochs(args: list[str], out: Path, epochs: int, timeout: float = 300) -> int:
+    """Start `edgetl finetune ARGS --out OUT` and kill -9 it once `epochs` metric lines are written.
+
+    Returns the exit status (-SIGKILL when it was killed, as the resume tests require)."""
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "edgetl", *args, "--out", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics, deadline = out / "metrics.jsonl", time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if metrics.is_file() and metrics.read_text().count("\n") >= epochs:
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.01)
+    return proc.wait()
+
+
 def json_out(result: subprocess.CompletedProcess) -> dict:
     return json.loads(result.stdout)
 

@@ -24,13 +24,8 @@ def test_light_augmentation_on_the_gpu_learns_and_resumes_after_sigkill(digits_d
     after epoch 1 and resumed replays the uninterrupted run's epochs (GPU kernels are not bitwise
     deterministic, so losses agree closely, not exactly)."""
     import json
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
 
-    from conftest import run_cli
+    from conftest import kill_after_epochs, run_cli
 
     # 5 epochs at lr 0.003: on the CPU with --augment-on device this reached 0.5 (chance: 0.1).
     args = ["finetune", str(digits_dir), "--model", "efficientnet_lite0", "--epochs", "5", "--img-size", "64",
@@ -40,15 +35,7 @@ def test_light_augmentation_on_the_gpu_learns_and_resumes_after_sigkill(digits_d
     assert "training images on the CUDA as one tensor" in whole.stderr
     assert json.loads(whole.stdout)["best_val_accuracy"] >= 0.4
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "edgetl", *args, "--out", str(killed)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        if (killed / "metrics.jsonl").is_file() and (killed / "metrics.jsonl").read_text().count("\n") >= 1:
-            os.kill(proc.pid, signal.SIGKILL)
-            break
-        time.sleep(0.01)
-    proc.wait()
+    kill_after_epochs(args, killed, 1)
     run_cli("finetune", "--out", str(killed), "--resume", "--json", check=True)
     first = [json.loads(line) for line in (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()]
     again = [json.loads(line) for line in (killed / "metrics.jsonl").read_text().splitlines()]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import json_out, run_cli
+from conftest import json_out, kill_after_epochs, run_cli
 from edgetl.backbones import create_model, get_spec
 from edgetl.train import RunDir, TrainConfig, finetune
 from edgetl.train.strategies import (
@@ -170,16 +170,7 @@ def test_augmentation_on_the_device_resumes_after_sigkill_exactly(digits_dir, tm
     whole = run_cli(*args, "--out", str(tmp_path / "whole"), check=True)
     assert "crops, flips and colour cut there" in whole.stderr
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "edgetl", *args, "--out", str(killed)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        if (killed / "metrics.jsonl").is_file() and (killed / "metrics.jsonl").read_text().count("\n") >= 1:
-            os.kill(proc.pid, signal.SIGKILL)
-            break
-        time.sleep(0.01)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert kill_after_epochs(args, killed, 1) == -signal.SIGKILL, "the run finished before it could be killed"
     run_cli("finetune", "--out", str(killed), "--resume", check=True)
     first = [json.loads(l) for l in (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()]
     again = [json.loads(l) for l in (killed / "metrics.jsonl").read_text().splitlines()]
