@@ -138,17 +138,8 @@ def test_resume_after_sigkill_ends_where_an_uninterrupted_run_would(digits_dir, 
     reference = run_cli(*args, "--out", str(tmp_path / "whole"), "--json", check=True)
 
     killed_dir = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "edgetl", *args, "--out", str(killed_dir)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     metrics = killed_dir / "metrics.jsonl"
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        if metrics.is_file() and len(metrics.read_text().splitlines()) >= 2:
-            os.kill(proc.pid, signal.SIGKILL)
-            break
-        time.sleep(0.01)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert kill_after_epochs(args, killed_dir, 2) == -signal.SIGKILL, "the run finished before it could be killed"
     assert not (killed_dir / "summary.json").exists()
 
     resumed = run_cli("finetune", "--out", str(killed_dir), "--resume", "--json", check=True)
