@@ -78,7 +78,7 @@ class Sidecar:
     calibration: dict | None = None
     attempts: list[dict] = field(default_factory=list)
     validation: dict | None = None  # accuracy on the validation split vs float
-    sensitivity: dict | None = None  # int8: measured per-layer sensitivity, worst first, and the layers kept float
+    sensitivity: dict | None = None  # int8 asked: measured per-layer sensitivity, worst first, the layers kept float
     samples: dict | None = None  # v2: {"count", "split"} of the held-out photos in samples/ (None in v1)
     source: dict = field(default_factory=dict)
     golden: list[GoldenSample] = field(default_factory=list)

@@ -266,10 +266,13 @@ class Exporter:
         started = time.perf_counter()
         chosen = self._plan_and_run(fmt, precision, key, result)
         if chosen is not None:
-            if chosen.sidecar.precision == "int8" and self.sensitivity() is not None:
-                chosen.sidecar.sensitivity = sidecar_record(
-                    self.sensitivity(), chosen.attempt.options.get("float_layers", []), self.max_drop,
-                    self.min_agreement)
+            if precision == "int8" and self.sensitivity() is not None:
+                # Also when int8 missed the gate and fp16/fp32 was delivered: the ranking says which
+                # layers held int8 back (parity's report draws it for every artifact that has one).
+                float_layers = chosen.attempt.options.get("float_layers", []) if chosen.sidecar.precision == "int8" \
+                    else []
+                chosen.sidecar.sensitivity = sidecar_record(self.sensitivity(), float_layers, self.max_drop,
+                                                            self.min_agreement)
             self._publish(target, chosen.scratch, chosen.sidecar, chosen.metrics, result)
             stage = chosen.attempt.stage if chosen.sidecar.precision == precision else "fallback"
             result.status = {"recipe": "ok", "mixed": "mixed precision", "qat": "qat"}.get(stage, "fallback")

@@ -52,9 +52,13 @@ def sensitivity_markdown(result: dict, rows: int = 10) -> list[str]:
         if not layers:
             continue
         how = row.get("sensitivity_method") or {}
+        kept = (f"Kept in float: {', '.join(f'`{x}`' for x in row.get('float_layers') or []) or 'none'}."
+                if row.get("precision") == "int8" else
+                f"int8 missed the gate in every attempt, so this artifact is {row.get('precision')}: these "
+                "layers held it back.")
         lines += ["", f"## int8 sensitivity: {_name(row)}", "",
                   f"{how.get('method', '')}; {how.get('images', '?')} {how.get('split', 'calibration')} images. "
-                  f"Kept in float: {', '.join(f'`{x}`' for x in row.get('float_layers') or []) or 'none'}.", "",
+                  + kept, "",
                   "| layer (torch module) | SQNR alone (dB) | KL alone | agreement if kept float |",
                   "| --- | --- | --- | --- |"]
         for layer in layers[:rows]:
