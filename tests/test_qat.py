@@ -154,6 +154,32 @@ def test_the_artifacts_keep_the_ranges_learned_in_training(qat_export, qat_run):
     assert (onnx_logits.argmax(1) == logits.argmax(1)).mean() >= 0.8
 
 
+def test_float_layers_after_qat_keep_the_int8_grid_weights_training_used(qat_export, qat_run):
+    """Mixed precision after QAT: the float layer's input is unquantized, its weights are the int8 grid
+    values it trained with (QAT's latent weights sit anywhere in their rounding bins: measured worse)."""
+    import torch
+
+    from edgetl.backbones.static_padding import static_same_padding
+    from edgetl.export.qat import with_float_layers
+    from edgetl.export.reference import load_reference
+    from edgetl.train.qat import load_trained
+
+    reference = load_reference(qat_run)
+    size = tuple(reference.preprocess.size)
+    student = load_trained(qat_run, static_same_padding(reference.model, (1, 3, *size)), size)
+    mixed = with_float_layers(student, ["conv_stem"])
+    latent = {name: p.detach().clone() for name, p in student.named_parameters()}
+    moved = {name: p.detach() for name, p in mixed.named_parameters() if not torch.equal(p.detach(), latent[name])}
+    assert len(moved) == 1, sorted(moved)  # the stem's weight alone, and the QAT graph itself untouched
+    (name, weight), = moved.items()
+    quantizers = [m for m in student.modules() if hasattr(m, "fake_quant_enabled") and m.scale.numel() > 1]
+    stem = next(q for q in quantizers if q.scale.numel() == weight.shape[0] and
+                torch.allclose(q(latent[name]), weight))  # equal to the fake-quantized latent weight
+    steps = weight / stem.scale.view(-1, 1, 1, 1)
+    assert torch.allclose(steps, steps.round(), atol=1e-3) and float(steps.abs().max()) <= 127.001
+    assert not torch.allclose(latent[name], weight)  # and not the latent weight
+
+
 def test_a_second_export_reuses_the_qat_and_its_artifacts(qat_export, qat_run):
     best = qat_run / "qat" / "best.pt"
     stamp = best.stat().st_mtime_ns

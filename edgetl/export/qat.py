@@ -69,9 +69,12 @@ def _pinned(student):
 def with_float_layers(student, float_layers) -> object:
     """A copy of the QAT graph in which the given torch modules compute in float (mixed precision after QAT).
 
-    Each matching convolution or linear layer reads its weight and its input *before* their fake
-    quantizers; its output keeps its quantizer, so the layers after it still run int8. No retraining:
-    the weights learned with quantization noise are only more exact in float.
+    Each matching convolution or linear layer reads its input *before* its fake quantizer, and its
+    weight as the int8 grid values training used (stored in float); its output keeps its quantizer,
+    so the layers after it still run int8. No retraining. Not the latent float weights: QAT leaves
+    them anywhere inside their rounding bins, and on the photo run's validation split (Lite0, 800
+    images) the 1/2/3 most sensitive layers float with latent weights agreed with float on 96.6 /
+    96.5 / 96.0% of images, with the grid values on 97.4 / 97.3 / 97.3% (all int8: 97.5%).
     """
     from torch.fx import Node
 
@@ -91,6 +94,8 @@ def with_float_layers(student, float_layers) -> object:
         for index in (0, 1):
             arg = args[index]
             if isinstance(arg, Node) and arg.op == "call_module" and str(arg.target).startswith("activation_post"):
+                if index == 1:
+                    _store_grid_weight(student, arg)
                 args[index] = arg.args[0]
                 bypassed += 1
         node.args = tuple(args)
@@ -101,6 +106,26 @@ def with_float_layers(student, float_layers) -> object:
     if bypassed == 0:
         raise BadInputError(f"no convolution or linear layer of the QAT graph matches {', '.join(float_layers)}")
     return student
+
+
+def _store_grid_weight(student, quantizer_node) -> None:
+    """Overwrite the weight a fake quantizer reads with what it outputs: the int8 grid values, in float."""
+    import torch
+
+    source = quantizer_node.args[0]
+    if source.op != "get_attr":
+        raise BadInputError(f"the QAT graph's weight quantizer {quantizer_node.target} reads no stored weight")
+    owner, _, name = str(source.target).rpartition(".")
+    holder = student.get_submodule(owner) if owner else student
+    quantizer = student.get_submodule(str(quantizer_node.target))
+    observing = bool(quantizer.observer_enabled[0]) if hasattr(quantizer, "observer_enabled") else False
+    if hasattr(quantizer, "disable_observer"):
+        quantizer.disable_observer()
+    with torch.no_grad():
+        weight = getattr(holder, name)
+        weight.copy_(quantizer(weight.detach().clone()))
+    if observing:
+        quantizer.enable_observer()
 
 
 def record(summary: dict, tool: str, extra: dict | None = None, float_layers=()) -> dict:
