@@ -127,9 +127,8 @@ def bench_model(name: str, args, files: list[str], folder: Path, device, cache: 
 
         def device_batches():
             while True:
-                order = torch.randperm(len(files)).tolist()
-                for start in range(0, len(order) - args.batch_size + 1, args.batch_size):
-                    yield (*on_device.batch(order[start:start + args.batch_size]), jitter)
+                for pixels, labels in on_device.epoch(torch.randperm(len(files)).tolist(), args.batch_size, True):
+                    yield pixels, labels, jitter
 
         result["device_cache"] = round(measure(step, device_batches(), args.steps, args.warmup, device), 1)
         result["device_cache_ratio"] = round(result["device_cache"] / result["synthetic"], 3)
@@ -176,7 +175,7 @@ class JpegBytes:
 
 
 class GpuDecode:
-    """nvJPEG batch decode, then random resized crop (scale 0.5-1), flip and colour on the GPU."""
+    """nvJPEG batch decode, then the light preset's random resized crop, flip and colour on the GPU."""
 
     def __init__(self, size: int, jitter, device: str = "cuda"):
         self.size, self.jitter, self.device = size, jitter, device
@@ -186,16 +185,14 @@ class GpuDecode:
         from torchvision.io import decode_jpeg
 
         images = decode_jpeg(encoded, device=self.device)
+        heights = torch.tensor([float(image.shape[1]) for image in images])
+        widths = torch.tensor([float(image.shape[2]) for image in images])
+        boxes = zip(*(v.int().tolist() for v in DeviceImageCache.crop_boxes(heights, widths)))  # the trainer's draw
+        flips = (torch.rand(len(images)) < 0.5).tolist()
         out = []
-        for image in images:
-            _, height, width = image.shape
-            area = height * width * float(torch.empty(()).uniform_(0.5, 1.0))
-            ratio = float(torch.empty(()).uniform_(3 / 4, 4 / 3))
-            h = min(height, int(round((area / ratio) ** 0.5)))
-            w = min(width, int(round((area * ratio) ** 0.5)))
-            top, left = int(torch.randint(0, height - h + 1, ())), int(torch.randint(0, width - w + 1, ()))
+        for image, (top, left, h, w), flip in zip(images, boxes, flips):
             crop = F.resized_crop(image, top, left, h, w, [self.size, self.size], antialias=True)
-            out.append(crop.flip(-1) if float(torch.rand(())) < 0.5 else crop)
+            out.append(crop.flip(-1) if flip else crop)
         return self.jitter(torch.stack(out).float())  # colour on the device; Normalizer takes floats too
 
 

@@ -148,5 +148,5 @@ def test_device_cache_epoch_follows_the_samplers_order_and_drops_like_the_loader
     sampler.set_epoch(2)
     loader = DataLoader(list(range(12)), batch_size=5, sampler=sampler, drop_last=True)
     expected = [batch.tolist() for batch in loader]
-    got = [labels.tolist() for _, labels in cache.epoch(sampler, loader)]
+    got = [labels.tolist() for _, labels in cache.epoch(list(sampler), loader.batch_size, loader.drop_last)]
     assert got == expected and len(got) == len(loader) == 2

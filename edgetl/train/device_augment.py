@@ -100,15 +100,16 @@ class DeviceImageCache:
     def bytes_needed(images: list) -> int:
         return len(images) * 3 * max(i.shape[0] for i in images) * max(i.shape[1] for i in images)
 
-    def crop_boxes(self, heights, widths):
+    @classmethod
+    def crop_boxes(cls, heights, widths):
         """(top, left, height, width) per image, as torchvision's RandomResizedCrop.get_params draws them."""
         import math
 
         import torch
 
         count, tries = len(heights), 10
-        area = (heights * widths)[:, None] * torch.empty(count, tries).uniform_(*self.SCALE)
-        log_ratio = torch.empty(count, tries).uniform_(math.log(self.RATIO[0]), math.log(self.RATIO[1]))
+        area = (heights * widths)[:, None] * torch.empty(count, tries).uniform_(*cls.SCALE)
+        log_ratio = torch.empty(count, tries).uniform_(math.log(cls.RATIO[0]), math.log(cls.RATIO[1]))
         aspect = torch.exp(log_ratio)
         crop_w = torch.round(torch.sqrt(area * aspect))
         crop_h = torch.round(torch.sqrt(area / aspect))
@@ -119,22 +120,20 @@ class DeviceImageCache:
         w = torch.gather(crop_w, 1, pick)[:, 0]
         # Fallback (no try fitted): the whole image, its aspect clamped into the ratio range, centred.
         whole = widths / heights
-        fallback_w = torch.where(whole < self.RATIO[0], widths,
-                                 torch.where(whole > self.RATIO[1], torch.round(heights * self.RATIO[1]), widths))
-        fallback_h = torch.where(whole < self.RATIO[0], torch.round(widths / self.RATIO[0]), heights)
+        fallback_w = torch.where(whole < cls.RATIO[0], widths,
+                                 torch.where(whole > cls.RATIO[1], torch.round(heights * cls.RATIO[1]), widths))
+        fallback_h = torch.where(whole < cls.RATIO[0], torch.round(widths / cls.RATIO[0]), heights)
         missed = first < 0
         h, w = torch.where(missed, fallback_h, h), torch.where(missed, fallback_w, w)
         top = torch.floor(torch.rand(count) * (heights - h + 1))
         left = torch.floor(torch.rand(count) * (widths - w + 1))
         return top, left, h, w
 
-    def epoch(self, sampler, loader):
-        """The epoch's batches in the sampler's order (its seed, epoch and rank), as the loader would cut them."""
-        order = list(iter(sampler))
-        size = loader.batch_size
-        stop = len(order) - len(order) % size if loader.drop_last else len(order)
-        for start in range(0, stop, size):
-            yield self.batch(order[start:start + size])
+    def epoch(self, order: list[int], batch_size: int, drop_last: bool):
+        """Batches of the images in `order` (the trainer passes its sampler's), cut as a DataLoader would."""
+        stop = len(order) - len(order) % batch_size if drop_last else len(order)
+        for start in range(0, stop, batch_size):
+            yield self.batch(order[start:start + batch_size])
 
     def batch(self, indices):
         """Augmented float pixels in [0, 255], (N, 3, H, W) on the device, and their labels."""

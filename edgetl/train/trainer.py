@@ -202,7 +202,8 @@ def _train(cfg, spec, model, data, run: RunDir, dist: DistInfo, device, device_t
         sampler.set_epoch(epoch)
         sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss, correct, count
         epoch_start = time.perf_counter()
-        batches = device_cache.epoch(sampler, train_loader) if device_cache else train_loader
+        batches = device_cache.epoch(list(sampler), train_loader.batch_size, train_loader.drop_last) \
+            if device_cache else train_loader
         with progress_bar(f"epoch {epoch + 1}/{cfg.epochs}", len(train_loader)) as advance:
             for step, (pixels, labels) in enumerate(batches):
                 labels = labels.to(device, non_blocking=True)
@@ -264,11 +265,12 @@ def _device_cache(cfg, data, device):
     if not images:
         return None
     needed = DeviceImageCache.bytes_needed(images)
-    free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else needed / DEVICE_CACHE_SHARE
-    if needed > free * DEVICE_CACHE_SHARE:
-        info(f"training images stay on the CPU: {needed / 2**30:.1f} GiB would take more than "
-             f"{DEVICE_CACHE_SHARE:.0%} of the GPU's free {free / 2**30:.1f} GiB")
-        return None
+    if device.type == "cuda":  # on the CPU (--augment-on device) the RAM cache is already there
+        free = torch.cuda.mem_get_info(device)[0]
+        if needed > free * DEVICE_CACHE_SHARE:
+            info(f"training images stay on the CPU: {needed / 2**30:.1f} GiB would take more than "
+                 f"{DEVICE_CACHE_SHARE:.0%} of the GPU's free {free / 2**30:.1f} GiB")
+            return None
     info(f"training images on the {device.type.upper()} as one tensor ({needed / 2**30:.2f} GiB): "
          "crops, flips and colour cut there in batches")
     return DeviceImageCache(images, data.train.labels, (cfg.img_size, cfg.img_size), device)
