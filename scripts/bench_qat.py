@@ -78,10 +78,10 @@ def main() -> None:
         images = result["best"]["images"]
         print(f"\n{result['setting']}: {result['seconds']:.0f} s, float val top-1 "
               f"{100 * result['float_val_accuracy']:.2f}% on {images} images (one image = {100 / images:.3f} pp)")
-        print(f"{'epoch':>5} {'top-1 %':>8} {'agree %':>8} {'loss':>8}")
+        print(f"{'epoch':>5} {'top-1 %':>8} {'agree %':>8} {'SQNR dB':>8} {'loss':>8}")
         for line in result["epochs"]:
             print(f"{line['epoch']:>5} {100 * line['accuracy']:>8.2f} {100 * line['agreement']:>8.2f} "
-                  f"{line.get('distillation_loss', float('nan')):>8.4f}")
+                  f"{line.get('sqnr_db', float('nan')):>8.2f} {line.get('distillation_loss', float('nan')):>8.4f}")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from conftest import json_out, run_cli
 from edgetl.contract.sidecar import Sidecar
 from edgetl.export import export_run
 from edgetl.export.qdq import activation_zero_point_types, activations_to_uint8, module_of, nodes_of_modules
+from edgetl.runtime import load as load_runner
 
 
 def _row(exported, fmt, precision) -> dict:
@@ -104,8 +105,13 @@ def test_gate_searches_recipes_then_keeps_the_measured_worst_layers_float(strict
             assert sidecar.precision == "int8" and sidecar.sensitivity["float_layers"] == row["float_layers"]
             assert row["float_layers"] == ranking[:len(row["float_layers"])]
             assert sidecar.quantization["float_layers"] == row["float_layers"]
+            if row["format"] == "onnx":  # what any onnxruntime needs to keep them float; edgetl's reads it
+                assert sidecar.quantization["onnxruntime_disabled_optimizers"] == ["WeightBiasQuantization"]
+                assert load_runner(row["path"]).disabled_optimizers == ["WeightBiasQuantization"]
         elif row["status"] == "qat":
             assert sidecar.precision == "int8" and sidecar.quantization["method"] == "qat"
+            if row["format"] == "onnx" and not row["float_layers"]:  # QAT files need the rewrite (float biases)
+                assert load_runner(row["path"]).disabled_optimizers == []
         else:
             assert "qat" in stages, stages
             assert row["delivered"] in ("fp16", "fp32") and ranking[0] in row["message"], row["message"]
@@ -161,3 +167,46 @@ def test_torchvision_scopes_map_to_module_names(tmp_path):
     names = [module_of(n.name) for n in nodes]
     assert len(nodes) > 40 and all(name in modules for name in names), [n for n in names if n not in modules][:5]
     assert "features.1.block.0.0" in names and any(name.endswith("fc2") for name in names)
+
+
+def test_a_layer_kept_float_in_onnx_runs_float_in_edgetls_onnxruntime_sessions(exported, float_model, tmp_path):
+    """onnxruntime's WeightBiasQuantization quantizes a float Conv sandwiched between DQ and Q at load time
+    (measured on Lite0: the float layer made int8 worse); every session edgetl opens keeps it float."""
+    import onnx
+    import onnxruntime as ort
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    from edgetl.export.calibration import normalized_batches
+    from edgetl.export.qdq import BatchReader
+    from edgetl.runtime.onnx import FLOAT_LAYER_OPTIMIZERS, session
+
+    source = Path(_row(exported, "onnx", "fp32")["path"]) / "model.onnx"
+    graph = onnx.load(str(source)).graph
+    depthwise = next(module_of(n.name) for n in graph.node if n.op_type == "Conv" and "conv_dw" in n.name)
+    validation = float_model.labelled("val")
+    batches = list(normalized_batches(validation.pixels, validation.preprocess, "NCHW", batch_size=8))
+    mixed = tmp_path / "mixed.onnx"
+    quantize_static(str(source), str(mixed), BatchReader(batches, "input"), quant_format=QuantFormat.QDQ,
+                    per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    nodes_to_exclude=nodes_of_modules(graph, [depthwise]))
+
+    def weight_of_float_layer(open_session) -> str:
+        """What feeds the kept-float Conv's weight after onnxruntime's level-1 rewrites."""
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+        open_session(options)
+        optimized = onnx.load(str(tmp_path / "optimized.onnx")).graph
+        conv = next(n for n in optimized.node if n.op_type == "Conv" and module_of(n.name) == depthwise)
+        producers = {out: n.op_type for n in optimized.node for out in n.output}
+        return producers.get(conv.input[1], "initializer")
+
+    plain = weight_of_float_layer(lambda o: ort.InferenceSession(str(mixed), o, providers=["CPUExecutionProvider"]))
+    assert plain == "DequantizeLinear"  # onnxruntime's own default: the "float" layer got int8 weights
+    assert weight_of_float_layer(lambda o: session(mixed, o, disabled=FLOAT_LAYER_OPTIMIZERS)) == "initializer"
+    inputs = np.concatenate(batches)
+    reference = ort.SessionOptions()  # the graph's own semantics: no rewrites at all
+    reference.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    expected = ort.InferenceSession(str(mixed), reference, providers=["CPUExecutionProvider"]).run(None, {"input": inputs})[0]
+    ours = session(mixed, disabled=FLOAT_LAYER_OPTIMIZERS).run(None, {"input": inputs})[0]
+    assert np.allclose(ours, expected, atol=0.05 * float(np.abs(expected).max()))

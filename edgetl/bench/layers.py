@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from edgetl.runtime import load, resolve_model_file
+from edgetl.runtime.onnx import session as onnx_session
 from edgetl.runtime.timing import example_input
 
 TOP = 15
@@ -35,13 +36,11 @@ def _summarise(per_node: dict[str, tuple[str, float]], runs: int) -> dict:
 
 
 def _onnx_layers(runner, inputs: np.ndarray, runs: int) -> dict:
-    import onnxruntime as ort
-
     options = runner.options  # the runner's threads and optimisation level, profiling on top
     options.enable_profiling = True
     with tempfile.TemporaryDirectory() as tmp:
         options.profile_file_prefix = str(Path(tmp) / "profile")
-        session = ort.InferenceSession(str(runner.model_path), options, providers=runner.providers)
+        session = onnx_session(runner.model_path, options, runner.providers, disabled=runner.disabled_optimizers)
         feed = {session.get_inputs()[0].name: inputs}
         for _ in range(runs):
             session.run(None, feed)

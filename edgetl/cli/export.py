@@ -28,7 +28,7 @@ from edgetl.export import gate
 @click.option("--qat/--no-qat", "qat", default=None,
               help="int8 from quantization-aware fine-tuning (--qat), or never (--no-qat). Default: the gate "
                    "tries QAT after post-training int8 misses, before fp16. Trained once per run in RUN_DIR/qat/.")
-@click.option("--qat-epochs", type=click.IntRange(1), default=2, show_default=True, help="QAT epochs.")
+@click.option("--qat-epochs", type=click.IntRange(1), default=4, show_default=True, help="QAT epochs.")
 @click.option("--qat-lr", type=click.FloatRange(0, min_open=True), default=1e-4, show_default=True,
               help="QAT learning rate (every layer but the classifier head, which stays the float model's).")
 @click.option("--out", type=click.Path(file_okay=False), help="Output folder (default RUN_DIR/export).")

@@ -90,7 +90,8 @@ def _quantize_nncf(request: ExportRequest, prepared: Path, target: Path, limit: 
     return {"tool": f"nncf {nncf.__version__} (ONNX backend)", "format": "QDQ",
             "weights": "int8 symmetric per-channel", "activations": "uint8 per-tensor (int8 zero points moved by 128)",
             "method": f"minmax + {'fast' if fast else 'full'} bias correction", "calibration_images": len(batches),
-            "activations_moved_to_uint8": moved, "float_layers": float_layers, "float_nodes": len(excluded)}
+            "activations_moved_to_uint8": moved, "float_layers": float_layers, "float_nodes": len(excluded),
+            **_session_note(excluded)}
 
 
 def _quantize_onnxruntime(request: ExportRequest, prepared: Path, target: Path, limit: int | None) -> dict:
@@ -117,7 +118,14 @@ def _quantize_onnxruntime(request: ExportRequest, prepared: Path, target: Path, 
     return {"tool": f"onnxruntime {onnxruntime.__version__} quantize_static", "format": "QDQ",
             "weights": "int8 symmetric per-channel", "activations": "uint8 asymmetric per-tensor",
             "method": method, "calibration_images": used, "float_layers": float_layers,
-            "float_nodes": len(excluded)}
+            "float_nodes": len(excluded), **_session_note(excluded)}
+
+
+def _session_note(excluded: list[str]) -> dict:
+    """What an application's own onnxruntime must be told so the float layers stay float."""
+    from edgetl.runtime.onnx import FLOAT_LAYER_OPTIMIZERS
+
+    return {"onnxruntime_disabled_optimizers": FLOAT_LAYER_OPTIMIZERS} if excluded else {}
 
 
 def _quantize_int8(request: ExportRequest, source: Path, target: Path) -> dict:

@@ -28,6 +28,8 @@ import numpy as np
 from edgetl.console import progress_bar
 from edgetl.export.qdq import BatchReader, weighted_layers
 from edgetl.runtime.base import softmax
+from edgetl.runtime.onnx import FLOAT_LAYER_OPTIMIZERS
+from edgetl.runtime.onnx import session as onnx_session
 
 DEFAULT_IMAGES = 96
 SIDECAR_ROWS = 15  # the worst layers a sidecar keeps (parity shows 10)
@@ -65,8 +67,8 @@ def measure(prepared: Path, calibration_batches: list[np.ndarray], recover: int 
     if threads:
         options.intra_op_num_threads = threads
 
-    def session(path) -> ort.InferenceSession:
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    def session(path):
+        return onnx_session(path, options, disabled=FLOAT_LAYER_OPTIMIZERS)  # layers left float stay float
 
     float_session = session(prepared)
     input_name = float_session.get_inputs()[0].name

@@ -226,6 +226,27 @@ def observers(prepared, enabled: bool) -> None:
     prepared.apply(enable_observer if enabled else disable_observer)
 
 
+def weight_quantizers(prepared) -> list[tuple[object, object]]:
+    """(weight parameter, the per-channel fake quantizer that rounds it) for every quantized layer."""
+    params = dict(prepared.named_parameters())
+    found = []
+    for node in prepared.graph.nodes:
+        source = node.args[0] if node.op == "call_module" and node.args else None
+        if getattr(source, "op", None) == "get_attr" and source.target in params:
+            module = prepared.get_submodule(node.target)
+            if getattr(module, "ch_axis", None) == 0 and hasattr(module, "fake_quant_enabled"):
+                found.append((params[source.target], module))
+    return found
+
+
+def weight_observers(prepared, enabled: bool) -> None:
+    """Turn range observation of the weight quantizers alone on or off (their grid fixed while training)."""
+    from torchao.quantization.pt2e import disable_observer, enable_observer
+
+    for _param, module in weight_quantizers(prepared):
+        module.apply(enable_observer if enabled else disable_observer)
+
+
 def fake_quantizers(prepared) -> dict[str, dict]:
     """Each activation fake quantizer's learned scale and zero point, by module name (what export must keep)."""
     found = {}

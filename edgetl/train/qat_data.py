@@ -34,6 +34,7 @@ class QatData:
     val_pixels: np.ndarray  # (N, H, W, 3) uint8, evaluation preprocessing
     val_labels: np.ndarray
     val_teacher: np.ndarray  # float top-1 on val
+    val_teacher_logits: np.ndarray
     steps_per_epoch: int
     train_images: int
     float_accuracy: float
@@ -67,10 +68,12 @@ class QatData:
         val_pixels = np.stack([data.val[i][0].numpy() for i in range(len(data.val))])  # (N, 3, H, W)
         val_labels = np.asarray(data.val.labels, np.int64)
         with torch.no_grad():
-            val_teacher = _logits(teacher, normalizer, val_pixels, 64).argmax(1)
+            val_teacher_logits = _logits(teacher, normalizer, val_pixels, 64)
+        val_teacher = val_teacher_logits.argmax(1)
         return cls(run=run, model_name=saved["model_name"], head=get_spec(saved["model_name"]).head,
                    image_size=tuple(preprocess.size), teacher=teacher, loader=loader, sampler=sampler,
                    normalizer=normalizer, val_pixels=val_pixels, val_labels=val_labels, val_teacher=val_teacher,
+                   val_teacher_logits=val_teacher_logits,
                    steps_per_epoch=max(1, steps), train_images=len(data.train),
                    float_accuracy=round(float((val_teacher == val_labels).mean()), 6))
 
@@ -126,9 +129,13 @@ class QatData:
         fake_quant.observers(student, False)
         fake_quant.eval_mode(student)
         with torch.no_grad(), autocast():
-            predicted = _logits(student, self.normalizer, self.val_pixels, 64).argmax(1)
+            logits = _logits(student, self.normalizer, self.val_pixels, 64)
+        predicted = logits.argmax(1)
+        noise = float(np.sum((logits - self.val_teacher_logits) ** 2))
         return {"accuracy": round(float((predicted == self.val_labels).mean()), 6),
                 "agreement": round(float((predicted == self.val_teacher).mean()), 6),
+                # logits' signal-to-quantization-noise ratio against float: how close, not only whether top-1 flips
+                "sqnr_db": round(10 * float(np.log10(np.sum(self.val_teacher_logits ** 2) / max(noise, 1e-12))), 2),
                 "images": int(len(self.val_labels))}
 
 
