@@ -276,3 +276,16 @@ def test_live_page_in_a_real_headless_browser(exported, tmp_path):
 
     page = np.asarray(Image.open(tmp_path / "page.png").convert("L"))
     assert shot.returncode == 0 and page.std() > 5, "the screenshot is blank"
+
+
+def test_onnx_sessions_skip_only_the_known_rewrites_a_sidecar_asks_to_skip():
+    """A sidecar is untrusted: it may switch off the float-layer rewrite, nothing else, and junk is ignored."""
+    from types import SimpleNamespace
+
+    from edgetl.runtime.onnx import disabled_optimizers
+
+    asked = {"onnxruntime_disabled_optimizers": ["ConstantFolding", "WeightBiasQuantization"]}
+    assert disabled_optimizers(SimpleNamespace(quantization=asked)) == ["WeightBiasQuantization"]
+    for crafted in (None, [], "WeightBiasQuantization", {"onnxruntime_disabled_optimizers": "WeightBiasQuantization"},
+                    {"onnxruntime_disabled_optimizers": None}, {}):
+        assert disabled_optimizers(SimpleNamespace(quantization=crafted)) == []

@@ -66,7 +66,8 @@ class OnnxRunner(Runner):
 
 def disabled_optimizers(sidecar) -> list[str]:
     """The rewrites the artifact's sidecar asks to skip; only known names (a sidecar is untrusted input)."""
-    asked = (getattr(sidecar, "quantization", None) or {}).get("onnxruntime_disabled_optimizers") or []
+    quantization = getattr(sidecar, "quantization", None)
+    asked = quantization.get("onnxruntime_disabled_optimizers") if isinstance(quantization, dict) else None
     return [name for name in FLOAT_LAYER_OPTIMIZERS if isinstance(asked, list) and name in asked]
 
 
