@@ -81,7 +81,7 @@ def test_labels_and_preprocessing_are_embedded_in_the_model_files(exported):
     assert json.loads(ir.get_rt_info(["edgetl", "labels"]).astype(str)) == labels
 
 
-def test_rerun_skips_unchanged_and_redoes_tampered(exported, trained_run):
+def test_rerun_skips_unchanged_and_redoes_tampered(exported, trained_run, monkeypatch):
     out = Path(exported["out"])
     model_file = out / "onnx-fp32" / "model.onnx"
     again = export_run(trained_run["run_dir"], ["onnx"], ["fp32"], out=out)
@@ -93,6 +93,12 @@ def test_rerun_skips_unchanged_and_redoes_tampered(exported, trained_run):
     assert redone["artifacts"][0]["status"] == "ok"
     assert verify_files(out / "onnx-fp32", Sidecar.read(out / "onnx-fp32")) == []
     assert not list(out.glob(".*partial*")) and not list(out.glob(".export-work-*"))
+    # edited exporter code (an editable install: same version) -> the artifact is made again, not reused
+    from edgetl.export import provenance
+
+    monkeypatch.setattr(provenance, "code_digest", lambda: "0" * 64)
+    assert export_run(trained_run["run_dir"], ["onnx"], ["fp32"], out=out)["artifacts"][0]["status"] == "ok"
+    assert export_run(trained_run["run_dir"], ["onnx"], ["fp32"], out=out)["artifacts"][0]["status"] == "up-to-date"
 
 
 def test_gate_falls_back_on_a_broken_calibration_and_records_attempts(trained_run, tmp_path):

@@ -54,8 +54,9 @@ def test_qat_delivers_int8_in_all_three_formats_with_the_method_recorded(qat_exp
     summary = json.loads((qat_run / "qat" / "summary.json").read_text())
     lines = [json.loads(x) for x in (qat_run / "qat" / "metrics.jsonl").read_text().splitlines()]
     assert [line["epoch"] for line in lines] == [0, 1]  # the calibrated start, then each epoch
-    # The calibrated start is a candidate: the kept epoch is the first with the best validation agreement.
-    best = max(lines, key=lambda line: (line["agreement"], line["accuracy"]))
+    # The calibrated start is a candidate: the kept epoch is the first closest to float on validation
+    # (logit SQNR, then agreement).
+    best = max(lines, key=lambda line: (line["sqnr_db"], line["agreement"]))
     assert summary["settings"]["epochs"] == 1 and summary["best_epoch"] == best["epoch"]
     assert summary["best"]["agreement"] == best["agreement"]
     assert (qat_run / "qat" / "best.pt").is_file() and (qat_run / "qat" / "last.pt").is_file()
@@ -260,6 +261,16 @@ def test_qat_without_the_runs_data_folder_says_so_in_one_line(trained_run, tmp_p
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert f"val split is read from {tmp_path / 'gone'}, which does not exist" in result.stderr, result.stderr
     assert not (run / "qat" / "best.pt").exists()
+
+
+def test_qat_settings_out_of_range_are_refused():
+    from edgetl.errors import BadInputError
+    from edgetl.train.qat import QatSettings
+
+    for bad in ({"mixup": -0.5}, {"epochs": 0}, {"lr": 0.0}, {"weight_bound": 0.0}):
+        with pytest.raises(BadInputError):
+            QatSettings(**bad).validate()
+    QatSettings(mixup=0.0, weight_bound=None).validate()  # off is allowed
 
 
 def test_qat_options_are_checked(trained_run):

@@ -1,13 +1,18 @@
 """Where an artifact came from, and whether a published one still matches its sources.
 
 The key hashes everything that decides an artifact's bytes (checkpoint, format, precision,
-the gate's settings, edgetl's version): an export rerun skips an artifact whose key matches
-and whose files still match their checksums, and redoes any other.
+the gate's settings, edgetl's version, a digest of edgetl's own source and the versions of
+the format's converters): an export rerun skips an artifact whose key matches and whose
+files still match their checksums, and redoes any other. The source digest matters for
+editable installs, where the code changes and the version does not: an artifact made by an
+older exporter must not be reused as if the new one had made it.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import importlib.metadata
 import importlib.util
 import json
 import subprocess
@@ -38,8 +43,36 @@ def check_converters(formats: list[str]) -> None:
                 raise MissingBackendError(package, FORMATS[name].extra, f"exporting {name}")
 
 
+@functools.lru_cache(maxsize=1)
+def code_digest() -> str:
+    """sha256 over edgetl's own .py files (path and bytes): the exporter's code, whatever the version says."""
+    root = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def converter_versions(fmt: str) -> dict[str, str | None]:
+    """Installed versions of the packages that convert `fmt` (an upgrade changes the bytes)."""
+    found = _distributions()
+    versions = {}
+    for package in FORMATS[fmt].converter:
+        try:
+            versions[package] = importlib.metadata.version((found.get(package) or [package])[0])
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = None
+    return versions
+
+
+@functools.lru_cache(maxsize=1)
+def _distributions() -> dict:
+    return importlib.metadata.packages_distributions()
+
+
 def source_key(reference, fmt: str, precision: str, settings: dict) -> str:
-    text = json.dumps([reference.checkpoint_sha256, fmt, precision, settings, __version__], sort_keys=True)
+    text = json.dumps([reference.checkpoint_sha256, fmt, precision, settings, __version__, code_digest(),
+                       converter_versions(fmt)], sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
 
 

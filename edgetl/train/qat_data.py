@@ -94,8 +94,13 @@ class QatData:
         return (f"{self.model_name}, {self.train_images} train images x {self.steps_per_epoch} steps per epoch, "
                 f"{len(self.val_labels)} validation images, float val accuracy {self.float_accuracy:.3f}")
 
-    def train_batches(self, epoch: int):
-        """(normalised augmented inputs, float teacher logits), `steps_per_epoch` of them."""
+    def train_batches(self, epoch: int, mixup: float = 0.0):
+        """(normalised augmented inputs, float teacher logits), `steps_per_epoch` of them.
+
+        With `mixup` > 0 each batch is blended with a shuffled copy of itself (one Beta(mixup, mixup)
+        weight per image, drawn from torch's checkpointed RNG so a resumed run draws the same): no
+        label is needed, the teacher's logits on the blend are the target.
+        """
         import torch
 
         self.sampler.set_epoch(epoch)
@@ -103,6 +108,9 @@ class QatData:
             if step >= self.steps_per_epoch:
                 return
             inputs = self.normalizer(pixels)
+            if mixup > 0 and len(inputs) > 1:
+                weight = torch.distributions.Beta(mixup, mixup).sample((len(inputs), 1, 1, 1)).to(inputs.device)
+                inputs = weight * inputs + (1 - weight) * inputs[torch.randperm(len(inputs)).to(inputs.device)]
             with torch.no_grad():
                 teacher_logits = self.teacher(inputs)
             yield inputs, teacher_logits
