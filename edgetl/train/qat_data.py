@@ -98,8 +98,10 @@ class QatData:
         """(normalised augmented inputs, float teacher logits), `steps_per_epoch` of them.
 
         With `mixup` > 0 each batch is blended with a shuffled copy of itself (one Beta(mixup, mixup)
-        weight per image, drawn from torch's checkpointed RNG so a resumed run draws the same): no
-        label is needed, the teacher's logits on the blend are the target.
+        weight per image): no label is needed, the teacher's logits on the blend are the target. The
+        draws come from a generator of their own, seeded by (epoch, step), and leave torch's global
+        RNG alone: a run resumed after kill -9 draws the same blends and the same augmentation. (Drawn
+        from the global RNG, they made a resumed run diverge from an uninterrupted one.)
         """
         import torch
 
@@ -109,8 +111,9 @@ class QatData:
                 return
             inputs = self.normalizer(pixels)
             if mixup > 0 and len(inputs) > 1:
-                weight = torch.distributions.Beta(mixup, mixup).sample((len(inputs), 1, 1, 1)).to(inputs.device)
-                inputs = weight * inputs + (1 - weight) * inputs[torch.randperm(len(inputs)).to(inputs.device)]
+                weight, order = _mixup_draws(len(inputs), mixup, epoch * 1_000_003 + step)
+                weight = weight.view(-1, 1, 1, 1).to(inputs.device)
+                inputs = weight * inputs + (1 - weight) * inputs[order.to(inputs.device)]
             with torch.no_grad():
                 teacher_logits = self.teacher(inputs)
             yield inputs, teacher_logits
@@ -145,6 +148,15 @@ class QatData:
                 # logits' signal-to-quantization-noise ratio against float: how close, not only whether top-1 flips
                 "sqnr_db": round(10 * float(np.log10(np.sum(self.val_teacher_logits ** 2) / max(noise, 1e-12))), 2),
                 "images": int(len(self.val_labels))}
+
+
+def _mixup_draws(n: int, alpha: float, seed: int):
+    """n Beta(alpha, alpha) weights (as X / (X + Y), X and Y Gamma(alpha)) and a permutation of n."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    gammas = torch._standard_gamma(torch.full((2, n), float(alpha)), generator=generator)
+    return gammas[0] / gammas.sum(0), torch.randperm(n, generator=generator)
 
 
 def _logits(model, normalizer: Normalizer, pixels: np.ndarray, batch_size: int) -> np.ndarray:
