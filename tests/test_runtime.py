@@ -104,6 +104,9 @@ def test_images_and_folders_as_sources(exported):
     assert len(lines) == 3 and lines[-1]["summary"]["frames"] == 2
     single = run_cli("run", row["path"], "--source", str(golden / "00.png"), "--json-lines", check=True)
     assert json.loads(single.stdout.splitlines()[0])["source"].endswith("00.png")
+    # the source from the environment (a stream URL's credentials stay out of the command line `ps` shows)
+    from_env = run_cli("run", row["path"], "--json-lines", env={"EDGETL_SOURCE": str(golden / "01.png")}, check=True)
+    assert json.loads(from_env.stdout.splitlines()[0])["source"].endswith("01.png")
 
 
 @pytest.mark.parametrize("source, message", [

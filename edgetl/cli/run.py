@@ -9,8 +9,10 @@ from edgetl.cli.common import table
 
 @click.command(short_help="Classify a camera, stream, video or images with an exported model (no torch).")
 @click.argument("model", type=click.Path())
-@click.option("--source", required=True, help="Camera index (0) or /dev/videoN, video file, rtsp:// or http:// "
-                                              "stream, image file or folder of images.")
+@click.option("--source", required=True, envvar="EDGETL_SOURCE", show_envvar=True,
+              help="Camera index (0) or /dev/videoN, video file, rtsp:// or http:// stream, image file or folder "
+                   "of images. A stream URL with credentials is better in EDGETL_SOURCE: a command line is "
+                   "visible to every user in `ps`, a process's environment only to its owner and root.")
 @click.option("--topk", type=int, default=3, show_default=True)
 @click.option("--threads", type=int, help="Inference threads (default: the physical cores available).")
 @click.option("--device", help="Execution device: cpu, cuda, tensorrt (ONNX); CPU, GPU, NPU (OpenVINO).")
