@@ -59,7 +59,7 @@ from edgetl.train import checkpoint, fake_quant
 from edgetl.train.distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shutdown
 
 QAT_DIR = "qat"
-VERSION = 7  # bumped when the QAT graph or procedure changes
+VERSION = 8  # bumped when the QAT graph or procedure changes
 
 
 @dataclass(frozen=True)
