@@ -267,7 +267,8 @@ def test_qat_settings_out_of_range_are_refused():
     from edgetl.errors import BadInputError
     from edgetl.train.qat import QatSettings
 
-    for bad in ({"mixup": -0.5}, {"epochs": 0}, {"lr": 0.0}, {"weight_bound": 0.0}):
+    for bad in ({"mixup": -0.5}, {"epochs": 0}, {"lr": 0.0}, {"weight_bound": 0.0}, {"feature_weight": -1.0},
+                {"range_lr": 0.0}, {"weight_lr_steps": -0.1}):
         with pytest.raises(BadInputError):
             QatSettings(**bad).validate()
     QatSettings(mixup=0.0, weight_bound=None).validate()  # off is allowed

@@ -254,5 +254,5 @@ def fake_quantizers(prepared) -> dict[str, dict]:
         scale, zero_point = getattr(module, "scale", None), getattr(module, "zero_point", None)
         if scale is None or zero_point is None or scale.numel() != 1:
             continue
-        found[name] = {"scale": float(scale), "zero_point": int(zero_point)}
+        found[name] = {"scale": float(scale.detach()), "zero_point": int(zero_point)}
     return found

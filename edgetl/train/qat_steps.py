@@ -1,0 +1,151 @@
+"""What QAT's optimizer may change, and by how much: the rounding neighbourhood, grid-step updates, learned ranges.
+
+Adam moves every parameter by about its learning rate per step, whatever the
+parameter's scale; the three pieces here put the int8 student's parameters on
+their own scales, around each optimizer step of `edgetl.train.qat`:
+
+- `RoundingNeighbourhood` keeps each quantized weight within a fraction of a grid
+  step of its float value (QAT chooses roundings, as AdaRound does);
+- `ScaledUpdates` rescales a step's move per parameter: a weight's by its
+  channel's grid step, an activation range's by the range itself;
+- `LearnedRanges` makes each activation quantizer's scale a trained parameter
+  (LSQ: the gradient of the rounding and clipping error), written where the
+  exporters read it, so the artifact runs the ranges training chose.
+"""
+
+from __future__ import annotations
+
+import types
+
+from edgetl.train import fake_quant
+
+
+class RoundingNeighbourhood:
+    """Keeps every quantized weight within `steps` grid steps of its float value (None: no bound).
+
+    Adam moves each weight by about the learning rate per step whatever its size: at lr 1e-4 a
+    pointwise weight of Lite0 (grid step ~4e-4) can wander dozens of grid steps in two epochs, and
+    the student then fits the train split's images instead of the float model. Bounded, QAT picks
+    each weight's rounding (and trains the float biases), as AdaRound does post-training.
+    """
+
+    def __init__(self, student, steps: float | None):
+        self.steps = steps
+        self.pairs = [] if steps is None else [(param, quantizer, param.detach().clone())
+                                               for param, quantizer in fake_quant.weight_quantizers(student)]
+
+    def __call__(self) -> None:
+        import torch
+
+        if self.steps is None:
+            return
+        with torch.no_grad():
+            for param, quantizer, start in self.pairs:
+                reach = (quantizer.scale * self.steps).to(param.device).view(-1, *([1] * (param.dim() - 1)))
+                param.copy_(torch.minimum(torch.maximum(param, start - reach), start + reach))
+
+
+class ScaledUpdates:
+    """Around an optimizer step: each registered parameter's move multiplied by its own unit.
+
+    Lite0's weight grid steps span 25x (pointwise expansions ~4e-4, depthwise ~1e-2), so one
+    learning rate in weight units shook the fine grids and left the coarse ones where calibration
+    put them: after 4 epochs at lr 1e-4 the pointwise weights had moved 0.3 grid steps on average
+    and changed 30% of their roundings, the depthwise ones 0.05-0.1 steps and 5-10%. With a unit per
+    parameter, the group's learning rate is in those units: grid steps for weights, a fraction of
+    itself for a range.
+    """
+
+    def __init__(self):
+        self.items: list[tuple[object, object]] = []  # (parameter, unit(before) -> tensor broadcastable to it)
+        self.before: list = []
+
+    def add(self, param, unit) -> None:
+        self.items.append((param, unit))
+
+    @property
+    def params(self) -> list:
+        return [param for param, _ in self.items]
+
+    def __enter__(self):
+        self.before = [param.detach().clone() for param, _ in self.items]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import torch
+
+        with torch.no_grad():
+            for (param, unit), before in zip(self.items, self.before):
+                param.copy_(before + (param - before) * unit(before))
+        self.before = []
+
+
+def grid_step_unit(param, quantizer):
+    """A weight's unit: its output channel's int8 grid step."""
+    return lambda _before: quantizer.scale.to(param.device).view(-1, *([1] * (param.dim() - 1)))
+
+
+def relative_unit(floor: float = 1e-8):
+    """A positive parameter's unit: its own value (a learning rate of 1e-3 moves it by 0.1% per step)."""
+    return lambda before: before.abs().clamp_min(floor)
+
+
+def move_to_group(groups: list[dict], params: list, lr: float) -> None:
+    """Take `params` out of the groups they are in and give them a group of their own at `lr`."""
+    ids = {id(p) for p in params}
+    for group in groups:
+        group["params"] = [p for p in group["params"] if id(p) not in ids]
+    groups[:] = [g for g in groups if g["params"]]
+    if params:
+        groups.append({"params": list(params), "lr": lr})
+
+
+def activation_quantizers(student) -> list:
+    """Every per-tensor (activation) fake quantizer of the QAT graph, each once."""
+    weights = {id(q) for _, q in fake_quant.weight_quantizers(student)}
+    found = []
+    for _name, module in student.named_modules():
+        scale = getattr(module, "scale", None)
+        if hasattr(module, "fake_quant_enabled") and scale is not None and scale.numel() == 1 \
+                and id(module) not in weights:
+            found.append(module)
+    return found
+
+
+class LearnedRanges:
+    """Activation scales as trained parameters (LSQ), their zero points fixed where calibration put them.
+
+    Moving-average min/max ranges follow the largest values seen, and every value below the top
+    pays for them in resolution; the learned scale trades clipping against rounding by the
+    distillation loss itself. The scale stays the quantizer's own `scale` entry (a parameter
+    instead of a buffer, same name), so checkpoints, `load_trained` and the exporters read it
+    unchanged. Started after calibration (or after a checkpoint is loaded): observers no longer
+    write the scale.
+    """
+
+    def __init__(self, student):
+        self.quantizers = activation_quantizers(student)
+        self.scales: list = []
+
+    def start(self) -> list:
+        """Turn each activation scale into a parameter; returns them (for the optimizer)."""
+        import torch
+
+        for module in self.quantizers:
+            value = module.scale.detach().clone().float().reshape(1)
+            del module._buffers["scale"]
+            module.register_parameter("scale", torch.nn.Parameter(value))
+            module.forward = types.MethodType(_learnable_forward, module)
+            self.scales.append(module.scale)
+        return self.scales
+
+
+def _learnable_forward(self, X):
+    """FakeQuantize with a gradient for the scale (torch's LSQ kernel); the observer no longer runs."""
+    import torch
+
+    if self.fake_quant_enabled[0] != 1:
+        return X
+    observer = self.activation_post_process
+    return torch._fake_quantize_learnable_per_tensor_affine(
+        X, self.scale, self.zero_point.to(X.dtype), observer.quant_min, observer.quant_max, 1.0)

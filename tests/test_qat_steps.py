@@ -1,0 +1,114 @@
+"""QAT's update rules on a real prepared graph (torchao PT2E, the LiteRT quantizer): units, learned ranges, layer targets."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("litert_torch")
+
+
+class Tiny(torch.nn.Module):
+    """Conv+BN+ReLU6 twice, a residual add, pooling and a linear head: the op kinds of a mobile backbone."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU6())
+        self.b = torch.nn.Sequential(torch.nn.Conv2d(8, 8, 3, padding=1, groups=8), torch.nn.BatchNorm2d(8))
+        self.head = torch.nn.Linear(8, 4)
+
+    def forward(self, x):
+        y = self.a(x)
+        return self.head((y + self.b(y)).mean((2, 3)))
+
+
+def _student(seed: int = 0):
+    from edgetl.train import fake_quant
+
+    torch.manual_seed(seed)
+    model = Tiny().eval()
+    for bn in (model.a[1], model.b[1]):  # statistics that are not the identity, so folding matters
+        bn.running_mean.uniform_(-0.5, 0.5)
+        bn.running_var.uniform_(0.5, 2.0)
+    student = fake_quant.prepare(model, (16, 16))
+    fake_quant.observers(student, True)
+    with torch.no_grad():
+        student(torch.randn(16, 3, 16, 16))  # calibration
+    fake_quant.observers(student, False)
+    return model, student
+
+
+def _one_step(student, settings):
+    from edgetl.train.qat import _optimizer
+
+    optimizer, _scheduler, scaled = _optimizer(student, SimpleNamespace(head="head", steps_per_epoch=10), settings)
+    before = {name: p.detach().clone() for name, p in student.named_parameters()}
+    student(torch.randn(8, 3, 16, 16)).pow(2).sum().backward()
+    with scaled:
+        optimizer.step()
+    return before
+
+
+def test_weights_move_in_their_own_grid_steps_and_the_head_stays():
+    from edgetl.train import fake_quant
+    from edgetl.train.qat import QatSettings
+
+    _model, student = _student()
+    names = {id(p): n for n, p in student.named_parameters()}
+    before = _one_step(student, QatSettings(weight_lr_steps=0.1))
+    moved = 0
+    for param, quantizer in fake_quant.weight_quantizers(student):
+        name = names[id(param)]
+        step = quantizer.scale.view(-1, *([1] * (param.dim() - 1)))
+        in_steps = ((param.detach() - before[name]) / step).abs()
+        if name.startswith("head"):
+            assert float(in_steps.max()) == 0.0, name  # head_lr_mult 0: the float model's head
+            continue
+        # Adam's first step moves each weight by the learning rate: here 0.1 of its channel's grid step,
+        # in the fine and the coarse layers alike (in weight units they differ by the scales' ratio).
+        assert 0.09 <= float(in_steps.max()) <= 0.1 + 1e-4, (name, float(in_steps.max()))
+        moved += 1
+    assert moved == 2
+
+
+def test_learned_ranges_train_and_are_what_the_exporters_read():
+    from edgetl.train import fake_quant
+    from edgetl.train.qat import QatSettings, load_state
+    from edgetl.train.qat_steps import activation_quantizers
+
+    model, student = _student()
+    quantizers = activation_quantizers(student)
+    calibrated = [float(q.scale) for q in quantizers]
+    _one_step(student, QatSettings(range_lr=0.01))
+    learned = [float(q.scale.detach()) for q in quantizers]
+    assert len(quantizers) >= 4 and all(isinstance(q.scale, torch.nn.Parameter) for q in quantizers)
+    changes = [abs(b / a - 1) for a, b in zip(calibrated, learned)]
+    # Each range moved by about 1% of itself (Adam's first step), unless its gradient was zero.
+    assert all(c <= 0.01 + 1e-5 for c in changes) and sum(c > 0.009 for c in changes) >= 3, changes
+    # A checkpoint of the student holds the learned scales under the quantizers' own names: a fresh
+    # graph (as load_trained and the exporters build it) reads them back.
+    fresh = fake_quant.prepare(model, (16, 16))
+    load_state(fresh, {k: v.detach().clone() for k, v in student.state_dict().items()})
+    exported = sorted(round(q["scale"], 9) for q in fake_quant.fake_quantizers(fresh).values())
+    assert sorted(round(s, 9) for s in learned) == exported
+
+
+def test_layer_targets_are_the_float_models_activations():
+    from torchao.quantization.pt2e import disable_fake_quant
+
+    from edgetl.train.feature_targets import FeatureTargets
+
+    model, student = _student()
+    targets = FeatureTargets(student, model, (16, 16), torch.device("cpu"))
+    x = torch.randn(4, 3, 16, 16)
+    with torch.no_grad():
+        student(x)
+        logits = targets.float_logits(x)
+        assert torch.allclose(logits, model(x), atol=1e-4)  # the same graph with quantization off
+        assert float(targets.loss()) > 1e-6  # int8 error, relative to the float activations' power
+        student.apply(disable_fake_quant)
+        student(x)
+        targets.float_logits(x)
+        assert float(targets.loss()) < 1e-8
