@@ -76,10 +76,9 @@ def test_weights_move_in_their_own_grid_steps_and_the_head_stays():
 def test_learned_ranges_train_and_are_what_the_exporters_read():
     from edgetl.train import fake_quant
     from edgetl.train.qat import QatSettings, load_state
-    from edgetl.train.qat_steps import activation_quantizers
-
+    
     model, student = _student()
-    quantizers = activation_quantizers(student)
+    quantizers = fake_quant.activation_quantizers(student)
     calibrated = [float(q.scale) for q in quantizers]
     _one_step(student, QatSettings(range_lr=0.01))
     learned = [float(q.scale.detach()) for q in quantizers]

@@ -239,6 +239,18 @@ def weight_quantizers(prepared) -> list[tuple[object, object]]:
     return found
 
 
+def activation_quantizers(prepared) -> list:
+    """Every per-tensor (activation) fake quantizer of the QAT graph, each once."""
+    weights = {id(q) for _, q in weight_quantizers(prepared)}
+    found = []
+    for _name, module in prepared.named_modules():
+        scale = getattr(module, "scale", None)
+        if hasattr(module, "fake_quant_enabled") and scale is not None and scale.numel() == 1 \
+                and id(module) not in weights:
+            found.append(module)
+    return found
+
+
 def weight_observers(prepared, enabled: bool) -> None:
     """Turn range observation of the weight quantizers alone on or off (their grid fixed while training)."""
     from torchao.quantization.pt2e import disable_observer, enable_observer

@@ -13,7 +13,6 @@ activation has its float counterpart by module name.
 from __future__ import annotations
 
 from edgetl.train import fake_quant
-from edgetl.train.qat_steps import activation_quantizers
 
 
 class FeatureTargets:
@@ -28,7 +27,7 @@ class FeatureTargets:
         fake_quant.eval_mode(self.float_graph)
         self.float_graph.requires_grad_(False)
         names = {id(m): n for n, m in student.named_modules()}
-        wanted = [names[id(m)] for m in activation_quantizers(student)]
+        wanted = [names[id(m)] for m in fake_quant.activation_quantizers(student)]
         float_modules = dict(self.float_graph.named_modules())
         self.student_out: dict[str, object] = {}
         self.float_out: dict[str, object] = {}

@@ -61,7 +61,7 @@ from edgetl.console import info, progress_bar
 from edgetl.contract.run_dir import RunDir
 from edgetl.errors import BadInputError, require
 from edgetl.train import checkpoint, fake_quant
-from edgetl.train.qat_steps import (LearnedRanges, RoundingNeighbourhood, ScaledUpdates, grid_step_unit,
+from edgetl.train.qat_steps import (RoundingNeighbourhood, ScaledUpdates, grid_step_unit, learn_ranges,
                                     move_to_group, relative_unit)
 from edgetl.train.distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shutdown
 
@@ -199,7 +199,8 @@ def _run(run: RunDir, cfg, settings: QatSettings, dist: DistInfo, device, autoca
     state = {"epoch": 0, "best": None, "best_epoch": 0, "seconds": 0.0, "images": 0}
     last, best = folder / "last.pt", folder / "best.pt"
     saved = checkpoint.load(last) if last.is_file() else None
-    if saved is not None and saved.get("key") == key:
+    resuming = saved is not None and saved.get("key") == key
+    if resuming:
         load_state(student, saved["model"])
         state.update(saved["state"])
         checkpoint.restore_rng_state(saved["rng"])
@@ -222,7 +223,7 @@ def _run(run: RunDir, cfg, settings: QatSettings, dist: DistInfo, device, autoca
             checkpoint.save(best, {"model": _cpu_state(student), "key": key, "epoch": 0, "metrics": before,
                                    "model_name": data.model_name})
     optimizer, scheduler, scaled = _optimizer(student, data, settings)
-    if saved is not None and saved.get("key") == key:
+    if resuming:
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
     forward = student
@@ -232,12 +233,11 @@ def _run(run: RunDir, cfg, settings: QatSettings, dist: DistInfo, device, autoca
         forward = DistributedDataParallel(student, device_ids=[dist.local_rank] if device.type == "cuda" else None)
     for epoch in range(state["epoch"], settings.epochs):
         fake_quant.train_mode(student)
-        fake_quant.observers(student, settings.freeze_observers_after is None
-                             or epoch < settings.freeze_observers_after)
+        # Ranges track until frozen; learned ranges (range_lr) are written by no observer at all.
+        fake_quant.observers(student, settings.range_lr is None and (settings.freeze_observers_after is None
+                                                                     or epoch < settings.freeze_observers_after))
         if bound.steps is not None:
             fake_quant.weight_observers(student, False)
-        if settings.range_lr is not None:  # learned ranges: no observer writes a scale any more
-            fake_quant.observers(student, False)
         epoch_start = time.perf_counter()
         sums = torch.zeros(2, dtype=torch.float64, device=device)  # loss x images, images
         with progress_bar(f"QAT epoch {epoch + 1}/{settings.epochs}", data.steps_per_epoch) as advance:
@@ -331,7 +331,7 @@ def _optimizer(student, data, settings: QatSettings):
             scaled.add(param, grid_step_unit(param, quantizer))
         move_to_group(groups, [p for p, _ in weights], settings.weight_lr_steps)
     if settings.range_lr is not None:
-        scales = LearnedRanges(student).start()
+        scales = learn_ranges(student)
         for scale in scales:
             scaled.add(scale, relative_unit())
         move_to_group(groups, scales, settings.range_lr)

@@ -8,7 +8,7 @@ their own scales, around each optimizer step of `edgetl.train.qat`:
   step of its float value (QAT chooses roundings, as AdaRound does);
 - `ScaledUpdates` rescales a step's move per parameter: a weight's by its
   channel's grid step, an activation range's by the range itself;
-- `LearnedRanges` makes each activation quantizer's scale a trained parameter
+- `learn_ranges` makes each activation quantizer's scale a trained parameter
   (LSQ: the gradient of the rounding and clipping error), written where the
   exporters read it, so the artifact runs the ranges training chose.
 """
@@ -63,10 +63,6 @@ class ScaledUpdates:
     def add(self, param, unit) -> None:
         self.items.append((param, unit))
 
-    @property
-    def params(self) -> list:
-        return [param for param, _ in self.items]
-
     def __enter__(self):
         self.before = [param.detach().clone() for param, _ in self.items]
         return self
@@ -100,44 +96,26 @@ def move_to_group(groups: list[dict], params: list, lr: float) -> None:
         groups.append({"params": list(params), "lr": lr})
 
 
-def activation_quantizers(student) -> list:
-    """Every per-tensor (activation) fake quantizer of the QAT graph, each once."""
-    weights = {id(q) for _, q in fake_quant.weight_quantizers(student)}
-    found = []
-    for _name, module in student.named_modules():
-        scale = getattr(module, "scale", None)
-        if hasattr(module, "fake_quant_enabled") and scale is not None and scale.numel() == 1 \
-                and id(module) not in weights:
-            found.append(module)
-    return found
-
-
-class LearnedRanges:
-    """Activation scales as trained parameters (LSQ), their zero points fixed where calibration put them.
+def learn_ranges(student) -> list:
+    """Activation scales as trained parameters (LSQ), zero points fixed where calibration put them.
 
     Moving-average min/max ranges follow the largest values seen, and every value below the top
     pays for them in resolution; the learned scale trades clipping against rounding by the
     distillation loss itself. The scale stays the quantizer's own `scale` entry (a parameter
     instead of a buffer, same name), so checkpoints, `load_trained` and the exporters read it
-    unchanged. Started after calibration (or after a checkpoint is loaded): observers no longer
-    write the scale.
+    unchanged. Called after calibration (or after a checkpoint is loaded): observers no longer
+    write the scale. Returns the new parameters, for the optimizer.
     """
+    import torch
 
-    def __init__(self, student):
-        self.quantizers = activation_quantizers(student)
-        self.scales: list = []
-
-    def start(self) -> list:
-        """Turn each activation scale into a parameter; returns them (for the optimizer)."""
-        import torch
-
-        for module in self.quantizers:
-            value = module.scale.detach().clone().float().reshape(1)
-            del module._buffers["scale"]
-            module.register_parameter("scale", torch.nn.Parameter(value))
-            module.forward = types.MethodType(_learnable_forward, module)
-            self.scales.append(module.scale)
-        return self.scales
+    scales = []
+    for module in fake_quant.activation_quantizers(student):
+        value = module.scale.detach().clone().float().reshape(1)
+        del module._buffers["scale"]
+        module.register_parameter("scale", torch.nn.Parameter(value))
+        module.forward = types.MethodType(_learnable_forward, module)
+        scales.append(module.scale)
+    return scales
 
 
 def _learnable_forward(self, X):
