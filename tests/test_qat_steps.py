@@ -135,3 +135,4 @@ def test_kept_epoch_agrees_more_with_float_and_sqnr_breaks_near_ties():
     # A student that agrees far less is never kept for its SQNR, nor one within noise with a worse SQNR.
     assert _kept_epoch([(0.98, 20.0), (0.95, 25.0)]) == 0
     assert _kept_epoch([(0.98, 20.0), (0.985, 19.0)]) == 0
+    assert _kept_epoch([(0.9825, 20.0), (0.9925, 19.0)]) == 0  # exactly 1 pp (8 of 800 images): noise
