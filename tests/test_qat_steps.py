@@ -41,9 +41,9 @@ def _student(seed: int = 0):
 
 
 def _one_step(student, settings):
-    from edgetl.train.qat import _optimizer
+    from edgetl.train.qat_steps import build_optimizer
 
-    optimizer, _scheduler, scaled = _optimizer(student, SimpleNamespace(head="head", steps_per_epoch=10), settings)
+    optimizer, _scheduler, scaled = build_optimizer(student, SimpleNamespace(head="head", steps_per_epoch=10), settings)
     before = {name: p.detach().clone() for name, p in student.named_parameters()}
     student(torch.randn(8, 3, 16, 16)).pow(2).sum().backward()
     with scaled:

@@ -52,7 +52,6 @@ settings and float checkpoint are unchanged is reused, not retrained.
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -62,8 +61,7 @@ from edgetl.console import info, progress_bar
 from edgetl.contract.run_dir import RunDir
 from edgetl.errors import BadInputError, require
 from edgetl.train import checkpoint, fake_quant
-from edgetl.train.qat_steps import (RoundingNeighbourhood, ScaledUpdates, grid_step_unit, learn_ranges,
-                                    move_to_group, relative_unit)
+from edgetl.train.qat_steps import RoundingNeighbourhood, build_optimizer
 from edgetl.train.distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shutdown
 
 QAT_DIR = "qat"
@@ -223,7 +221,7 @@ def _run(run: RunDir, cfg, settings: QatSettings, dist: DistInfo, device, autoca
         if dist.is_main:
             checkpoint.save(best, {"model": _cpu_state(student), "key": key, "epoch": 0, "metrics": before,
                                    "model_name": data.model_name})
-    optimizer, scheduler, scaled = _optimizer(student, data, settings)
+    optimizer, scheduler, scaled = build_optimizer(student, data, settings)
     if resuming:
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
@@ -314,52 +312,6 @@ def _distillation_loss(forward, optimizer, autocast, inputs, teacher_logits, tem
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     return loss.detach()
-
-
-def _optimizer(student, data, settings: QatSettings):
-    """AdamW over the student's groups (cosine schedule), with the units its updates are taken in.
-
-    Made after calibration or after a checkpoint is loaded: learned ranges start from those scales.
-    """
-    import torch
-
-    groups = _parameter_groups(student, data.head, settings)
-    scaled = ScaledUpdates()
-    if settings.weight_lr_steps is not None:
-        trained = {id(p) for group in groups for p in group["params"]}
-        weights = [(p, q) for p, q in fake_quant.weight_quantizers(student) if id(p) in trained]
-        for param, quantizer in weights:
-            scaled.add(param, grid_step_unit(param, quantizer))
-        move_to_group(groups, [p for p, _ in weights], settings.weight_lr_steps)
-    if settings.range_lr is not None:
-        scales = learn_ranges(student)
-        for scale in scales:
-            scaled.add(scale, relative_unit())
-        move_to_group(groups, scales, settings.range_lr)
-    optimizer = torch.optim.AdamW(groups, lr=settings.lr, weight_decay=settings.weight_decay)
-    steps = settings.epochs * data.steps_per_epoch
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps)))
-    return optimizer, scheduler, scaled
-
-
-def _parameter_groups(student, head: str, settings: QatSettings) -> list[dict]:
-    """Head at head_lr_mult x lr (0: frozen, out of the optimizer), the rest at lr.
-
-    Exported graphs keep module paths in parameter names.
-    """
-    prefix = head.replace(".", "_") if head else None
-    head_params, body = [], []
-    for name, param in student.named_parameters():
-        is_head = bool(prefix) and (name.startswith(head + ".") or name.startswith(prefix))
-        (head_params if is_head else body).append(param)
-    if not body:
-        raise BadInputError(f"QAT found no trainable layers outside the head {head!r}")
-    groups = [{"params": body, "lr": settings.lr}]
-    if head_params and settings.head_lr_mult > 0:  # 0: out of the optimizer (still differentiable: export
-        # traces a graph with every parameter alike)
-        groups.append({"params": head_params, "lr": settings.lr * settings.head_lr_mult})
-    return groups
 
 
 # Agreement differences up to this (as a fraction) are the noise of near-tie images: one QAT ONNX

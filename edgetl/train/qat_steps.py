@@ -10,13 +10,17 @@ their own scales, around each optimizer step of `edgetl.train.qat`:
   channel's grid step, an activation range's by the range itself;
 - `learn_ranges` makes each activation quantizer's scale a trained parameter
   (LSQ: the gradient of the rounding and clipping error), written where the
-  exporters read it, so the artifact runs the ranges training chose.
+  exporters read it, so the artifact runs the ranges training chose;
+- `build_optimizer` puts them together: AdamW over the trained groups with the
+  units each update is taken in, and the cosine schedule.
 """
 
 from __future__ import annotations
 
+import math
 import types
 
+from edgetl.errors import BadInputError
 from edgetl.train import fake_quant
 
 
@@ -127,3 +131,49 @@ def _learnable_forward(self, X):
     observer = self.activation_post_process
     return torch._fake_quantize_learnable_per_tensor_affine(
         X, self.scale, self.zero_point.to(X.dtype), observer.quant_min, observer.quant_max, 1.0)
+
+
+def build_optimizer(student, data, settings):
+    """AdamW over the student's groups (cosine schedule), with the units its updates are taken in.
+
+    Made after calibration or after a checkpoint is loaded: learned ranges start from those scales.
+    """
+    import torch
+
+    groups = parameter_groups(student, data.head, settings)
+    scaled = ScaledUpdates()
+    if settings.weight_lr_steps is not None:
+        trained = {id(p) for group in groups for p in group["params"]}
+        weights = [(p, q) for p, q in fake_quant.weight_quantizers(student) if id(p) in trained]
+        for param, quantizer in weights:
+            scaled.add(param, grid_step_unit(param, quantizer))
+        move_to_group(groups, [p for p, _ in weights], settings.weight_lr_steps)
+    if settings.range_lr is not None:
+        scales = learn_ranges(student)
+        for scale in scales:
+            scaled.add(scale, relative_unit())
+        move_to_group(groups, scales, settings.range_lr)
+    optimizer = torch.optim.AdamW(groups, lr=settings.lr, weight_decay=settings.weight_decay)
+    steps = settings.epochs * data.steps_per_epoch
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps)))
+    return optimizer, scheduler, scaled
+
+
+def parameter_groups(student, head: str, settings) -> list[dict]:
+    """Head at head_lr_mult x lr (0: frozen, out of the optimizer), the rest at lr.
+
+    Exported graphs keep module paths in parameter names.
+    """
+    prefix = head.replace(".", "_") if head else None
+    head_params, body = [], []
+    for name, param in student.named_parameters():
+        is_head = bool(prefix) and (name.startswith(head + ".") or name.startswith(prefix))
+        (head_params if is_head else body).append(param)
+    if not body:
+        raise BadInputError(f"QAT found no trainable layers outside the head {head!r}")
+    groups = [{"params": body, "lr": settings.lr}]
+    if head_params and settings.head_lr_mult > 0:  # 0: out of the optimizer (still differentiable: export
+        # traces a graph with every parameter alike)
+        groups.append({"params": head_params, "lr": settings.lr * settings.head_lr_mult})
+    return groups
