@@ -36,11 +36,11 @@ The recipe (chosen on the validation split of the photo run, issue 13):
 - validation every epoch with observers off, the calibrated start (epoch 0) included:
   training that moves the student away from float is never delivered. The best is kept
   by top-1 agreement where two epochs differ by more than 1 pp, by the logits' SQNR
-  against float otherwise, never more than 1 pp below the best agreement of any epoch (`_better`). Agreement alone is too coarse to rank
-  near-identical students: the same QAT ONNX file run four ways (fake quantizers,
-  onnxruntime with no, basic and all graph optimisations) had one SQNR against float
-  (19.9-20.1 dB) and agreements from 97.25% to 98.25%, eight near-tie images flipping
-  either way. SQNR alone kept a MobileNetV3's calibrated start (91.88%) over a student
+  against float otherwise, never more than 1 pp below the best agreement of any epoch
+  (`_better`). Agreement alone is too coarse to rank near-identical students: the same
+  QAT ONNX file run four ways (fake quantizers, onnxruntime with no, basic and all graph
+  optimisations) had one SQNR against float (19.9-20.1 dB) and agreements from 97.25%
+  to 98.25%, eight near-tie images flipping either way. SQNR alone kept a MobileNetV3's calibrated start (91.88%) over a student
   that agreed on 96.62% but whose few large logits had moved (16.1 against 18.4 dB).
 
 Same habits as `finetune`: `RUN_DIR/qat/` holds `last.pt` (resumable after
@@ -255,9 +255,8 @@ def _run(run: RunDir, cfg, settings: QatSettings, dist: DistInfo, device, autoca
         state["images"] += int(sums[1])
         measured = data.validate(student, autocast)
         state["epoch"] = epoch + 1
-        top = max(state["top_agreement"], state["best"]["agreement"], measured["agreement"])  # older last.pt: no top
-        improved = _better(measured, state["best"], top)
-        state["top_agreement"] = top
+        state["top_agreement"] = max(state["top_agreement"], measured["agreement"])
+        improved = _better(measured, state["best"], state["top_agreement"])
         if improved:
             state.update(best=measured, best_epoch=epoch + 1)
         line = {"epoch": epoch + 1, "distillation_loss": round(float(sums[0]) / max(1.0, float(sums[1])), 6),
@@ -320,9 +319,10 @@ def _distillation_loss(forward, optimizer, autocast, inputs, teacher_logits, tem
 # file run four ways (fake quantizers; onnxruntime with no, basic, all graph optimisations) agreed
 # with float on 97.25% to 98.25% of the photo run's 800 validation images.
 AGREEMENT_NOISE = 0.01
+_NOISE_BAND = AGREEMENT_NOISE + 1e-9  # 8 of 800 images is noise, not float rounding's 1e-17 more
 
 
-def _better(a: dict, b: dict, top_agreement: float | None = None) -> bool:
+def _better(a: dict, b: dict, top_agreement: float) -> bool:
     """Closer to float on validation: top-1 agreement where it differs beyond its noise, else logit SQNR.
 
     SQNR uses every logit of every image, so it ranks near-identical students that 800 images'
@@ -335,9 +335,9 @@ def _better(a: dict, b: dict, top_agreement: float | None = None) -> bool:
     absolute: compared with the current best alone, a chain of epochs each within 1 pp of the last
     and each with a higher SQNR could drift agreement down by several points in total.
     """
-    if top_agreement is not None and a["agreement"] < top_agreement - AGREEMENT_NOISE - 1e-9:
+    if a["agreement"] < top_agreement - _NOISE_BAND:
         return False
-    if abs(a["agreement"] - b["agreement"]) > AGREEMENT_NOISE + 1e-9:  # 8 of 800 images is noise, not 1e-17 more
+    if abs(a["agreement"] - b["agreement"]) > _NOISE_BAND:
         return a["agreement"] > b["agreement"]
     return (a["sqnr_db"], a["agreement"]) > (b["sqnr_db"], b["agreement"])
 
