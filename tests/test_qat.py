@@ -81,7 +81,11 @@ def test_qat_artifacts_run_every_op_in_int8_like_post_training_ones(qat_export):
     float_ops = [op["op_name"] for op in ops if op["op_name"] not in ("QUANTIZE", "DEQUANTIZE")
                  and any(tensors[i]["dtype"] == np.float32 for i in op["inputs"] if i >= 0)]
     names = [op["op_name"] for op in ops]
-    assert float_ops == [] and "TRANSPOSE" not in names and "PAD" not in names, sorted(set(names))
+    # Only the classifier runs in float (its int8 input dequantized once, its weights the int8 grid
+    # values): the logits stay unrounded, so near-tie images are not made exact ties.
+    assert float_ops == ["FULLY_CONNECTED"] and names[-2:] == ["DEQUANTIZE", "FULLY_CONNECTED"], names[-4:]
+    assert interpreter.get_output_details()[0]["dtype"] == np.float32
+    assert "TRANSPOSE" not in names and "PAD" not in names, sorted(set(names))
     assert names.count("ADD") >= 1 and names.count("QUANTIZE") <= 1 and names.count("DEQUANTIZE") <= 1
 
     graph = onnx.load(str(Path(rows["onnx"]["path"]) / "model.onnx")).graph
@@ -167,11 +171,12 @@ def test_the_artifacts_keep_the_ranges_learned_in_training(qat_export, qat_run):
     onnx_logits = session.run(None, {session.get_inputs()[0].name: inputs})[0]
     with torch.no_grad():
         logits = student(torch.from_numpy(inputs)).numpy()
-    # Both end in the same output quantizer: logits on one grid, apart by rounding (about a step on
-    # average over ~50 requantizations), never by a different range. The tiny test model has near
-    # ties (half its images lead by under two steps), so top-1 may flip on a few of its 20 images.
-    step = float(np.min(np.diff(np.unique(np.round(logits, 5)))))
-    assert np.abs(onnx_logits - logits).mean() <= 1.5 * step
+    # Same ranges, same roundings: apart only by the kernels' rounding over ~50 requantizations, about
+    # two steps of a 256-level grid over the logits' range on average (2.1 measured; a recalibrated
+    # range would move whole layers). The logits themselves are float (no output quantizer). The tiny
+    # test model has near ties, so top-1 may flip on a few of its 20 images.
+    step = float(logits.max() - logits.min()) / 255
+    assert np.abs(onnx_logits - logits).mean() <= 3 * step
     assert (onnx_logits.argmax(1) == logits.argmax(1)).mean() >= 0.8
 
 

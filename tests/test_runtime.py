@@ -172,6 +172,22 @@ def test_every_runtime_defaults_to_the_same_thread_count(exported):
     assert ov.compiled.get_property("INFERENCE_NUM_THREADS") == cores
 
 
+def test_openvino_runs_unquantized_layers_in_f32_on_every_cpu(exported):
+    """fp32 and int8 IRs alike compile with f32 inference precision on the CPU.
+
+    On a CPU with AVX-512-BF16 or AMX (this VM: the plugin's own default is bf16)
+    OpenVINO would otherwise run the fp32 model, and the unquantized layers of the
+    int8 one, in bf16: a model neither ONNX Runtime nor LiteRT runs, never measured
+    by the gate. On a CPU without bf16 the plugin's default is already f32.
+    """
+    import openvino as ov
+
+    for precision in ("fp32", "int8"):
+        runner = load(artifact(exported, "openvino", precision)["path"])
+        assert runner.compiled.get_property("INFERENCE_PRECISION_HINT") == ov.Type.f32, precision
+        assert runner.compile().get_property("INFERENCE_PRECISION_HINT") == ov.Type.f32, precision
+
+
 @contextlib.contextmanager
 def fed_live_server(row: dict, infer_ms: float):
     """A real LiveServer on loopback, fed by a thread with real results on the golden images."""

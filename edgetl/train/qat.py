@@ -65,7 +65,7 @@ from edgetl.train.qat_steps import RoundingNeighbourhood, build_optimizer
 from edgetl.train.distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shutdown
 
 QAT_DIR = "qat"
-VERSION = 11  # bumped when the QAT graph or procedure changes
+VERSION = 12  # bumped when the QAT graph or procedure changes
 
 
 @dataclass(frozen=True)
