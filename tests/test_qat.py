@@ -90,6 +90,7 @@ def test_qat_artifacts_run_every_op_in_int8_like_post_training_ones(qat_export):
 
     graph = onnx.load(str(Path(rows["onnx"]["path"]) / "model.onnx")).graph
     producers = {out: node.op_type for node in graph.node for out in node.output}
+    assert producers[graph.output[0].name] == "Gemm"  # float logits here too (no output quantizer)
     adds = [node for node in graph.node if node.op_type == "Add"]
     assert adds and all(producers.get(name) == "DequantizeLinear" for node in adds for name in node.input), \
         [(node.name, [producers.get(name) for name in node.input]) for node in adds]

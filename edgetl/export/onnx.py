@@ -32,7 +32,7 @@ from pathlib import Path
 from edgetl.contract.formats import FORMATS
 from edgetl.contract.sidecar import TensorInfo
 from edgetl.export.base import ExportedModel, ExportRequest, quiet_converters
-from edgetl.export.qdq import BatchReader, activations_to_uint8, nodes_of_modules
+from edgetl.export.qdq import BatchReader, activations_to_uint8, float_outputs, nodes_of_modules
 
 FORMAT = FORMATS["onnx"]  # its row of the backend table: model file, layout
 
@@ -137,8 +137,15 @@ def _quantize_int8(request: ExportRequest, source: Path, target: Path) -> dict:
     prepared = _prepared(request, source)
     limit = request.options.get("calib_images")
     if request.options.get("tool", "onnxruntime") == "nncf":
-        return _quantize_nncf(request, prepared, target, limit)
-    return _quantize_onnxruntime(request, prepared, target, limit)
+        info = _quantize_nncf(request, prepared, target, limit)
+    else:
+        info = _quantize_onnxruntime(request, prepared, target, limit)
+    import onnx
+
+    model = onnx.load(str(target))
+    if float_outputs(model):  # the logits stay float (qdq.float_outputs says why)
+        onnx.save(model, str(target))
+    return {**info, "output": "float32 logits (not quantized)"}
 
 
 def _embed_metadata(path: Path, request: ExportRequest) -> None:

@@ -134,7 +134,7 @@ def record(summary: dict, tool: str, extra: dict | None = None, float_layers=())
             "float_layers": list(float_layers),
             "best_epoch": summary.get("best_epoch"), "qat_val": summary.get("best"),
             "weights": "int8 symmetric per-channel", "activations": "int8 affine per-tensor (ranges from QAT)",
-            **(extra or {})}
+            "output": "float32 logits (not quantized)", **(extra or {})}
 
 
 def _cache(request: ExportRequest, name: str) -> Path:
