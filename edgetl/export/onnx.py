@@ -134,14 +134,14 @@ def _quantize_int8(request: ExportRequest, source: Path, target: Path) -> dict:
         from edgetl.errors import BadInputError
 
         raise BadInputError("int8 ONNX export needs calibration images")
+    import onnx
+
     prepared = _prepared(request, source)
     limit = request.options.get("calib_images")
     if request.options.get("tool", "onnxruntime") == "nncf":
         info = _quantize_nncf(request, prepared, target, limit)
     else:
         info = _quantize_onnxruntime(request, prepared, target, limit)
-    import onnx
-
     model = onnx.load(str(target))
     if float_outputs(model):  # the logits stay float (qdq.float_outputs says why)
         onnx.save(model, str(target))
