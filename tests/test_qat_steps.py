@@ -114,16 +114,14 @@ def test_layer_targets_are_the_float_models_activations():
 
 
 def _kept_epoch(history: list[tuple[float, float]]) -> int:
-    """Replay QAT's per-epoch choice over (agreement, sqnr_db) rows, epoch 0 first."""
-    from edgetl.train.qat import _better
+    """Replay QAT's per-epoch choice over (agreement, sqnr_db) rows, epoch 0 (the calibrated start) first."""
+    from edgetl.train.qat import _keep_if_better
 
-    best, top = 0, history[0][0]
-    for epoch, (agreement, sqnr) in enumerate(history):
-        top = max(top, agreement)
-        if epoch and _better({"agreement": agreement, "sqnr_db": sqnr},
-                             {"agreement": history[best][0], "sqnr_db": history[best][1]}, top):
-            best = epoch
-    return best
+    rows = [{"agreement": agreement, "sqnr_db": sqnr} for agreement, sqnr in history]
+    state = {"best": rows[0], "best_epoch": 0, "top_agreement": rows[0]["agreement"]}
+    for epoch, measured in enumerate(rows[1:], start=1):
+        _keep_if_better(state, measured, epoch)
+    return state["best_epoch"]
 
 
 def test_kept_epoch_agrees_more_with_float_and_sqnr_breaks_near_ties():

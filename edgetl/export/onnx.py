@@ -32,7 +32,7 @@ from pathlib import Path
 from edgetl.contract.formats import FORMATS
 from edgetl.contract.sidecar import TensorInfo
 from edgetl.export.base import ExportedModel, ExportRequest, quiet_converters
-from edgetl.export.qdq import BatchReader, activations_to_uint8, float_outputs, nodes_of_modules
+from edgetl.export.qdq import FLOAT_LOGITS, BatchReader, activations_to_uint8, float_outputs, nodes_of_modules
 
 FORMAT = FORMATS["onnx"]  # its row of the backend table: model file, layout
 
@@ -145,7 +145,7 @@ def _quantize_int8(request: ExportRequest, source: Path, target: Path) -> dict:
     model = onnx.load(str(target))
     if float_outputs(model):  # the logits stay float (qdq.float_outputs says why)
         onnx.save(model, str(target))
-    return {**info, "output": "float32 logits (not quantized)"}
+    return {**info, "output": FLOAT_LOGITS}
 
 
 def _embed_metadata(path: Path, request: ExportRequest) -> None:

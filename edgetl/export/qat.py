@@ -33,6 +33,7 @@ from edgetl.contract.formats import FORMATS
 from edgetl.contract.sidecar import TensorInfo
 from edgetl.errors import BadInputError, require
 from edgetl.export.base import ExportedModel, ExportRequest, quiet_converters
+from edgetl.export.qdq import FLOAT_LOGITS
 
 QDQ_CACHE = "onnx-qat-int8.onnx"  # the suffix of the per-session ONNX intermediates
 
@@ -134,7 +135,7 @@ def record(summary: dict, tool: str, extra: dict | None = None, float_layers=())
             "float_layers": list(float_layers),
             "best_epoch": summary.get("best_epoch"), "qat_val": summary.get("best"),
             "weights": "int8 symmetric per-channel", "activations": "int8 affine per-tensor (ranges from QAT)",
-            "output": "float32 logits (not quantized)", **(extra or {})}
+            "output": FLOAT_LOGITS, **(extra or {})}
 
 
 def _cache(request: ExportRequest, name: str) -> Path:

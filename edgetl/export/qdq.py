@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 WEIGHTED_OPS = ("Conv", "Gemm", "MatMul", "ConvTranspose")
+FLOAT_LOGITS = "float32 logits (not quantized)"  # sidecar `quantization.output` of every int8 with float logits
 # Activations a runtime fuses into the layer before them: quantizing the layer means quantizing
 # after them (a range of [0, 6] after ReLU6, not the wide pre-activation range).
 FUSED_ACTIVATIONS = ("Clip", "Relu", "LeakyRelu", "HardSwish", "HardSigmoid", "Sigmoid", "Tanh", "PRelu")

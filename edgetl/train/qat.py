@@ -40,8 +40,9 @@ The recipe (chosen on the validation split of the photo run, issue 13):
   (`_better`). Agreement alone is too coarse to rank near-identical students: the same
   QAT ONNX file run four ways (fake quantizers, onnxruntime with no, basic and all graph
   optimisations) had one SQNR against float (19.9-20.1 dB) and agreements from 97.25%
-  to 98.25%, eight near-tie images flipping either way. SQNR alone kept a MobileNetV3's calibrated start (91.88%) over a student
-  that agreed on 96.62% but whose few large logits had moved (16.1 against 18.4 dB).
+  to 98.25%, eight near-tie images flipping either way. SQNR alone kept a MobileNetV3's
+  calibrated start (91.88%) over a student that agreed on 96.62% but whose few large
+  logits had moved (16.1 against 18.4 dB).
 
 Same habits as `finetune`: `RUN_DIR/qat/` holds `last.pt` (resumable after
 kill -9, written atomically), `best.pt`, `metrics.jsonl` and `summary.json`; GPU
@@ -255,10 +256,7 @@ def _run(run: RunDir, cfg, settings: QatSettings, dist: DistInfo, device, autoca
         state["images"] += int(sums[1])
         measured = data.validate(student, autocast)
         state["epoch"] = epoch + 1
-        state["top_agreement"] = max(state["top_agreement"], measured["agreement"])
-        improved = _better(measured, state["best"], state["top_agreement"])
-        if improved:
-            state.update(best=measured, best_epoch=epoch + 1)
+        improved = _keep_if_better(state, measured, epoch + 1)
         line = {"epoch": epoch + 1, "distillation_loss": round(float(sums[0]) / max(1.0, float(sums[1])), 6),
                 **measured, "lr": optimizer.param_groups[0]["lr"], "seconds": round(time.perf_counter() - epoch_start, 2)}
         info(f"QAT epoch {epoch + 1}/{settings.epochs}: loss {line['distillation_loss']:.4f} | val accuracy "
@@ -320,6 +318,16 @@ def _distillation_loss(forward, optimizer, autocast, inputs, teacher_logits, tem
 # with float on 97.25% to 98.25% of the photo run's 800 validation images.
 AGREEMENT_NOISE = 0.01
 _NOISE_BAND = AGREEMENT_NOISE + 1e-9  # 8 of 800 images is noise, not float rounding's 1e-17 more
+
+
+def _keep_if_better(state: dict, measured: dict, epoch: int) -> bool:
+    """One epoch's validation into the run's state: the top agreement seen, and the kept best if
+    `measured` is closer to float (`_better`). True when it became the best."""
+    state["top_agreement"] = max(state["top_agreement"], measured["agreement"])
+    if not _better(measured, state["best"], state["top_agreement"]):
+        return False
+    state.update(best=measured, best_epoch=epoch)
+    return True
 
 
 def _better(a: dict, b: dict, top_agreement: float) -> bool:
