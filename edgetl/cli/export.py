@@ -31,10 +31,13 @@ from edgetl.export import gate
 @click.option("--qat-epochs", type=click.IntRange(1), default=4, show_default=True, help="QAT epochs.")
 @click.option("--qat-lr", type=click.FloatRange(0, min_open=True), default=1e-4, show_default=True,
               help="QAT learning rate (every layer but the classifier head, which stays the float model's).")
+@click.option("--speed-gate/--no-speed-gate", default=True, show_default=True,
+              help="Gate: an int8 attempt that runs slower than the same format's fp32 on this host misses. "
+                   "--no-speed-gate keeps int8 regardless (the ratio is still measured and recorded).")
 @click.option("--out", type=click.Path(file_okay=False), help="Output folder (default RUN_DIR/export).")
 @json_option
 def export(run_dir, formats, precisions, calib_size, calib_data, max_drop, min_agreement, budget, qat, qat_epochs,
-           qat_lr, out):
+           qat_lr, speed_gate, out):
     """Export the best checkpoint of RUN_DIR; every artifact is measured against the float model.
 
     Each artifact lands in OUT/<format>-<precision>/ with model.json (labels, preprocessing,
@@ -50,7 +53,7 @@ def export(run_dir, formats, precisions, calib_size, calib_data, max_drop, min_a
                         calib_size=calib_size, calib_data=calib_data, max_drop=max_drop, out=out,
                         budget_seconds=budget, min_agreement=min_agreement,
                         qat={None: "auto", True: "force", False: "off"}[qat],
-                        qat_settings=QatSettings(epochs=qat_epochs, lr=qat_lr))
+                        qat_settings=QatSettings(epochs=qat_epochs, lr=qat_lr), speed_gate=speed_gate)
     rows = report["artifacts"]
     table(f"export: {report['out']} (float validation accuracy {percent(report['float_val_accuracy'])})",
           ["Format", "Precision", "Delivered", "Status", "Size MB", "Seconds", "Val accuracy", "Drop pp", "Agreement",

@@ -20,7 +20,7 @@ from edgetl.errors import BadInputError
 SAMPLES_DIR = "samples"
 LABELS_FILE = "labels.json"
 PARITY_FILE = "parity.json"
-PARITY_FIELDS = ("split", "images", "accuracy", "float_accuracy", "drop_pp", "agreement", "status")
+PARITY_FIELDS = ("split", "images", "accuracy", "float_accuracy", "drop_pp", "agreement", "status", "int8_over_fp32")
 
 
 def read_samples(artifact: str | Path) -> dict[str, str]:
@@ -48,3 +48,16 @@ def read_parity(artifact: str | Path) -> dict | None:
     except (OSError, json.JSONDecodeError):
         return None
     return {k: data.get(k) for k in PARITY_FIELDS} if isinstance(data, dict) else None
+
+
+def int8_over_fp32(sidecar) -> float | None:
+    """The int8 artifact's p50 over its format's fp32 p50 as measured at export (`validation.speed.ratio`),
+    or None: not int8, not measured, or not a finite positive number (a sidecar is untrusted input)."""
+    import math
+
+    validation = getattr(sidecar, "validation", None)
+    record = validation.get("speed") if isinstance(validation, dict) else None
+    ratio = record.get("ratio") if isinstance(record, dict) else None
+    if getattr(sidecar, "precision", None) != "int8" or isinstance(ratio, bool) or not isinstance(ratio, (int, float)):
+        return None
+    return float(ratio) if math.isfinite(ratio) and ratio > 0 else None

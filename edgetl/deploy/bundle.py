@@ -28,7 +28,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from edgetl import __version__, atomic
-from edgetl.contract.artifact import LABELS_FILE, SAMPLES_DIR, read_samples
+from edgetl.console import info
+from edgetl.contract.artifact import LABELS_FILE, SAMPLES_DIR, int8_over_fp32, read_samples
 from edgetl.contract.formats import get_format
 from edgetl.contract.sidecar import SIDECAR_NAME, Sidecar, sha256_file
 from edgetl.deploy.profiles import DeviceProfile
@@ -60,7 +61,13 @@ def choose_artifact(source: Path, profile: DeviceProfile) -> Path:
                             "pass the folder `edgetl finetune` wrote, or one of its export/<format>-<precision>/")
     for target in profile.targets:
         folder = source / "export" / f"{target.format}-{target.precision}"
-        if (folder / SIDECAR_NAME).is_file() and Sidecar.read(folder).precision == target.precision:
+        if not (folder / SIDECAR_NAME).is_file():
+            continue
+        sidecar = Sidecar.read(folder)
+        ratio = int8_over_fp32(sidecar)
+        if ratio is not None and ratio > 1.0:  # exported with --no-speed-gate: never the default choice
+            info(f"skipping {folder.name}: int8 measured {ratio:.2f}x its fp32's latency at export")
+        elif sidecar.precision == target.precision:
             return folder
     raise NoArtifactError(source, profile)
 

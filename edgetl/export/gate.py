@@ -22,6 +22,10 @@ counts each of them. The steps, all plain data so every one can be recorded:
    leaves them out.
 4. **fp16**, then **fp32** as the last resort (always delivered).
 
+An int8 attempt also misses when it runs slower than the same format's fp32 on the
+export host (`speed.py`); when every recipe does, mixed precision and QAT (the
+same graph or a slower one) are skipped. `--no-speed-gate` keeps int8 regardless.
+
 Without the gate, int8 is the first recipe alone.
 """
 
@@ -92,14 +96,20 @@ def fallbacks() -> list[Attempt]:
 
 
 def passes(metrics: dict, max_drop: float | None, min_agreement: float | None) -> bool:
+    """Within the drop and the agreement bound, and (`too_slow`, set by the speed check) not slower than fp32."""
     if max_drop is None:
         return True
-    return metrics["drop_pp"] <= max_drop and (min_agreement is None or metrics["agreement"] >= min_agreement)
+    return (metrics["drop_pp"] <= max_drop and (min_agreement is None or metrics["agreement"] >= min_agreement)
+            and not metrics.get("too_slow"))
 
 
 def better(a: dict, b: dict | None) -> bool:
-    """Whether measured attempt `a` beats `b`: agreement first (every flip counts), then the drop."""
-    return b is None or (a["agreement"], -a["drop_pp"]) > (b["agreement"], -b["drop_pp"])
+    """Whether measured attempt `a` beats `b`: faster than fp32 first, then agreement (every flip counts),
+    then the drop."""
+    def rank(m: dict) -> tuple:
+        return (not m.get("too_slow"), m["agreement"], -m["drop_pp"])
+
+    return b is None or rank(a) > rank(b)
 
 
 def resolution_note(images: int, max_drop: float | None) -> str | None:

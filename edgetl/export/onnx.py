@@ -32,6 +32,7 @@ from pathlib import Path
 from edgetl.contract.formats import FORMATS
 from edgetl.contract.sidecar import TensorInfo
 from edgetl.export.base import ExportedModel, ExportRequest, quiet_converters
+from edgetl.export.hard_activations import fold_scales, integer_friendly
 from edgetl.export.qdq import FLOAT_LOGITS, BatchReader, activations_to_uint8, float_outputs, nodes_of_modules
 
 FORMAT = FORMATS["onnx"]  # its row of the backend table: model file, layout
@@ -61,14 +62,24 @@ def float_onnx(request: ExportRequest) -> Path:
     return path
 
 
-def _prepared(request: ExportRequest, source: Path) -> Path:
-    """Shape inference + graph optimisation (constant-folds padding arithmetic, fuses BN)."""
+def prepared_for_int8(request: ExportRequest, source: Path) -> Path:
+    """The float graph int8 quantizers start from, made once per session.
+
+    Shape inference and graph optimisation (constant-folds padding arithmetic, fuses BN),
+    then hard-sigmoid/hard-swish as integer ops (`hard_activations.py` says why).
+    """
+    import onnx
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     prepared = request.workdir / "onnx-fp32-prepared.onnx"
     if not prepared.is_file():
+        tmp = prepared.with_suffix(".partial")
         with quiet_converters():
-            quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+            quant_pre_process(str(source), str(tmp), skip_symbolic_shape=True)
+        model = onnx.load(str(tmp))
+        if integer_friendly(model):
+            onnx.save(model, str(tmp))
+        tmp.rename(prepared)
     return prepared
 
 
@@ -136,14 +147,15 @@ def _quantize_int8(request: ExportRequest, source: Path, target: Path) -> dict:
         raise BadInputError("int8 ONNX export needs calibration images")
     import onnx
 
-    prepared = _prepared(request, source)
+    prepared = prepared_for_int8(request, source)
     limit = request.options.get("calib_images")
     if request.options.get("tool", "onnxruntime") == "nncf":
         info = _quantize_nncf(request, prepared, target, limit)
     else:
         info = _quantize_onnxruntime(request, prepared, target, limit)
     model = onnx.load(str(target))
-    if float_outputs(model):  # the logits stay float (qdq.float_outputs says why)
+    folded = fold_scales(model)  # hard-sigmoid's constant factor moves into a dequantizer's scale
+    if float_outputs(model) or folded:  # the logits stay float (qdq.float_outputs says why)
         onnx.save(model, str(target))
     return {**info, "output": FLOAT_LOGITS}
 

@@ -19,13 +19,15 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
+
 from edgetl import atomic
 from edgetl.console import info, warn
 from edgetl.contract.artifact import SAMPLES_DIR
 from edgetl.contract.formats import FORMATS
 from edgetl.contract.sidecar import SIDECAR_NAME, Sidecar, sha256_file
 from edgetl.evaluation import compare, fp32_ratios, runner_logits
-from edgetl.export import gate, provenance
+from edgetl.export import gate, provenance, speed
 from edgetl.export.base import ExportRequest
 from edgetl.export.golden import make_golden
 from edgetl.export.qat import QatSource
@@ -53,6 +55,7 @@ class ArtifactResult:
     golden_passed: bool | None = None
     latency_ms: float | None = None  # p50 at batch 1 on the export host, default threads
     float_layers: list[str] = field(default_factory=list)
+    speed: dict | None = None  # the delivered int8 against fp32 on this host (speed.compare)
     attempts: list[dict] = field(default_factory=list)
     message: str = ""
 
@@ -62,8 +65,10 @@ class Exporter:
 
     def __init__(self, reference, out: Path, calibration, max_drop: float | None, budget_seconds: float,
                  settings: dict, golden_count: int = 4, min_agreement: float | None = gate.DEFAULT_MIN_AGREEMENT,
-                 qat: str = "auto", qat_settings=None):
+                 qat: str = "auto", qat_settings=None, speed_gate: bool = True):
         self.reference = reference
+        self.speed_gate = speed_gate
+        self._fp32_runners: dict = {}  # format -> its fp32 graph, loaded once, for the speed check
         self.min_agreement = min_agreement
         self._sensitivity: dict | None = None
         self._sensitivity_failed = False
@@ -132,7 +137,7 @@ class Exporter:
                 scratch = self.workdir / "sensitivity"
                 scratch.mkdir(exist_ok=True)
                 request = self._request(gate.Attempt("sensitivity", "int8"), scratch)
-                prepared = onnx_export._prepared(request, onnx_export.float_onnx(request))
+                prepared = onnx_export.prepared_for_int8(request, onnx_export.float_onnx(request))
                 batches = list(self.calibration.batches("NCHW", limit=DEFAULT_IMAGES, batch_size=16))
                 self._sensitivity = measure(prepared, batches)
             except Exception as exc:  # the gate still has its recipes and fallbacks
@@ -175,7 +180,30 @@ class Exporter:
             return Trial(attempt, record)
         record.update(status="measured", drop_pp=metrics["drop_pp"], agreement=metrics["agreement"],
                       val_accuracy=metrics["accuracy"], seconds=round(time.perf_counter() - started, 2))
+        if attempt.precision == "int8" and self.max_drop is not None:
+            metrics["speed"] = record["speed"] = self._speed(fmt, runner, key)
+            metrics["too_slow"] = self.speed_gate and speed.too_slow(metrics["speed"])
         return Trial(attempt, record, scratch, sidecar, metrics)
+
+    def _speed(self, fmt: str, runner, key: str) -> dict | None:
+        """int8 against this format's fp32 on this host (None when the fp32 graph cannot be made)."""
+        if fmt not in self._fp32_runners:
+            scratch = self.workdir / f"{fmt}-speed-reference"
+            scratch.mkdir(exist_ok=True)
+            attempt = gate.Attempt("fp32, the speed check's reference", "fp32")
+            try:
+                exported = FORMATS[fmt].exporter().export(self._request(attempt, scratch))
+                sidecar = self._sidecar(fmt, "fp32", attempt, exported, key)
+                self._fp32_runners[fmt] = runner_class(fmt)(scratch / exported.model_file, sidecar)
+            except Exception as exc:  # the accuracy gate still decides
+                warn(f"  no fp32 {fmt} to time int8 against ({type(exc).__name__}: {exc})")
+                self._fp32_runners[fmt] = None
+        reference = self._fp32_runners[fmt]
+        if reference is None:
+            return None
+        height, width = self.reference.preprocess.size
+        pixels = self.validation.pixels[:1] if len(self.validation) else np.zeros((1, height, width, 3), np.uint8)
+        return speed.compare(runner, reference, pixels)
 
     def _plan_and_run(self, fmt: str, precision: str, key: str, result: ArtifactResult) -> Trial | None:
         """Run the gate's chain; returns the trial to publish (None if every attempt failed)."""
@@ -222,22 +250,28 @@ class Exporter:
                 trial, best = best, trial
             if trial is not None:
                 trial.discard()
+        slow = best is not None and best.metrics.get("too_slow")
         if best is not None:
             if gate.passes(best.metrics, self.max_drop, self.min_agreement):
                 return best.accept()
             best.record["status"] = "best recipe, " + self._miss(best.metrics)
             best.discard()
-            chosen = first_passing(gate.mixed(best.attempt, self._worst_layers()))
-            if chosen is not None:
-                return chosen
-        quantization_aware = [qat_attempt, *self._qat_mixed(qat_attempt)] if self.qat.mode == "auto" else []
+            if slow:  # mixed precision and QAT keep the same graph or add float layers: no faster
+                result.attempts.append({"what": "mixed precision and QAT", "stage": "mixed",
+                                        "status": "skipped: every int8 recipe ran slower than fp32 here"})
+            else:
+                chosen = first_passing(gate.mixed(best.attempt, self._worst_layers()))
+                if chosen is not None:
+                    return chosen
+        quantization_aware = [qat_attempt, *self._qat_mixed(qat_attempt)] if self.qat.mode == "auto" and not slow \
+            else []
         return first_passing(quantization_aware + gate.fallbacks())
 
     def _qat_mixed(self, qat_attempt: gate.Attempt) -> list[gate.Attempt]:
         return gate.mixed(qat_attempt, self._worst_layers(), counts=gate.MIXED_COUNTS[:3], stage="qat")
 
     def _miss(self, metrics: dict) -> str:
-        reasons = []
+        reasons = [speed.miss(metrics["speed"])] if metrics.get("too_slow") else []
         if metrics["drop_pp"] > self.max_drop:
             reasons.append(f"drop {metrics['drop_pp']:.2f} pp > {self.max_drop}")
         if self.min_agreement is not None and metrics["agreement"] < self.min_agreement:
@@ -251,7 +285,8 @@ class Exporter:
         key = provenance.source_key(self.reference, fmt, precision, {
             **(self.settings if calibrated else {}), "max_drop": self.max_drop if calibrated else None,
             "qat": self.qat.key() if calibrated else None,
-            "min_agreement": self.min_agreement if calibrated else None, "gate": provenance.GATE_VERSION})
+            "min_agreement": self.min_agreement if calibrated else None, "gate": provenance.GATE_VERSION,
+            **({"speed_gate": False} if calibrated and not self.speed_gate else {})})
         existing = provenance.up_to_date(target, key)
         if existing is not None:
             validation = existing.validation or {}
@@ -260,7 +295,7 @@ class Exporter:
                                    agreement=validation.get("agreement"),
                                    size_bytes=existing.model_bytes(target),
                                    golden_passed=(validation.get("golden") or {}).get("passed"),
-                                   latency_ms=validation.get("latency_ms"),
+                                   latency_ms=validation.get("latency_ms"), speed=validation.get("speed"),
                                    float_layers=(existing.sensitivity or {}).get("float_layers", []))
             return result
         started = time.perf_counter()
@@ -281,6 +316,10 @@ class Exporter:
         if result.delivered is None:
             result.status = "failed"
             result.message = "; ".join(a.get("error", a["status"]) for a in result.attempts)
+        elif result.delivered != precision and self.speed_gate and _all_too_slow(result.attempts):
+            fastest = min((a["speed"] for a in result.attempts if a.get("speed")), key=lambda r: r["ratio"])
+            result.message = (f"delivered {result.delivered}: {speed.miss(fastest)}; "
+                              "--no-speed-gate keeps int8 regardless")
         elif result.delivered != precision:
             worst = ", ".join(self._worst_layers(3))
             result.message = (f"delivered {result.delivered}: {precision} missed the gate (drop <= {self.max_drop} pp, "
@@ -300,7 +339,7 @@ class Exporter:
         sidecar.validation = {"split": "val", **{k: metrics[k] for k in (
             "images", "accuracy", "float_accuracy", "drop_pp", "agreement", "kl", "cosine", "worst_class")},
             "golden": {k: golden[k] for k in ("passed", "matched", "float_matched", "total")},
-            "latency_ms": latency}
+            "latency_ms": latency, **({"speed": metrics["speed"]} if metrics.get("speed") else {})}
         sidecar.files = {p.relative_to(scratch).as_posix(): sha256_file(p)
                          for p in sorted(scratch.rglob("*")) if p.is_file()}
         with atomic.atomic_dir(target, kind="artifact") as tmp:
@@ -312,21 +351,29 @@ class Exporter:
         result.val_accuracy, result.drop_pp = metrics["accuracy"], metrics["drop_pp"]
         result.agreement, result.golden_passed = metrics["agreement"], golden["passed"]
         result.latency_ms = latency
+        result.speed = metrics.get("speed")
         if golden["float_matched"] < golden["total"]:
             warn(f"{target.name}: {sidecar.precision} changes the float top-1 of "
                  f"{golden['total'] - golden['float_matched']}/{golden['total']} golden samples "
                  f"(quantization error; see its accuracy drop)")
 
 
+def _all_too_slow(attempts: list[dict]) -> bool:
+    """Whether speed alone refused int8: every timed int8 attempt ran slower than fp32."""
+    timed = [a["speed"] for a in attempts if a.get("speed")]
+    return bool(timed) and all(speed.too_slow(record) for record in timed)
+
+
 def export_run(run_dir: str | Path, formats: list[str], precisions: list[str], calib_size: int = 300,
                calib_data: str | None = None, max_drop: float | None = gate.DEFAULT_MAX_DROP,
                out: str | Path | None = None, budget_seconds: float = 600.0,
                min_agreement: float | None = gate.DEFAULT_MIN_AGREEMENT, qat: str = "auto",
-               qat_settings=None) -> dict:
+               qat_settings=None, speed_gate: bool = True) -> dict:
     """Export a finished run; returns {"run_dir", "out", "float_val_accuracy", "notes", "artifacts": [...]}.
 
     int8 is gated by default (`max_drop` pp of validation top-1 and `min_agreement`); `max_drop=None` turns
-    the gate off and delivers the first recipe as it comes. `qat`: "auto" (the gate's step before fp16),
+    the gate off and delivers the first recipe as it comes; `speed_gate=False` keeps an int8 that runs slower
+    than fp32 on this host (still measured and recorded). `qat`: "auto" (the gate's step before fp16),
     "force" (int8 from quantization-aware training), "off"; `qat_settings` an `edgetl.train.qat.QatSettings`."""
     from edgetl.export.calibration import calibration_for_run
     from edgetl.export.reference import load_reference
@@ -345,7 +392,7 @@ def export_run(run_dir: str | Path, formats: list[str], precisions: list[str], c
                 "calib_images": len(calibration) if calibration is not None else 0}
     session = Exporter(reference, out, calibration, max_drop, budget_seconds, settings,
                        min_agreement=min_agreement if max_drop is not None else None, qat=qat,
-                       qat_settings=qat_settings)
+                       qat_settings=qat_settings, speed_gate=speed_gate)
     notes = []
     if "int8" in precisions and max_drop is not None:
         note = gate.resolution_note(len(session.validation), max_drop)
@@ -370,7 +417,7 @@ def export_run(run_dir: str | Path, formats: list[str], precisions: list[str], c
         session.close()
     artifacts = [asdict(r) for r in results]
     for row, ratio in zip(artifacts, fp32_ratios(artifacts, "delivered", "latency_ms")):
-        row["latency_ratio"] = ratio
+        row["latency_ratio"] = ratio if ratio is not None else (row.get("speed") or {}).get("ratio")
     return {"run_dir": str(reference.run.path), "out": str(out),
             "float_val_accuracy": round(float((session.float_val.argmax(1) == session.validation.labels).mean()), 6),
             "max_drop": max_drop, "min_agreement": session.min_agreement, "notes": notes,

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from edgetl.console import info, warn
+from edgetl.contract.artifact import int8_over_fp32
 from edgetl.contract.sidecar import SIDECAR_NAME
 from edgetl.errors import BadInputError, CheckFailedError
 from edgetl.evaluation import ImageCache, compare, runner_logits
@@ -106,6 +107,7 @@ def run_parity(run_dir: str | Path, data: str | None = None, artifacts: list[str
             row["sensitivity"] = sidecar.sensitivity.get("layers", [])
             row["float_layers"] = sidecar.sensitivity.get("float_layers", [])
             row["sensitivity_method"] = {k: sidecar.sensitivity.get(k) for k in ("method", "split", "images")}
+        row["int8_over_fp32"] = int8_over_fp32(sidecar)
         row["changed_images"] = [cache.paths[i] for i in metrics["changed"]]
         if differences:
             row.update(status="preprocessing mismatch", detail="; ".join(differences))
@@ -135,7 +137,7 @@ def _write_summary(folder: Path, row: dict, source: str, images: int, float_accu
 
     atomic.write_json(folder / PARITY_FILE, {
         "split": source, "images": images, "float_accuracy": round(float_accuracy, 6),
-        **{k: row.get(k) for k in ("accuracy", "drop_pp", "agreement", "status")}})
+        **{k: row.get(k) for k in ("accuracy", "drop_pp", "agreement", "status", "int8_over_fp32")}})
 
 
 def gate(result: dict) -> None:
