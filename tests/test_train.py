@@ -192,3 +192,18 @@ def test_ddp_with_gloo_two_processes(digits_dir, tmp_path):
     assert summary["world_size"] == 2 and summary["epochs_run"] == 2
     assert len(RunDir(out).read_metrics()) == 2  # rank 0 alone wrote
     assert torch.load(out / "best.pt", weights_only=True)["num_classes"] == 10
+
+
+def test_from_scratch_trains_the_backbone_at_the_heads_rate():
+    """A random backbone gets the head's learning rate and full fine-tuning; ImageNet weights keep the recipe's."""
+    from edgetl.backbones import get_spec
+    from edgetl.train import TrainConfig
+
+    recipe = get_spec("mobilenet_v3_large").recommended
+    assert recipe.backbone_lr_mult < 1.0  # the recipe's discriminative rate, meant for ImageNet features
+    scratch = TrainConfig(data="d", model="mobilenet_v3_large", out="o", pretrained=False).resolve()
+    assert scratch.backbone_lr_mult == 1.0 and scratch.strategy == "finetune"
+    pretrained = TrainConfig(data="d", model="mobilenet_v3_large", out="o").resolve()
+    assert pretrained.backbone_lr_mult == recipe.backbone_lr_mult and pretrained.strategy == recipe.strategy
+    chosen = TrainConfig(data="d", model="mobilenet_v3_large", out="o", pretrained=False, backbone_lr_mult=0.5).resolve()
+    assert chosen.backbone_lr_mult == 0.5  # what the user asks for is kept

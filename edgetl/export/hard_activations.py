@@ -98,6 +98,7 @@ def integer_friendly(model) -> int:
                   helper.make_node("Mul", [clipped, f"{name}_alpha"], [node.output[0]], name=name + SCALE_SUFFIX)]
         rewritten += 1
     _replace_nodes(graph, nodes)
+    _drop_unused_initializers(graph)
     return rewritten
 
 
@@ -149,7 +150,12 @@ def fold_scales(model) -> int:
             removed.add(id(source))
         folded += 1
     _replace_nodes(graph, [n for n in nodes if id(n) not in removed])
-    used = {i for n in graph.node for i in n.input}
+    _drop_unused_initializers(graph)
+    return folded
+
+
+def _drop_unused_initializers(graph) -> None:
+    """Constants no node reads any more (a replaced bias, a shift that went into one): onnxruntime warns of each."""
+    used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
     for tensor in [t for t in graph.initializer if t.name not in used]:
         graph.initializer.remove(tensor)
-    return folded

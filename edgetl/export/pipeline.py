@@ -241,15 +241,7 @@ class Exporter:
         candidates = gate.recipes(fmt, min(size, everything), everything, searched=gated)
         if not gated:
             return run(candidates[0])
-        best: Trial | None = None
-        for attempt in candidates:
-            trial = run(attempt)
-            if trial is None:
-                continue
-            if gate.better(trial.metrics, best.metrics if best else None):
-                trial, best = best, trial
-            if trial is not None:
-                trial.discard()
+        best = _best_of(run(attempt) for attempt in candidates)
         slow = best is not None and best.metrics.get("too_slow")
         if best is not None:
             if gate.passes(best.metrics, self.max_drop, self.min_agreement):
@@ -356,6 +348,19 @@ class Exporter:
             warn(f"{target.name}: {sidecar.precision} changes the float top-1 of "
                  f"{golden['total'] - golden['float_matched']}/{golden['total']} golden samples "
                  f"(quantization error; see its accuracy drop)")
+
+
+def _best_of(trials) -> Trial | None:
+    """The best measured trial (gate.better), discarding each other one as soon as it is beaten."""
+    best: Trial | None = None
+    for trial in trials:
+        if trial is None:
+            continue
+        if gate.better(trial.metrics, best.metrics if best else None):
+            trial, best = best, trial
+        if trial is not None:
+            trial.discard()
+    return best
 
 
 def _all_too_slow(attempts: list[dict]) -> bool:

@@ -73,6 +73,10 @@ class TrainConfig:
             "weight_decay": rec.weight_decay, "label_smoothing": rec.label_smoothing,
             "warmup_epochs": rec.warmup_epochs, "patience": rec.patience, "augment": rec.augment,
         }
+        if not self.pretrained and not self.weights:
+            # The recipe's discriminative rate and frozen stages protect ImageNet features; a random
+            # backbone has none to protect, and at 0.1x the head's rate it barely leaves its start.
+            defaults.update(backbone_lr_mult=1.0, strategy="finetune")
         for key, value in defaults.items():
             if values[key] is None:
                 values[key] = value
