@@ -172,12 +172,13 @@ def test_the_artifacts_keep_the_ranges_learned_in_training(qat_export, qat_run):
     onnx_logits = session.run(None, {session.get_inputs()[0].name: inputs})[0]
     with torch.no_grad():
         logits = student(torch.from_numpy(inputs)).numpy()
-    # Same ranges, same roundings: apart only by the kernels' rounding over ~50 requantizations, about
-    # two steps of a 256-level grid over the logits' range on average (2.1 measured; a recalibrated
-    # range would move whole layers). The logits themselves are float (no output quantizer). The tiny
-    # test model has near ties, so top-1 may flip on a few of its 20 images.
+    # Same ranges, same roundings: apart only by the kernels' rounding over ~50 requantizations, two to
+    # three steps of a 256-level grid over the logits' range on average (measured 2.1 on an Intel CPU
+    # with AMX, 3.1 on an AMD EPYC with AVX-512 VNNI: onnxruntime's int8 kernels round differently per
+    # ISA; a recalibrated range would move whole layers). The logits themselves are float (no output
+    # quantizer). The tiny test model has near ties, so top-1 may flip on a few of its 20 images.
     step = float(logits.max() - logits.min()) / 255
-    assert np.abs(onnx_logits - logits).mean() <= 3 * step
+    assert np.abs(onnx_logits - logits).mean() <= 4 * step
     assert (onnx_logits.argmax(1) == logits.argmax(1)).mean() >= 0.8
 
 
