@@ -34,7 +34,7 @@ from edgetl.export.qat import QatSource
 from edgetl.backbones.static_padding import static_same_padding
 from edgetl.export.samples import write_samples
 from edgetl.export.sensitivity import sidecar_record
-from edgetl.export.trial import Trial
+from edgetl.export.trial import Trial, best_of
 from edgetl.runtime import runner_class
 from edgetl.runtime.golden import record_reference
 from edgetl.runtime.timing import quick_p50_ms
@@ -241,7 +241,7 @@ class Exporter:
         candidates = gate.recipes(fmt, min(size, everything), everything, searched=gated)
         if not gated:
             return run(candidates[0])
-        best = _best_of(run(attempt) for attempt in candidates)
+        best = best_of(run(attempt) for attempt in candidates)
         slow = best is not None and best.metrics.get("too_slow")
         if best is not None:
             if gate.passes(best.metrics, self.max_drop, self.min_agreement):
@@ -308,7 +308,7 @@ class Exporter:
         if result.delivered is None:
             result.status = "failed"
             result.message = "; ".join(a.get("error", a["status"]) for a in result.attempts)
-        elif result.delivered != precision and self.speed_gate and _all_too_slow(result.attempts):
+        elif result.delivered != precision and self.speed_gate and speed.all_too_slow(result.attempts):
             fastest = min((a["speed"] for a in result.attempts if a.get("speed")), key=lambda r: r["ratio"])
             result.message = (f"delivered {result.delivered}: {speed.miss(fastest)}; "
                               "--no-speed-gate keeps int8 regardless")
@@ -348,25 +348,6 @@ class Exporter:
             warn(f"{target.name}: {sidecar.precision} changes the float top-1 of "
                  f"{golden['total'] - golden['float_matched']}/{golden['total']} golden samples "
                  f"(quantization error; see its accuracy drop)")
-
-
-def _best_of(trials) -> Trial | None:
-    """The best measured trial (gate.better), discarding each other one as soon as it is beaten."""
-    best: Trial | None = None
-    for trial in trials:
-        if trial is None:
-            continue
-        if gate.better(trial.metrics, best.metrics if best else None):
-            trial, best = best, trial
-        if trial is not None:
-            trial.discard()
-    return best
-
-
-def _all_too_slow(attempts: list[dict]) -> bool:
-    """Whether speed alone refused int8: every timed int8 attempt ran slower than fp32."""
-    timed = [a["speed"] for a in attempts if a.get("speed")]
-    return bool(timed) and all(speed.too_slow(record) for record in timed)
 
 
 def export_run(run_dir: str | Path, formats: list[str], precisions: list[str], calib_size: int = 300,

@@ -53,6 +53,12 @@ def too_slow(record: dict | None) -> bool:
     return bool(record) and record["ratio"] > SLOWER_THAN
 
 
+def all_too_slow(attempts: list[dict]) -> bool:
+    """Whether speed alone refused int8: every timed int8 attempt ran slower than fp32."""
+    timed = [a["speed"] for a in attempts if a.get("speed")]
+    return bool(timed) and all(too_slow(record) for record in timed)
+
+
 def miss(record: dict) -> str:
     """The gate's one line for a slow int8."""
     return (f"int8 is {record['ratio']:.2f}x the fp32 latency here (p50 {record['p50_ms']:.3f} vs "

@@ -33,3 +33,16 @@ class Trial:
     def accept(self) -> "Trial":
         self.record["status"] = "accepted"
         return self
+
+
+def best_of(trials) -> Trial | None:
+    """The best measured trial (gate.better), discarding each other one as soon as it is beaten."""
+    best: Trial | None = None
+    for trial in trials:
+        if trial is None:
+            continue
+        if gate.better(trial.metrics, best.metrics if best else None):
+            trial, best = best, trial
+        if trial is not None:
+            trial.discard()
+    return best
