@@ -390,3 +390,46 @@ def test_self_test_records_device_block(tmp_path):
     result = self_test(release, runs=3)
     assert set(result["device"]) == {"before", "after"} and result["device"]["after"]["cpu"]["cores"] >= 1
     assert isinstance(result["warnings"], list) and result["bench"]["threads"] == 1
+
+
+def _coloured_release(tmp_path: Path, parity_accuracy: float, wrong_labels: int) -> Path:
+    """The tiny mean-per-channel artifact as a release with 30 held-out solid-colour photos, a golden
+    sample and a parity record; `wrong_labels` photos carry a label the model cannot give them."""
+    from PIL import Image
+
+    from edgetl.contract.sidecar import GoldenSample, Sidecar
+
+    release = tmp_path / "release"
+    model = _tiny_artifact(release / "model")
+    samples, labels = model / "samples", {}
+    samples.mkdir()
+    colours = {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255)}
+    for number in range(30):
+        name = list(colours)[number % 3]
+        Image.new("RGB", (8, 8), colours[name]).save(samples / f"{number:04d}.png")
+        labels[f"{number:04d}.png"] = "blue" if number < wrong_labels and name != "blue" else name
+    (samples / "labels.json").write_text(json.dumps(labels))
+    (model / "golden").mkdir()
+    Image.new("RGB", (8, 8), colours["red"]).save(model / "golden" / "00.png")
+    sidecar = Sidecar.read(model)
+    sidecar.golden = [GoldenSample(file="golden/00.png", label="red", top1=0, topk=[[0, 1.0]], logits=[1, 0, 0],
+                                   artifact_top1=0, artifact_logits=[1, 0, 0])]
+    (model / "model.json").write_text(sidecar.to_json())
+    (model / "parity.json").write_text(json.dumps({"split": "test", "images": 800, "accuracy": parity_accuracy}))
+    (release / "manifest.json").write_text(json.dumps({"bundle": "r1", "files": {},
+                                                       "profile": {"threads": 1, "execution_device": "cpu"}}))
+    return release
+
+
+def test_self_test_gates_held_out_accuracy_against_the_parity_record(tmp_path):
+    """Golden samples pass in every case; the held-out photos decide, with a tolerance from their number."""
+    from edgetl.deploy.selftest import self_test
+
+    lucky = self_test(_coloured_release(tmp_path / "a", 0.9, wrong_labels=4), runs=3)  # 26/30 at 90%: chance
+    assert lucky["golden"]["passed"] and lucky["passed"], lucky.get("reason")
+    assert lucky["accuracy_check"]["against"] == "parity, test split"
+    broken = self_test(_coloured_release(tmp_path / "b", 0.9, wrong_labels=14), runs=3)
+    assert broken["golden"]["passed"] and not broken["passed"]
+    assert "held-out accuracy here is 66.7% (20/30)" in broken["reason"], broken["reason"]
+    exact = self_test(_coloured_release(tmp_path / "c", 1.0, wrong_labels=0), runs=3)
+    assert exact["passed"] and exact["accuracy"] == 1.0

@@ -252,3 +252,20 @@ def test_golden_samples_check_the_artifact_not_the_quantization(exported, tmp_pa
     # the host answered otherwise than this runtime does: a runtime mismatch
     broken = variant("host-differs", lambda g: g.update(artifact_top1=(g["artifact_top1"] + 1) % classes))
     assert not broken["passed"] and broken["matched"] == 3
+
+
+def test_the_export_time_golden_check_compares_with_the_float_model(exported, tmp_path):
+    """At export the artifact's own answers are being recorded and cannot check themselves: `passed`
+    there means each golden image got the float model's top-1, and one that did not fails it."""
+    from edgetl.runtime.golden import record_reference
+
+    source = Path(_row(exported, "onnx", "fp32")["path"])
+    folder = tmp_path / "float-answered-otherwise"
+    shutil.copytree(source, folder)
+    data = json.loads((folder / "model.json").read_text())
+    assert Sidecar.read(source).validation["golden"]["passed"]
+    data["golden"][0]["top1"] = (data["golden"][0]["top1"] + 1) % len(data["labels"])
+    (folder / "model.json").write_text(json.dumps(data))
+    summary = record_reference(load(folder, threads=1), folder)
+    assert not summary["passed"] and summary["float_matched"] == summary["total"] - 1 == 3
+    assert record_reference(load(source, threads=1), source)["passed"]

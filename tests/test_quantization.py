@@ -137,12 +137,15 @@ def test_parity_lists_the_sensitivity_of_each_artifact_that_asked_for_int8(stric
 def test_export_gates_int8_by_default_and_none_turns_it_off(trained_run, tmp_path):
     gated = json_out(run_cli("export", trained_run["run_dir"], "--format", "onnx", "--precision", "int8",
                              "--calib-size", "32", "--out", str(tmp_path / "gated"), "--json", check=True))
-    assert gated["max_drop"] == 1.0 and gated["min_agreement"] == 0.975
+    assert gated["max_drop"] == 1.0 and gated["min_agreement"] == 0.985
     row = gated["artifacts"][0]
     assert len([a for a in row["attempts"] if a.get("stage") == "recipe"]) >= 2
     assert row["latency_ms"] > 0
     # the digits run's validation split is a few dozen images: the gate says it cannot resolve 1 pp
     assert any("too coarse" in note for note in gated["notes"]), gated["notes"]
+    # ... and judges agreement on five shifted views of each of those images (views.py)
+    measured = [a for a in row["attempts"] if "drop_pp" in a]
+    assert measured and all(a["views"] == 5 and 0 <= a["view_agreement"] <= 1 for a in measured), measured
     off = json_out(run_cli("export", trained_run["run_dir"], "--format", "onnx", "--precision", "int8",
                            "--calib-size", "32", "--max-drop", "none", "--out", str(tmp_path / "off"), "--json",
                            check=True))

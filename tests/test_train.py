@@ -207,3 +207,33 @@ def test_from_scratch_trains_the_backbone_at_the_heads_rate():
     assert pretrained.backbone_lr_mult == recipe.backbone_lr_mult and pretrained.strategy == recipe.strategy
     chosen = TrainConfig(data="d", model="mobilenet_v3_large", out="o", pretrained=False, backbone_lr_mult=0.5).resolve()
     assert chosen.backbone_lr_mult == 0.5  # what the user asks for is kept
+
+
+def test_precise_bn_recomputes_training_statistics_and_leaves_frozen_ones():
+    """After an epoch the running statistics are an average over moving weights; precise BN replaces them
+    with the plain average at the final weights, only for BatchNorms that train (frozen ones are eval mode)."""
+    import contextlib
+
+    from edgetl.train.precise_bn import recalibrate
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                                torch.nn.Conv2d(4, 4, 1), torch.nn.BatchNorm2d(4))
+    model.train()
+    for _ in range(3):
+        model(torch.randn(8, 3, 12, 12) * 4 + 3)  # stale statistics from other inputs
+    model[4].eval()  # a frozen stage's BatchNorm
+    frozen_mean = model[4].running_mean.clone()
+    batches = [(torch.randn(8, 3, 12, 12), None) for _ in range(3)]
+    with torch.no_grad():
+        features = torch.cat([model[0](x) for x, _ in batches])
+    used = recalibrate(model, batches, lambda pixels, _jitter: pixels, contextlib.nullcontext, images=24)
+    assert used == 24
+    assert torch.allclose(model[1].running_mean, features.mean(dim=(0, 2, 3)), atol=1e-5)
+    assert torch.equal(model[4].running_mean, frozen_mean) and model[1].momentum == 0.1
+
+
+def test_from_scratch_recalibrates_batchnorm_and_pretrained_does_not():
+    assert TrainConfig(data="d", model="mobilenet_v3_large", out="o", pretrained=False).resolve().precise_bn
+    assert not TrainConfig(data="d", model="mobilenet_v3_large", out="o").resolve().precise_bn
+    assert TrainConfig(data="d", model="mobilenet_v3_large", out="o", precise_bn=True).resolve().precise_bn

@@ -52,6 +52,9 @@ STRATEGY_HELP = (
 @click.option("--pretrained/--no-pretrained", default=True, show_default=True,
               help="Start from ImageNet weights (--no-pretrained: random init).")
 @click.option("--weights", type=click.Path(dir_okay=False), help="Local weight file instead of downloading.")
+@click.option("--precise-bn/--no-precise-bn", default=None,
+              help="Recompute BatchNorm statistics on 512 training images after each epoch "
+                   "(default: on with --no-pretrained, off from ImageNet weights).")
 @click.option("--strict", is_flag=True, help="Stop on unreadable images instead of skipping them.")
 @click.option("--out", type=click.Path(file_okay=False), help="Run directory (default runs/<model>-<time>).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt (after a crash or kill).")

@@ -12,16 +12,19 @@ that is not `performance`), printed on stderr too, so a slow device is told from
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
 from edgetl.bench.measure import bench_model
 from edgetl.console import warn
-from edgetl.contract.artifact import LABELS_FILE, SAMPLES_DIR, read_samples
+from edgetl.contract.artifact import LABELS_FILE, SAMPLES_DIR, read_parity, read_samples
 from edgetl.deploy.bundle import MANIFEST, verify_bundle
 from edgetl.errors import BadInputError
 from edgetl.runtime import load
 from edgetl.runtime.golden import check_golden
+
+ACCURACY_P_FLOOR = 0.001  # a device this far below the recorded accuracy is not bad luck
 
 
 def self_test(release: str | Path, threads: int | None = None, runs: int = 50) -> dict:
@@ -42,16 +45,9 @@ def self_test(release: str | Path, threads: int | None = None, runs: int = 50) -
     runner = load(release / "model", threads=threads, device=device)
     golden = check_golden(runner, release / "model")
     result["golden"] = golden
-    # The bundle's pick of held-out photos; else all the artifact carries (an artifact installed by hand).
-    samples = release / "samples"
-    labels = read_samples(release) if (samples / LABELS_FILE).is_file() else read_samples(release / "model")
-    if not (samples / LABELS_FILE).is_file():
-        samples = release / "model" / SAMPLES_DIR
-    if labels:
-        names = sorted(labels)
-        predicted = [top[0][0] for top in runner.classify([samples / n for n in names], topk=1)]
-        result["accuracy"] = round(sum(p == labels[n] for p, n in zip(predicted, names)) / len(names), 6)
-        result["samples"] = len(names)
+    held_out = _held_out_accuracy(runner, release)
+    if held_out is not None:
+        result.update(accuracy=held_out["observed"], samples=held_out["samples"], accuracy_check=held_out)
     bench = bench_model(release / "model", threads=threads, runs=runs, warmup=5, device=device)
     result["device"], result["warnings"] = bench["device"], bench["warnings"]
     for message in result["warnings"]:
@@ -60,11 +56,56 @@ def self_test(release: str | Path, threads: int | None = None, runs: int = 50) -
                                              "load_ms", "threads")}
     result["threads_sweep"] = thread_sweep(release / "model", device, bench, runs=max(10, runs // 2))
     result["recommended_threads"] = min(result["threads_sweep"], key=lambda row: row["p50_ms"])["threads"]
-    result["passed"] = golden["passed"]
+    result["passed"] = golden["passed"] and (held_out is None or held_out["passed"])
     if not golden["passed"]:
         result["reason"] = (f"golden samples reproduce the host's top-1 in {golden['matched']}/{golden['total']}: "
                             "the runtime or preprocessing on this device differs from the one parity verified")
+    elif not result["passed"]:
+        result["reason"] = (f"held-out accuracy here is {100 * held_out['observed']:.1f}% "
+                            f"({held_out['correct']}/{held_out['samples']}), below the artifact's "
+                            f"{100 * held_out['expected']:.1f}% ({held_out['against']}) by more than chance allows "
+                            f"(p = {held_out['p_value']:.2g}): the device classifies differently from the host")
     return result
+
+
+def _held_out_accuracy(runner, release: Path) -> dict | None:
+    """Accuracy on the bundle's held-out photos (else on all the artifact carries), checked against the
+    accuracy the artifact recorded (parity on the test split, else the export's validation)."""
+    samples = release / "samples"
+    labels = read_samples(release) if (samples / LABELS_FILE).is_file() else read_samples(release / "model")
+    if not (samples / LABELS_FILE).is_file():
+        samples = release / "model" / SAMPLES_DIR
+    if not labels:
+        return None
+    names = sorted(labels)
+    predicted = [top[0][0] for top in runner.classify([samples / n for n in names], topk=1)]
+    correct = sum(p == labels[n] for p, n in zip(predicted, names))
+    expected, against = _recorded_accuracy(runner.sidecar, release / "model")
+    return {"observed": round(correct / len(names), 6), "correct": correct, "samples": len(names),
+            **accuracy_holds(correct, len(names), expected), "against": against}
+
+
+def _recorded_accuracy(sidecar, artifact: Path) -> tuple[float | None, str | None]:
+    """The artifact's own accuracy record, read as untrusted input: a number in [0, 1] or nothing."""
+    parity = read_parity(artifact) or {}
+    validation = sidecar.validation if isinstance(sidecar.validation, dict) else {}
+    for record, where in ((parity, "parity, test split"), (validation, "export, val split")):
+        value, images = record.get("accuracy"), record.get("images")
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1:
+            if isinstance(images, int) and not isinstance(images, bool) and images > 0:
+                value = (value * images + 0.5) / (images + 1)  # 800 of 800 is not a promise of 100%
+            return float(value), where
+    return None, None
+
+
+def accuracy_holds(correct: int, total: int, expected: float | None, p_floor: float = ACCURACY_P_FLOOR) -> dict:
+    """Whether `correct` of `total` is consistent with an accuracy of `expected`: fails only when a result
+    this low or lower has probability below `p_floor` (one-sided binomial), so the tolerance follows
+    the number of photos (30 photos at 90% still pass with 24 right; 15 right fail)."""
+    if expected is None or total == 0:
+        return {"expected": expected, "p_value": None, "passed": True}
+    p_value = sum(math.comb(total, k) * expected ** k * (1 - expected) ** (total - k) for k in range(correct + 1))
+    return {"expected": round(expected, 6), "p_value": round(min(1.0, p_value), 6), "passed": p_value >= p_floor}
 
 
 def thread_counts(cores: int | None = None) -> list[int]:

@@ -1,6 +1,6 @@
 """Export: ONNX, OpenVINO IR and TFLite in fp32/fp16/int8, each measured against the float model.
 
-    export_run(run_dir, formats, precisions, calib_size=300, max_drop=1.0, min_agreement=0.975) -> report dict
+    export_run(run_dir, formats, precisions, calib_size=300, max_drop=1.0, min_agreement=0.985) -> report dict
 
 One module per backend (`onnx.py`, `openvino.py`, `tflite.py`) behind
 `export(ExportRequest) -> ExportedModel`; the table of formats is `edgetl.contract.formats.FORMATS`.

@@ -27,7 +27,7 @@ from edgetl.contract.artifact import SAMPLES_DIR
 from edgetl.contract.formats import FORMATS
 from edgetl.contract.sidecar import SIDECAR_NAME, Sidecar, sha256_file
 from edgetl.evaluation import compare, fp32_ratios, runner_logits
-from edgetl.export import gate, provenance, speed
+from edgetl.export import gate, provenance, speed, views
 from edgetl.export.base import ExportRequest
 from edgetl.export.golden import make_golden
 from edgetl.export.qat import QatSource
@@ -82,7 +82,10 @@ class Exporter:
         atomic.remove_dead_workdirs(out, ".export-work-")
         self.workdir = Path(tempfile.mkdtemp(prefix=f".export-work-{os.getpid()}-", dir=out))
         self.validation = reference.labelled("val")
-        self.float_val = reference.logits(self.validation.pixels)
+        self.views = views.views_per_image(len(self.validation))  # the agreement bound's inputs (views.py)
+        self.view_pixels = views.shifted_views(self.validation.pixels, self.views)
+        self.float_views = reference.logits(self.view_pixels)
+        self.float_val = self.float_views[:len(self.validation)]
         self.golden_dir = self.workdir / "golden-source"
         self.golden = make_golden(reference, self.golden_dir, golden_count)
         self.samples_dir = self.workdir / "samples-source"  # held-out photos every artifact carries
@@ -170,8 +173,7 @@ class Exporter:
                 exported = FORMATS[fmt].exporter().export(self._request(attempt, scratch))
             sidecar = self._sidecar(fmt, requested, attempt, exported, key)
             runner = runner_class(fmt)(scratch / exported.model_file, sidecar)
-            metrics = compare(self.float_val, runner_logits(runner, self.validation.pixels),
-                              self.validation.labels, self.reference.labels)
+            metrics = self._measure(runner)
         except Exception as exc:  # a converter failing must not lose the other artifacts
             first_line = str(exc).splitlines()[0][:300] if str(exc) else ""
             record.update(status="error", error=f"{type(exc).__name__}: {first_line}",
@@ -179,11 +181,19 @@ class Exporter:
             shutil.rmtree(scratch, ignore_errors=True)
             return Trial(attempt, record)
         record.update(status="measured", drop_pp=metrics["drop_pp"], agreement=metrics["agreement"],
-                      val_accuracy=metrics["accuracy"], seconds=round(time.perf_counter() - started, 2))
+                      val_accuracy=metrics["accuracy"], seconds=round(time.perf_counter() - started, 2),
+                      **({"view_agreement": metrics["gate_agreement"], "views": self.views} if self.views > 1 else {}))
         if attempt.precision == "int8" and self.max_drop is not None:
             metrics["speed"] = record["speed"] = self._speed(fmt, runner, key)
             metrics["too_slow"] = self.speed_gate and speed.too_slow(metrics["speed"])
         return Trial(attempt, record, scratch, sidecar, metrics)
+
+    def _measure(self, runner) -> dict:
+        """Validation metrics on the images; the agreement the gate judges (`gate_agreement`) on every view."""
+        logits = runner_logits(runner, self.view_pixels)
+        metrics = compare(self.float_val, logits[:len(self.validation)], self.validation.labels, self.reference.labels)
+        metrics.update(gate_agreement=round(views.view_agreement(self.float_views, logits), 6), views=self.views)
+        return metrics
 
     def _speed(self, fmt: str, runner, key: str) -> dict | None:
         """int8 against this format's fp32 on this host (None when the fp32 graph cannot be made)."""
@@ -266,8 +276,10 @@ class Exporter:
         reasons = [speed.miss(metrics["speed"])] if metrics.get("too_slow") else []
         if metrics["drop_pp"] > self.max_drop:
             reasons.append(f"drop {metrics['drop_pp']:.2f} pp > {self.max_drop}")
-        if self.min_agreement is not None and metrics["agreement"] < self.min_agreement:
-            reasons.append(f"agreement {100 * metrics['agreement']:.2f}% < {100 * self.min_agreement:.1f}%")
+        agreement = gate.agreement_of(metrics)
+        if self.min_agreement is not None and agreement < self.min_agreement:
+            where = f" on {metrics['views']} views of each image" if metrics.get("views", 1) > 1 else ""
+            reasons.append(f"agreement {100 * agreement:.2f}%{where} < {100 * self.min_agreement:.1f}%")
         return ", ".join(reasons)
 
     def export_one(self, fmt: str, precision: str) -> ArtifactResult:
@@ -331,7 +343,9 @@ class Exporter:
         sidecar.validation = {"split": "val", **{k: metrics[k] for k in (
             "images", "accuracy", "float_accuracy", "drop_pp", "agreement", "kl", "cosine", "worst_class")},
             "golden": {k: golden[k] for k in ("passed", "matched", "float_matched", "total")},
-            "latency_ms": latency, **({"speed": metrics["speed"]} if metrics.get("speed") else {})}
+            "latency_ms": latency, **({"speed": metrics["speed"]} if metrics.get("speed") else {}),
+            **({"views": metrics["views"], "view_agreement": metrics["gate_agreement"]} if metrics.get("views", 1) > 1
+               else {})}
         sidecar.files = {p.relative_to(scratch).as_posix(): sha256_file(p)
                          for p in sorted(scratch.rglob("*")) if p.is_file()}
         with atomic.atomic_dir(target, kind="artifact") as tmp:

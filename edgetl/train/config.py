@@ -58,6 +58,7 @@ class TrainConfig:
     augment_on: str = "auto"
     pretrained: bool = True
     weights: str | None = None
+    precise_bn: bool | None = None  # None: on from scratch (precise_bn.py), off from pretrained weights
     strict: bool = False
 
     def resolve(self) -> "TrainConfig":
@@ -77,6 +78,7 @@ class TrainConfig:
             # The recipe's discriminative rate and frozen stages protect ImageNet features; a random
             # backbone has none to protect, and at 0.1x the head's rate it barely leaves its start.
             defaults.update(backbone_lr_mult=1.0, strategy="finetune")
+        defaults["precise_bn"] = not self.pretrained and not self.weights
         for key, value in defaults.items():
             if values[key] is None:
                 values[key] = value

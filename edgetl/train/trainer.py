@@ -218,6 +218,8 @@ def _train(cfg, spec, model, data, run: RunDir, dist: DistInfo, device, device_t
             torch.cuda.synchronize()
         train_seconds = time.perf_counter() - epoch_start
         all_reduce_sum(sums, dist)
+        if cfg.precise_bn:
+            _recalibrate_bn(model, train_loader, sampler, device_cache, normalizer, autocast, colour_jitter, dist)
         val = evaluate(model, data.val, normalizer, num_classes, cfg.batch_size, dist, autocast, cfg.label_smoothing)
         count = max(1.0, float(sums[2]))
         state["train_images"] += int(sums[2])
@@ -253,6 +255,15 @@ def _train(cfg, spec, model, data, run: RunDir, dist: DistInfo, device, device_t
             info(f"early stopping: no validation improvement for {cfg.patience} epochs")
             break
     return _finish(cfg, model, data, run, dist, normalizer, autocast, state)
+
+
+def _recalibrate_bn(model, train_loader, sampler, device_cache, normalizer, autocast, colour_jitter, dist) -> None:
+    """BatchNorm statistics at the epoch's final weights (precise_bn.py), on augmented training batches."""
+    from edgetl.train.precise_bn import recalibrate
+
+    batches = device_cache.epoch(list(sampler), train_loader.batch_size, train_loader.drop_last) \
+        if device_cache else train_loader
+    recalibrate(model, batches, normalizer, autocast, colour_jitter=colour_jitter, dist=dist)
 
 
 def _device_cache(cfg, data, device):
