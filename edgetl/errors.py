@@ -55,6 +55,12 @@ class MissingBackendError(EdgetlError):
         self.extra = extra
 
 
+class BrokenBackendError(EdgetlError):
+    """An optional dependency that is installed but fails to import (a broken or mismatched install)."""
+
+    exit_code = 3
+
+
 class CheckFailedError(EdgetlError):
     """A check ran to the end and its verdict is negative (gate, self-test)."""
 
@@ -67,8 +73,16 @@ def require(module: str, extra: str, purpose: str):
 
     try:
         imported = importlib.import_module(module)
-    except ImportError as exc:  # pragma: no cover - exercised in a torch-free venv
-        raise MissingBackendError(module.split(".")[0], extra, purpose) from exc
+    except ImportError as exc:
+        missing = getattr(exc, "name", None)
+        if missing and missing.split(".")[0] == module.split(".")[0]:
+            raise MissingBackendError(module.split(".")[0], extra, purpose) from exc
+        # Installed, but it (or something it needs) does not load: reinstalling is the fix, not installing.
+        first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise BrokenBackendError(
+            f"{purpose} needs the Python package '{module.split('.')[0]}', which is installed but does not "
+            f"import ({type(exc).__name__}: {first})",
+            f"reinstall it: pip install --force-reinstall 'edgetl[{extra}]'") from exc
     if getattr(imported, "edgetl_quantizer_only", False):
         # Only litert-torch's quantizer could be loaded (train/fake_quant.py): its converter is missing.
         raise MissingBackendError(module, extra, purpose)

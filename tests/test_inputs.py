@@ -411,3 +411,38 @@ def test_training_configs_name_the_file_and_field_like_every_other_reader(tmp_pa
     assert bad.value.message == "training config: field 'label_smoothing' is 1.5: it must be in [0, 1)"
     result = run_cli("finetune", str(tmp_path), "--model", "efficientnet_lite0", "--lr", "0")
     assert result.returncode == 2 and "field 'lr' is 0.0" in result.stderr
+
+
+def test_a_backend_that_is_installed_but_broken_is_not_called_missing(tmp_path, monkeypatch):
+    """A wheel whose native library does not load is fixed by reinstalling it, not by installing it."""
+    from edgetl.errors import BrokenBackendError, MissingBackendError, require
+
+    package = tmp_path / "edgetl_broken_backend"
+    package.mkdir()
+    (package / "__init__.py").write_text("raise ImportError('libbackend.so: cannot open shared object file')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(BrokenBackendError) as broken:
+        require("edgetl_broken_backend", "tflite", "TFLite conversion")
+    assert broken.value.exit_code == 3 and "installed but does not import" in broken.value.message
+    assert "libbackend.so" in broken.value.message and "--force-reinstall" in broken.value.hint
+    with pytest.raises(MissingBackendError):
+        require("edgetl_absent_backend", "tflite", "TFLite conversion")
+
+
+def test_calibration_says_which_images_it_could_not_read(tmp_path, capsys):
+    from edgetl.contract.preprocess import Preprocess
+    from edgetl.data.folder import Sample
+    from edgetl.export.calibration import load_calibration
+
+    samples = []
+    for number in range(10):
+        path = tmp_path / "cat" / f"{number}.png"
+        path.parent.mkdir(exist_ok=True)
+        Image.new("RGB", (16, 16), (number * 20, 0, 0)).save(path)
+        samples.append(Sample(f"cat/{number}.png", "cat"))
+    (tmp_path / "cat" / "3.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    calibration = load_calibration(tmp_path, samples, Preprocess(size=(8, 8)), 10, "folder [train]")
+    assert len(calibration) == 9
+    err = capsys.readouterr()
+    assert "calibration skipped 1 unreadable or missing image(s) of folder [train], e.g. cat/3.png" in \
+        " ".join((err.out + err.err).split())

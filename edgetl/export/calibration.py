@@ -84,16 +84,23 @@ def load_calibration(root: Path, samples: list[Sample], preprocess: Preprocess, 
                      source: str, minimum: int = MIN_IMAGES) -> CalibrationSet:
     if count < 1:
         raise BadInputError(f"--calib-size {count} is invalid", "use at least a few hundred images")
+    from edgetl.console import warn
+
     chosen = balanced_draw(samples, count)
-    pixels, counts = [], {}
+    pixels, counts, unreadable = [], {}, []
     with progress_bar("calibration images", len(chosen)) as advance:
         for sample in chosen:
             try:
                 pixels.append(preprocess.resize_crop(load_rgb(root / sample.path)))
                 counts[sample.label] = counts.get(sample.label, 0) + 1
             except (UnreadableImageError, FileNotFoundError):
-                pass
+                unreadable.append(sample.path)
             advance()
+    if unreadable:
+        from rich.markup import escape
+
+        warn(escape(f"calibration skipped {len(unreadable)} unreadable or missing image(s) of {source}, "
+                    f"e.g. {unreadable[0]}"))
     if len(pixels) < minimum:
         raise BadInputError(
             f"only {len(pixels)} readable calibration images in {source} (at least {minimum} needed for int8)",

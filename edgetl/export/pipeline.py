@@ -261,6 +261,9 @@ class Exporter:
             if slow:  # mixed precision and QAT keep the same graph or add float layers: no faster
                 result.attempts.append({"what": "mixed precision and QAT", "stage": "mixed",
                                         "status": "skipped: every int8 recipe ran slower than fp32 here"})
+            elif self.sensitivity() is None:
+                result.attempts.append({"what": "mixed precision", "stage": "mixed",
+                                        "status": "skipped: the layer sensitivity could not be measured"})
             else:
                 chosen = first_passing(gate.mixed(best.attempt, self._worst_layers()))
                 if chosen is not None:
