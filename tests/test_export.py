@@ -269,3 +269,26 @@ def test_the_export_time_golden_check_compares_with_the_float_model(exported, tm
     summary = record_reference(load(folder, threads=1), folder)
     assert not summary["passed"] and summary["float_matched"] == summary["total"] - 1 == 3
     assert record_reference(load(source, threads=1), source)["passed"]
+
+
+def test_a_corrupt_model_file_is_one_line_in_bench_and_run(exported, tmp_path):
+    """A truncated model.onnx next to a valid sidecar: the sidecar's sha256 names it; without a recorded
+    sha256 the runtime's refusal is still one line, never its traceback."""
+    source = Path(_row(exported, "onnx", "fp32")["path"])
+    image = next((source / "samples").glob("*.png"))
+    truncated = tmp_path / "truncated"
+    shutil.copytree(source, truncated)
+    model = truncated / "model.onnx"
+    model.write_bytes(model.read_bytes()[:2000])
+    for args in (["bench", str(truncated), "--runs", "2", "--plot", ""], ["run", str(truncated), "--source", str(image)]):
+        result = run_cli(*args)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+        assert "sha256 differs from the one in its sidecar" in result.stderr, result.stderr
+    unrecorded = tmp_path / "unrecorded"
+    shutil.copytree(truncated, unrecorded)
+    data = json.loads((unrecorded / "model.json").read_text())
+    data["files"].pop("model.onnx")
+    (unrecorded / "model.json").write_text(json.dumps(data))
+    result = run_cli("run", str(unrecorded), "--source", str(image))
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "onnx could not load it" in result.stderr, result.stderr

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from edgetl.contract.formats import SUFFIXES, get_format
 from edgetl.contract.sidecar import Sidecar
-from edgetl.errors import BadInputError
+from edgetl.errors import BadInputError, EdgetlError
 from edgetl.runtime.base import Runner
 
 
@@ -43,7 +43,27 @@ def load(path: str | Path, threads: int | None = None, device: str | None = None
     fmt = SUFFIXES[model_file.suffix]
     if sidecar.format != fmt:
         raise BadInputError(f"{model_file}: the sidecar describes a {sidecar.format} model, not {fmt}")
-    return runner_class(fmt)(model_file, sidecar, threads=threads, device=device)
+    _check_model_files(model_file, sidecar)
+    try:
+        return runner_class(fmt)(model_file, sidecar, threads=threads, device=device)
+    except (EdgetlError, MemoryError, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # the runtime refused the file: one line, not the runtime's traceback
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise BadInputError(f"{model_file}: {fmt} could not load it ({type(exc).__name__}: {first})",
+                            "re-export the artifact, or copy it again") from exc
+
+
+def _check_model_files(model_file: Path, sidecar: Sidecar) -> None:
+    """The model's own files (model.onnx; model.xml and model.bin) against the sidecar's sha256, where it
+    has them: a truncated copy or a replaced file is named before a runtime chokes on it."""
+    from edgetl.contract.sidecar import sha256_file
+
+    for name, expected in sidecar.files.items():
+        path = model_file.parent / name
+        if Path(name).stem == model_file.stem and "/" not in name and path.is_file() and sha256_file(path) != expected:
+            raise BadInputError(f"{path}: its sha256 differs from the one in its sidecar (corrupt, truncated or "
+                                "replaced)", "re-export the artifact, or copy it again")
 
 
 __all__ = ["Runner", "Sidecar", "load"]
