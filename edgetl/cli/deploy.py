@@ -241,8 +241,8 @@ def install(bundle, root, threads):
 
 @click.command(short_help="Self-test an installed release: checksums, golden samples, bench, accuracy.")
 @click.argument("release", type=click.Path(exists=True, file_okay=False))
-@click.option("--threads", type=int)
-@click.option("--runs", type=int, default=50, show_default=True)
+@click.option("--threads", type=int, help="Inference threads for the bench (default: the release profile's).")
+@click.option("--runs", type=int, default=50, show_default=True, help="Timed runs of the on-device bench.")
 @json_option
 def selftest(release, threads, runs):
     """Check RELEASE on this device: every file against the manifest, golden samples, latency, accuracy."""

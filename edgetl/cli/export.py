@@ -102,7 +102,7 @@ def parse_drop(value):
 @click.command(short_help="Compare every artifact with the float model on held-out images; gate on the drop.")
 @click.argument("run_dir", type=click.Path())
 @click.option("--data", type=click.Path(), help="Held-out image folder (default: the run's test split).")
-@click.option("--artifacts", multiple=True, type=click.Path(), help="Artifact folders or files (default: RUN_DIR/export/*).")
+@click.option("--artifacts", multiple=True, type=click.Path(), help="An artifact folder or model file; repeat for several (default: every RUN_DIR/export/*).")
 @click.option("--max-drop", type=float, default=1.0, show_default=True,
               help="Fail (exit 1) when an artifact's top-1 drops more than this many percentage points.")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False), help="Report folder (default RUN_DIR/parity).")

@@ -16,7 +16,9 @@ from edgetl.cli.common import table
 @click.option("--topk", type=int, default=3, show_default=True)
 @click.option("--threads", type=int, help="Inference threads (default: the physical cores available).")
 @click.option("--device", help="Execution device: cpu, cuda, tensorrt (ONNX); CPU, GPU, NPU (OpenVINO).")
-@click.option("--json-lines", is_flag=True, help="One JSON object per frame on stdout, then a summary line.")
+@click.option("--json-lines", "--json", "json_lines", is_flag=True,
+              help="One JSON object per frame on stdout, then a summary line.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress or info lines (warnings still print).")
 @click.option("--show", is_flag=True, help="Show the annotated frames in a window.")
 @click.option("--save", type=click.Path(dir_okay=False), help="Write the annotated frames to a video (.mp4).")
 @click.option("--serve", type=int, help="Serve a live page (MJPEG + predictions) on this port.")
@@ -33,7 +35,7 @@ from edgetl.cli.common import table
 @click.option("--camera-size", metavar="WxH", help="Ask the camera for this capture size, e.g. 640x480 "
                                                      "(fewer pixels: less decoding and resizing per frame).")
 @click.option("--camera-fps", type=float, help="Ask the camera for this frame rate.")
-def run(model, source, topk, threads, device, json_lines, show, save, serve, serve_host, serve_token_file,
+def run(model, source, topk, threads, device, json_lines, quiet, show, save, serve, serve_host, serve_token_file,
         serve_allowed_hosts, max_frames, camera_size, camera_fps):
     """Classify what SOURCE shows with MODEL (an exported file or artifact folder).
 
@@ -42,9 +44,11 @@ def run(model, source, topk, threads, device, json_lines, show, save, serve, ser
     """
     import json
 
-    from edgetl.console import console, info
+    from edgetl.console import console, info, set_quiet
     from edgetl.runtime.app import classify_source
     from edgetl.runtime.sources import parse_size
+
+    set_quiet(quiet)
 
     token = token_path = None
     if serve is not None:  # before loading the model: a bad token file is one line, at once

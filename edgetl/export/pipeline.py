@@ -16,48 +16,26 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 
 from edgetl import atomic
 from edgetl.console import info, warn
-from edgetl.contract.artifact import SAMPLES_DIR
 from edgetl.contract.formats import FORMATS
-from edgetl.contract.sidecar import SIDECAR_NAME, Sidecar, sha256_file
+from edgetl.contract.sidecar import Sidecar
 from edgetl.evaluation import compare, fp32_ratios, runner_logits
 from edgetl.export import gate, provenance, speed, views
 from edgetl.export.base import ExportRequest
 from edgetl.export.golden import make_golden
+from edgetl.export.publish import ArtifactResult, measured_line, publish
 from edgetl.export.qat import QatSource
 from edgetl.backbones.static_padding import static_same_padding
 from edgetl.export.samples import write_samples
 from edgetl.export.sensitivity import sidecar_record
 from edgetl.export.trial import Trial, best_of
 from edgetl.runtime import runner_class
-from edgetl.runtime.golden import record_reference
-from edgetl.runtime.timing import quick_p50_ms
-
-
-@dataclass
-class ArtifactResult:
-    format: str
-    precision: str  # requested
-    delivered: str | None = None
-    path: str | None = None
-    status: str = "failed"  # ok | fallback | up-to-date | failed
-    size_bytes: int = 0
-    seconds: float = 0.0
-    val_accuracy: float | None = None
-    drop_pp: float | None = None
-    agreement: float | None = None
-    golden_passed: bool | None = None
-    latency_ms: float | None = None  # p50 at batch 1 on the export host, default threads
-    float_layers: list[str] = field(default_factory=list)
-    speed: dict | None = None  # the delivered int8 against fp32 on this host (speed.compare)
-    attempts: list[dict] = field(default_factory=list)
-    message: str = ""
 
 
 class Exporter:
@@ -225,8 +203,12 @@ class Exporter:
                 result.attempts.append({"what": attempt.what, "stage": attempt.stage,
                                         "status": "skipped: time budget spent"})
                 return None
+            if gated:
+                info(f"  {fmt}-{precision} attempt {len(result.attempts) + 1}: {attempt.what} ...")
             trial = self._try(fmt, precision, attempt, len(result.attempts), key)
             result.attempts.append(trial.record)
+            if gated:
+                info("    " + measured_line(trial.record))
             return trial if trial.metrics is not None else None
 
         def first_passing(attempts: list[gate.Attempt]) -> Trial | None:
@@ -315,7 +297,7 @@ class Exporter:
                     else []
                 chosen.sidecar.sensitivity = sidecar_record(self.sensitivity(), float_layers, self.max_drop,
                                                             self.min_agreement)
-            self._publish(target, chosen.scratch, chosen.sidecar, chosen.metrics, result)
+            publish(target, chosen.scratch, chosen.sidecar, chosen.metrics, result, self.golden_dir, self.samples_dir)
             stage = chosen.attempt.stage if chosen.sidecar.precision == precision else "fallback"
             result.status = {"recipe": "ok", "mixed": "mixed precision", "qat": "qat"}.get(stage, "fallback")
             result.float_layers = list(chosen.attempt.options.get("float_layers", []))
@@ -335,36 +317,6 @@ class Exporter:
         elif result.float_layers:
             result.message = f"int8 with {len(result.float_layers)} layer(s) kept float: {', '.join(result.float_layers)}"
         return result
-
-    def _publish(self, target: Path, scratch: Path, sidecar: Sidecar, metrics: dict, result: ArtifactResult) -> None:
-        shutil.copytree(self.golden_dir, scratch, dirs_exist_ok=True)
-        shutil.copytree(self.samples_dir, scratch / SAMPLES_DIR, dirs_exist_ok=True)
-        runner = runner_class(sidecar.format)(scratch / sidecar.model_file, sidecar)
-        golden = record_reference(runner, scratch)
-        latency = quick_p50_ms(runner)
-        sidecar.attempts = result.attempts
-        sidecar.validation = {"split": "val", **{k: metrics[k] for k in (
-            "images", "accuracy", "float_accuracy", "drop_pp", "agreement", "kl", "cosine", "worst_class")},
-            "golden": {k: golden[k] for k in ("passed", "matched", "float_matched", "total")},
-            "latency_ms": latency, **({"speed": metrics["speed"]} if metrics.get("speed") else {}),
-            **({"views": metrics["views"], "view_agreement": metrics["gate_agreement"]} if metrics.get("views", 1) > 1
-               else {})}
-        sidecar.files = {p.relative_to(scratch).as_posix(): sha256_file(p)
-                         for p in sorted(scratch.rglob("*")) if p.is_file()}
-        with atomic.atomic_dir(target, kind="artifact") as tmp:
-            shutil.copytree(scratch, tmp, dirs_exist_ok=True)
-            atomic.write_text(tmp / SIDECAR_NAME, sidecar.to_json())
-        shutil.rmtree(scratch, ignore_errors=True)
-        result.delivered = sidecar.precision
-        result.size_bytes = sidecar.model_bytes(target)
-        result.val_accuracy, result.drop_pp = metrics["accuracy"], metrics["drop_pp"]
-        result.agreement, result.golden_passed = metrics["agreement"], golden["passed"]
-        result.latency_ms = latency
-        result.speed = metrics.get("speed")
-        if golden["float_matched"] < golden["total"]:
-            warn(f"{target.name}: {sidecar.precision} changes the float top-1 of "
-                 f"{golden['total'] - golden['float_matched']}/{golden['total']} golden samples "
-                 f"(quantization error; see its accuracy drop)")
 
 
 def export_run(run_dir: str | Path, formats: list[str], precisions: list[str], calib_size: int = 300,
@@ -425,3 +377,4 @@ def export_run(run_dir: str | Path, formats: list[str], precisions: list[str], c
             "float_val_accuracy": round(float((session.float_val.argmax(1) == session.validation.labels).mean()), 6),
             "max_drop": max_drop, "min_agreement": session.min_agreement, "notes": notes,
             "artifacts": artifacts}
+
