@@ -136,6 +136,21 @@ def test_gate_falls_back_on_a_broken_calibration_and_records_attempts(trained_ru
     assert sidecar.attempts == row["attempts"] and sidecar.requested_precision == "int8"
 
 
+def test_a_spent_time_budget_skips_int8_attempts_but_never_the_fp16_fallback(trained_run, tmp_path):
+    """The budget bounds the int8 search; fp16 costs one conversion and must not be traded for fp32."""
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    for i in range(8):  # ranges that fit nothing real: the first recipe misses
+        Image.new("RGB", (32, 32), (0, 0, 0)).save(calib / f"{i}.png")
+    result = export_run(trained_run["run_dir"], ["onnx"], ["int8"], calib_size=8, calib_data=str(calib),
+                        max_drop=0.5, out=tmp_path / "out", budget_seconds=0.0, qat="off")
+    attempts = result["artifacts"][0]["attempts"]
+    assert attempts[0]["status"] != "accepted"
+    assert any(a["status"] == "skipped: time budget spent" for a in attempts), attempts
+    fp16 = next(a for a in attempts if a["what"] == "fp16")
+    assert fp16["status"] != "skipped: time budget spent" and "drop_pp" in fp16, attempts
+
+
 def test_too_few_calibration_images_is_a_clear_error(trained_run, tmp_path):
     folder = tmp_path / "few"
     folder.mkdir()

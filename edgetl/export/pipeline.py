@@ -199,7 +199,8 @@ class Exporter:
         gated = precision == "int8" and self.max_drop is not None
 
         def run(attempt: gate.Attempt) -> Trial | None:
-            if gated and time.perf_counter() - started > self.budget and not attempt.last_resort and result.attempts:
+            if gated and time.perf_counter() - started > self.budget and attempt.stage != "fallback" \
+                    and result.attempts:
                 result.attempts.append({"what": attempt.what, "stage": attempt.stage,
                                         "status": "skipped: time budget spent"})
                 return None
