@@ -307,3 +307,13 @@ def test_a_corrupt_model_file_is_one_line_in_bench_and_run(exported, tmp_path):
     result = run_cli("run", str(unrecorded), "--source", str(image))
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert "onnx could not load it" in result.stderr, result.stderr
+
+
+def test_parity_names_a_broken_artifact_by_its_folder(exported, trained_run, tmp_path):
+    broken = tmp_path / "onnx-int8"
+    shutil.copytree(Path(_row(exported, "onnx", "int8")["path"]), broken)
+    (broken / "model.json").write_text("{not json")
+    result = run_cli("parity", trained_run["run_dir"], "--artifacts", str(broken), "--report", str(tmp_path / "r"))
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "onnx-int8: error:" in result.stderr and "parity failed for onnx-int8 (error)" in result.stderr, result.stderr
+    assert "None" not in result.stderr

@@ -117,19 +117,19 @@ def parity(run_dir, data, artifacts, max_drop, report_dir, threads):
     parity.png. Exit code 1 when an artifact fails.
     """
     from edgetl.parity import gate, run_parity
-    from edgetl.parity.report import golden_cell
+    from edgetl.parity.report import artifact_name, golden_cell
 
     result = run_parity(run_dir, data=data, artifacts=list(artifacts) or None, max_drop=max_drop,
                         report_dir=report_dir, threads=threads)
     table(f"parity on {result['images']} images ({result['source']}), float {percent(result['float']['accuracy'])}",
           ["Artifact", "Status", "Top-1", "Drop pp", "Agreement", "KL", "Worst class", "Golden"],
-          [[f"{r['format']}-{r['precision']}", r["status"], percent(r.get("accuracy")), r.get("drop_pp"),
+          [[artifact_name(r), r["status"], percent(r.get("accuracy")), r.get("drop_pp"),
             percent(r.get("agreement")), r.get("kl"), r.get("worst_class"),
             golden_cell(r.get("golden"))]
            for r in result["artifacts"]])
     for row in result["artifacts"]:
         if row.get("detail") or row.get("error"):
-            click.echo(f"{row['format']}-{row['precision']}: {row['status']}: {row.get('detail') or row.get('error')}",
+            click.echo(f"{artifact_name(row)}: {row['status']}: {row.get('detail') or row.get('error')}",
                        err=True)
     summary = {"images": result["images"], "source": result["source"], "float": result["float"],
                "max_drop": max_drop, "passed": result["passed"],

@@ -144,6 +144,7 @@ def gate(result: dict) -> None:
     """Raise CheckFailedError (exit 1) naming every artifact that failed."""
     failed = [r for r in result["artifacts"] if r["status"] != "ok"]
     if failed:
-        names = ", ".join(f"{r['format'] or Path(r['path']).name}-{r['precision'] or '?'} ({r['status']})"
-                          for r in failed)
+        from edgetl.parity.report import artifact_name
+
+        names = ", ".join(f"{artifact_name(r)} ({r['status']})" for r in failed)
         raise CheckFailedError(f"parity failed for {names}", f"see {result['report']['markdown']}")

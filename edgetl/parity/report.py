@@ -7,8 +7,16 @@ from pathlib import Path
 from edgetl import atomic
 
 
-def _name(row: dict) -> str:
-    return f"{row['format']}-{row['precision']}" if row.get("format") else Path(row["path"]).name
+def artifact_name(row: dict) -> str:
+    """The artifact's folder name (what `export` wrote: onnx-int8), with the delivered precision when the
+    gate fell back (tflite-int8 (fp32)); a broken artifact still has its folder's name."""
+    path = Path(row["path"])
+    folder = path.name if path.suffix not in (".onnx", ".xml", ".tflite") else path.parent.name
+    requested = folder.rsplit("-", 1)[-1]
+    precision = row.get("precision")
+    return f"{folder} ({precision})" if precision and requested != precision else folder
+
+
 
 
 def _pct(value) -> str:
@@ -29,16 +37,16 @@ def markdown(result: dict) -> str:
     for row in result["artifacts"]:
         golden = row.get("golden") or {}
         lines.append(
-            f"| {_name(row)} | {row['status']} | {_pct(row.get('accuracy'))} | {row.get('drop_pp', '-')} | "
+            f"| {artifact_name(row)} | {row['status']} | {_pct(row.get('accuracy'))} | {row.get('drop_pp', '-')} | "
             f"{_pct(row.get('agreement'))} | {row.get('kl', '-')} | {row.get('cosine', '-')} | "
             f"{row.get('worst_class') or '-'} ({row.get('worst_class_drop_pp', '-')} pp) | "
             f"{golden_cell(golden)} |")
     for row in result["artifacts"]:
         if row.get("detail") or row.get("error"):
-            lines += ["", f"**{_name(row)}**: {row.get('detail') or row.get('error')}"]
+            lines += ["", f"**{artifact_name(row)}**: {row.get('detail') or row.get('error')}"]
         changed = row.get("changed_images") or []
         if changed:
-            lines += ["", f"{_name(row)}: {len(changed)} image(s) changed prediction: "
+            lines += ["", f"{artifact_name(row)}: {len(changed)} image(s) changed prediction: "
                       + ", ".join(f"`{p}`" for p in changed[:20]) + (" ..." if len(changed) > 20 else "")]
     lines += sensitivity_markdown(result)
     return "\n".join(lines) + "\n"
@@ -56,7 +64,7 @@ def sensitivity_markdown(result: dict, rows: int = 10) -> list[str]:
                 if row.get("precision") == "int8" else
                 f"int8 missed the gate in every attempt, so this artifact is {row.get('precision')}: these "
                 "layers held it back.")
-        lines += ["", f"## int8 sensitivity: {_name(row)}", "",
+        lines += ["", f"## int8 sensitivity: {artifact_name(row)}", "",
                   f"{how.get('method', '')}; {how.get('images', '?')} {how.get('split', 'calibration')} images. "
                   + kept, "",
                   "| layer (torch module) | SQNR alone (dB) | KL alone | agreement if kept float |",
@@ -84,7 +92,7 @@ def plot_sensitivity(result: dict, path: Path, rows: int = 10) -> bool:
         ax.barh([x["layer"] for x in layers], [x["sqnr_db"] for x in layers],
                 color=["tab:orange" if x["layer"] in floats else "tab:blue" for x in layers])
         ax.invert_yaxis()
-        ax.set(xlabel="logit SQNR with only this layer int8 (dB)", title=f"{_name(row)} (orange: kept float)")
+        ax.set(xlabel="logit SQNR with only this layer int8 (dB)", title=f"{artifact_name(row)} (orange: kept float)")
         ax.tick_params(axis="y", labelsize=8)
     fig.tight_layout()
     atomic.write_with(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
@@ -102,7 +110,7 @@ def plot(result: dict, classes: list[str], path: Path) -> None:
     rows = [r for r in result["artifacts"] if r.get("accuracy") is not None]
     fig, (ax_acc, ax_cls) = plt.subplots(1, 2, figsize=(13, max(3.5, 0.45 * len(rows) + 2)),
                                          gridspec_kw={"width_ratios": [1, 1.4]})
-    names = [_name(r) for r in rows]
+    names = [artifact_name(r) for r in rows]
     colours = ["tab:green" if r["status"] == "ok" else "tab:red" for r in rows]
     ax_acc.barh(names, [100 * r["accuracy"] for r in rows], color=colours)
     ax_acc.axvline(100 * result["float"]["accuracy"], color="black", linestyle="--", label="float")
