@@ -93,7 +93,35 @@ def test_tflite_int8_is_one_xnnpack_partition_and_integer_hard_swish_splits_it(v
 
     _slow_tflite_recipe(monkeypatch)
     export_run(v3_run["run_dir"], ["tflite"], ["int8"], calib_size=16, out=tmp_path / "slow", max_drop=None)
-    assert _delegate_partitions(tmp_path / "slow" / "tflite-int8" / "model.tflite") > 5
+    slow = tmp_path / "slow" / "tflite-int8" / "model.tflite"
+    assert _delegate_partitions(slow) > 5
+
+    # The rewrite QAT's TFLite files get: the same int8 tensors, HARD_SWISH computing in float between them.
+    from edgetl.export.tflite_ops import float_hard_swish
+
+    fixed_bytes, count = float_hard_swish(slow.read_bytes())
+    fixed = tmp_path / "fixed.tflite"
+    fixed.write_bytes(fixed_bytes)
+    assert count == 19 and _delegate_partitions(fixed) == 1  # MobileNetV3-Small's 19 hard-swishes
+    assert float_hard_swish(fixed_bytes)[1] == 0  # nothing left to rewrite
+    inputs = np.random.default_rng(0).normal(size=(8, SIZE, SIZE, 3)).astype(np.float32)
+    before, after = _outputs(slow, inputs), _outputs(fixed, inputs)
+    assert np.array_equal(before.argmax(1), after.argmax(1))
+    assert np.abs(before - after).max() < 0.1 * np.abs(before).max(), (before, after)
+
+
+def _outputs(path: Path, inputs: np.ndarray) -> np.ndarray:
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path), num_threads=1)
+    interpreter.allocate_tensors()
+    detail, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    rows = []
+    for image in inputs:
+        interpreter.set_tensor(detail["index"], image[None].astype(detail["dtype"]))
+        interpreter.invoke()
+        rows.append(interpreter.get_tensor(out["index"])[0].astype(np.float64))
+    return np.stack(rows)
 
 
 def test_gate_refuses_an_int8_slower_than_fp32_and_names_it(v3_run, tmp_path, monkeypatch):

@@ -247,9 +247,19 @@ def export_tflite(request: ExportRequest, student, summary: dict) -> ExportedMod
                                  quant_config=QuantConfig(pt2e_quantizer=quantizer())).export(str(tmp))
         tmp.rename(path)
     tool = f"torchao PT2E QAT + litert-torch {importlib.metadata.version('litert-torch')}"
-    return tflite.finish(request, path.read_bytes(), record(summary, tool, None, request.options.get("float_layers") or ()),
-                         ["NHWC input via litert_torch.to_channel_last_io", "int8 kernels lowered by litert-torch "
-                          "from the QAT graph's quantize/dequantize pairs"])
+    quantization = record(summary, tool, None, request.options.get("float_layers") or ())
+    model_bytes, notes = path.read_bytes(), ["NHWC input via litert_torch.to_channel_last_io",
+                                             "int8 kernels lowered by litert-torch from the QAT graph's "
+                                             "quantize/dequantize pairs"]
+    if request.options.get("hard_swish", "float") != "int8":  # as post-training int8 has it (tflite_ops.py)
+        from edgetl.export.tflite_ops import float_hard_swish
+
+        model_bytes, count = float_hard_swish(model_bytes)
+        if count:
+            quantization["hard_swish"] = "float (between QUANTIZE/DEQUANTIZE, delegated)"
+            notes.append(f"{count} int8 HARD_SWISH op(s) rewritten to compute in float: XNNPACK delegates no "
+                         "int8 HARD_SWISH")
+    return tflite.finish(request, model_bytes, quantization, notes)
 
 
 @contextlib.contextmanager
