@@ -14,7 +14,8 @@ def artifact_name(row: dict) -> str:
     folder = path.name if path.suffix not in (".onnx", ".xml", ".tflite") else path.parent.name
     requested = folder.rsplit("-", 1)[-1]
     precision = row.get("precision")
-    return f"{folder} ({precision})" if precision and requested != precision else folder
+    fell_back = precision and requested in ("fp32", "fp16", "int8") and requested != precision
+    return f"{folder} ({precision})" if fell_back else folder
 
 
 
