@@ -66,7 +66,7 @@ def apply_colour(pixels, brightness, contrast, saturation):
 class DeviceImageCache:
     """The decoded training images held on the GPU, cut into augmented batches there.
 
-    Why: measured on an H200 (issue 16, scripts/bench_train.py, 224 px, batch 256), 16 DataLoader
+    Why: measured on an H200 (scripts/bench_train.py, 224 px, batch 256), 16 DataLoader
     workers cutting crops from the RAM cache fed Lite0 at 2,380 img/s against a 6,080 img/s
     ceiling (39%); the workers, not the GPU, set the pace. Here the uint8 images sit on the
     device, padded into one tensor, and a batch is one gather and one `grid_sample`: the

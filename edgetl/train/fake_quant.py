@@ -14,7 +14,7 @@ not record, so no add was annotated; an add whose output fed the next block's ad
 passed a float tensor to it (7 of Lite0's 9 adds ran in float in TFLite, between
 DEQUANTIZE and QUANTIZE ops, and OpenVINO's int8 was slower than its fp32). Every add of
 two activations now gets int8 inputs and output, as post-training quantization gives it.
-The other two (issue 13's prototype,
+The other two (measured on the
 validation split of the photo run, before any training): every backend fuses
 conv + BN + ReLU6 and quantizes only the clamped output, but the stock annotation
 quantizes the *pre*-activation and lets ReLU6 share its range, so half the int8

@@ -2,7 +2,7 @@
 
 Post-training quantization cannot always reach float accuracy; a few epochs with
 the int8 rounding in the forward pass let the weights and the ranges adapt to it.
-The recipe (chosen on the validation split of the photo run, issue 13):
+The recipe (chosen on the validation split of the photo run):
 
 - the graph and scheme of `fake_quant.py`, ranges first calibrated on
   `calib_images` train images, then tracked by the fake quantizers' moving
