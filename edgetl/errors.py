@@ -67,6 +67,12 @@ class CheckFailedError(EdgetlError):
     exit_code = 1
 
 
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception's message cut to its first line (a converter's or runtime's can run to pages)."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else ""
+
+
 def require(module: str, extra: str, purpose: str):
     """Import an optional dependency or raise MissingBackendError naming the extra."""
     import importlib
@@ -78,7 +84,7 @@ def require(module: str, extra: str, purpose: str):
         if missing and missing.split(".")[0] == module.split(".")[0]:
             raise MissingBackendError(module.split(".")[0], extra, purpose) from exc
         # Installed, but it (or something it needs) does not load: reinstalling is the fix, not installing.
-        first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        first = first_line(exc, 200) or type(exc).__name__
         raise BrokenBackendError(
             f"{purpose} needs the Python package '{module.split('.')[0]}', which is installed but does not "
             f"import ({type(exc).__name__}: {first})",

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from edgetl.backbones.spec import BackboneSpec, WeightSource
 from edgetl.contract.sidecar import sha256_file
-from edgetl.errors import BadInputError, WeightsUnavailableError
+from edgetl.errors import BadInputError, WeightsUnavailableError, first_line
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -157,7 +157,7 @@ def fetch_imagenet_state(spec: BackboneSpec, model_state: dict) -> tuple[dict, s
         except WeightsUnavailableError:
             raise
         except Exception as exc:  # network errors come in many types; report each source
-            failures.append(f"{source.describe()}: {type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}")
+            failures.append(f"{source.describe()}: {type(exc).__name__}: {first_line(exc, 120)}")
             continue
         if source.remap == "by-order":
             state = remap_by_order(state, model_state)

@@ -273,11 +273,14 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def verify_files(folder: str | Path, sidecar: Sidecar) -> list[str]:
-    """Names of files whose sha256 differs from the sidecar's record (or that are missing)."""
+def verify_files(folder: str | Path, sidecar: Sidecar, names=None) -> list[str]:
+    """Names of files (all the sidecar records, or those of `names` it records) whose sha256 differs
+    from the sidecar's record (or that are missing)."""
     folder = Path(folder)
     bad = []
     for name, expected in sidecar.files.items():
+        if names is not None and name not in names:
+            continue
         path = folder / name
         if not path.is_file() or sha256_file(path) != expected:
             bad.append(name)

@@ -25,6 +25,7 @@ from edgetl import atomic
 from edgetl.console import info, warn
 from edgetl.contract.formats import FORMATS
 from edgetl.contract.sidecar import Sidecar
+from edgetl.errors import first_line
 from edgetl.evaluation import compare, fp32_ratios, runner_logits
 from edgetl.export import gate, provenance, speed, views
 from edgetl.export.base import ExportRequest
@@ -153,8 +154,7 @@ class Exporter:
             runner = runner_class(fmt)(scratch / exported.model_file, sidecar)
             metrics = self._measure(runner)
         except Exception as exc:  # a converter failing must not lose the other artifacts
-            first_line = str(exc).splitlines()[0][:300] if str(exc) else ""
-            record.update(status="error", error=f"{type(exc).__name__}: {first_line}",
+            record.update(status="error", error=f"{type(exc).__name__}: {first_line(exc)}",
                           seconds=round(time.perf_counter() - started, 2))
             shutil.rmtree(scratch, ignore_errors=True)
             return Trial(attempt, record)

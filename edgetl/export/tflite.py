@@ -267,10 +267,9 @@ def _embed_metadata(model_bytes: bytes, text: str) -> bytes:
     from ai_edge_litert import schema_py_generated as schema
     from ai_edge_litert.tools import flatbuffer_utils as fb
 
-    model = fb.read_model_from_bytearray(bytearray(model_bytes))
-    for buffer in model.buffers:  # offset-resolved slices would be packed byte by byte: hand over arrays
-        if buffer.data is not None and not isinstance(buffer.data, np.ndarray):
-            buffer.data = np.frombuffer(bytes(buffer.data), dtype=np.uint8)
+    from edgetl.export.tflite_ops import read_model
+
+    model = read_model(model_bytes)
     buffer = schema.BufferT()
     buffer.data = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
     model.buffers.append(buffer)

@@ -12,6 +12,19 @@ itself computes in float, exactly as the post-training recipe has it.
 from __future__ import annotations
 
 
+def read_model(model_bytes: bytes):
+    """The flatbuffer as ai_edge_litert's object API model, its buffers as numpy arrays (offset-resolved
+    slices would be packed back byte by byte)."""
+    import numpy as np
+    from ai_edge_litert.tools import flatbuffer_utils as fb
+
+    model = fb.read_model_from_bytearray(bytearray(model_bytes))
+    for buffer in model.buffers:
+        if buffer.data is not None and not isinstance(buffer.data, np.ndarray):
+            buffer.data = np.frombuffer(bytes(buffer.data), dtype=np.uint8)
+    return model
+
+
 def _opcode(model, schema, builtin: int, version: int) -> int:
     """The index of `builtin` in the model's operator codes (added when missing)."""
     for index, code in enumerate(model.operatorCodes):
@@ -33,19 +46,15 @@ def _float_tensor(schema, like, name: str, empty_buffer: int):
 
 def float_hard_swish(model_bytes: bytes) -> tuple[bytes, int]:
     """(the model with each int8 HARD_SWISH computing in float between DEQUANTIZE/QUANTIZE, how many)."""
-    import numpy as np
     from ai_edge_litert import schema_py_generated as schema
     from ai_edge_litert.tools import flatbuffer_utils as fb
 
-    model = fb.read_model_from_bytearray(bytearray(model_bytes))
+    model = read_model(model_bytes)
     ops = schema.BuiltinOperator
     hard_swish = [i for i, c in enumerate(model.operatorCodes)
                   if max(c.builtinCode, c.deprecatedBuiltinCode) == ops.HARD_SWISH]
     if not hard_swish:
         return model_bytes, 0
-    for buffer in model.buffers:  # offset-resolved slices would be packed byte by byte: hand over arrays
-        if buffer.data is not None and not isinstance(buffer.data, np.ndarray):
-            buffer.data = np.frombuffer(bytes(buffer.data), dtype=np.uint8)
     dequantize, quantize = _opcode(model, schema, ops.DEQUANTIZE, 2), _opcode(model, schema, ops.QUANTIZE, 2)
     model.buffers.append(schema.BufferT())  # the float tensors' (empty) buffer
     empty = len(model.buffers) - 1

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from edgetl.contract.formats import SUFFIXES, get_format
 from edgetl.contract.sidecar import Sidecar
-from edgetl.errors import BadInputError, EdgetlError
+from edgetl.errors import BadInputError, EdgetlError, first_line
 from edgetl.runtime.base import Runner
 
 
@@ -46,10 +46,10 @@ def load(path: str | Path, threads: int | None = None, device: str | None = None
     _check_model_files(model_file, sidecar)
     try:
         return runner_class(fmt)(model_file, sidecar, threads=threads, device=device)
-    except (EdgetlError, MemoryError, KeyboardInterrupt):
+    except (EdgetlError, MemoryError):
         raise
     except Exception as exc:  # the runtime refused the file: one line, not the runtime's traceback
-        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc) or type(exc).__name__
         raise BadInputError(f"{model_file}: {fmt} could not load it ({type(exc).__name__}: {first})",
                             "re-export the artifact, or copy it again") from exc
 
@@ -57,13 +57,14 @@ def load(path: str | Path, threads: int | None = None, device: str | None = None
 def _check_model_files(model_file: Path, sidecar: Sidecar) -> None:
     """The model's own files (model.onnx; model.xml and model.bin) against the sidecar's sha256, where it
     has them: a truncated copy or a replaced file is named before a runtime chokes on it."""
-    from edgetl.contract.sidecar import sha256_file
+    from edgetl.contract.sidecar import verify_files
 
-    for name, expected in sidecar.files.items():
-        path = model_file.parent / name
-        if Path(name).stem == model_file.stem and "/" not in name and path.is_file() and sha256_file(path) != expected:
-            raise BadInputError(f"{path}: its sha256 differs from the one in its sidecar (corrupt, truncated or "
-                                "replaced)", "re-export the artifact, or copy it again")
+    folder = model_file.parent
+    present = [p.name for p in folder.glob(f"{model_file.stem}.*") if p.is_file()]
+    bad = verify_files(folder, sidecar, present)
+    if bad:
+        raise BadInputError(f"{folder / bad[0]}: its sha256 differs from the one in its sidecar (corrupt, truncated "
+                            "or replaced)", "re-export the artifact, or copy it again")
 
 
 __all__ = ["Runner", "Sidecar", "load"]
