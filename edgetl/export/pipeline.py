@@ -201,8 +201,7 @@ class Exporter:
         def run(attempt: gate.Attempt) -> Trial | None:
             if gated and time.perf_counter() - started > self.budget and attempt.stage != "fallback" \
                     and result.attempts:
-                result.attempts.append({"what": attempt.what, "stage": attempt.stage,
-                                        "status": "skipped: time budget spent"})
+                result.attempts.append(_skipped(attempt.what, attempt.stage, "time budget spent"))
                 return None
             if gated:
                 info(f"  {fmt}-{precision} attempt {len(result.attempts) + 1}: {attempt.what} ...")
@@ -242,11 +241,11 @@ class Exporter:
             best.record["status"] = "best recipe, " + self._miss(best.metrics)
             best.discard()
             if slow:  # mixed precision and QAT keep the same graph or add float layers: no faster
-                result.attempts.append({"what": "mixed precision and QAT", "stage": "mixed",
-                                        "status": "skipped: every int8 recipe ran slower than fp32 here"})
+                result.attempts.append(_skipped("mixed precision and QAT", "mixed",
+                                                "every int8 recipe ran slower than fp32 here"))
             elif self.sensitivity() is None:
-                result.attempts.append({"what": "mixed precision", "stage": "mixed",
-                                        "status": "skipped: the layer sensitivity could not be measured"})
+                result.attempts.append(_skipped("mixed precision", "mixed",
+                                                "the layer sensitivity could not be measured"))
             else:
                 chosen = first_passing(gate.mixed(best.attempt, self._worst_layers()))
                 if chosen is not None:
@@ -379,3 +378,7 @@ def export_run(run_dir: str | Path, formats: list[str], precisions: list[str], c
             "max_drop": max_drop, "min_agreement": session.min_agreement, "notes": notes,
             "artifacts": artifacts}
 
+
+def _skipped(what: str, stage: str, why: str) -> dict:
+    """The record of an attempt the gate did not run, and why."""
+    return {"what": what, "stage": stage, "status": f"skipped: {why}"}
