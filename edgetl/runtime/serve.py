@@ -5,6 +5,8 @@ latest predictions, `/stream.mjpg` the annotated frames as MJPEG
 (multipart/x-mixed-replace, which every browser plays in an <img>), and
 `/predictions.json` the latest result. Only the latest frame is kept; slow
 viewers skip frames instead of growing memory. Standard library + OpenCV only.
+This module holds the frames, the token and the checks; serve_http.py the page,
+the request handler and the server.
 
 It shows a camera, so nobody but the device sees it without a secret:
 - it listens on loopback by default; any other address needs a token (like
@@ -20,9 +22,7 @@ It shows a camera, so nobody but the device sees it without a secret:
 
 from __future__ import annotations
 
-import base64
 import errno
-import hashlib
 import hmac
 import html
 import ipaddress
@@ -31,52 +31,17 @@ import os
 import re
 import secrets
 import socket
-import socketserver
 import stat
-import sys
 import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Iterable
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import quote
 
 from edgetl.errors import BadInputError, require
+from edgetl.runtime.serve_http import PAGE, CappedHTTPServer, handler_for
 from edgetl.runtime.sinks import annotate, json_line
 from edgetl.runtime.stream import Result
 
-STYLE = """body{font-family:system-ui,sans-serif;background:#111;color:#eee;margin:1.5em}
-img{max-width:100%;border:1px solid #444}table{border-collapse:collapse;margin-top:1em}
-td{padding:.2em .8em}#stats{color:#9c9}"""
-
-# Labels come from the model's sidecar: they are put in the page as text nodes, never parsed as HTML.
-SCRIPT = """
-if(location.search){history.replaceState(null,'',location.pathname);}
-const stats=document.getElementById('stats'),table=document.getElementById('top');
-function row(cells){const tr=document.createElement('tr');for(const text of cells){
-const td=document.createElement('td');td.textContent=text;tr.appendChild(td);}return tr;}
-async function poll(){try{const r=await fetch('/predictions.json',{cache:'no-store'});
-if(r.ok){const p=await r.json();if(p.frame!==undefined){stats.textContent=
-`frame ${p.frame} - ${p.latency_ms.infer.toFixed(1)} ms inference - ${p.fps.toFixed(1)} FPS`;
-table.replaceChildren(...p.topk.map(([l,s])=>row([String(l),(100*s).toFixed(1)+'%'])));}}}
-catch(e){} setTimeout(poll,300);} poll();
-"""
-
-PAGE = """<!doctype html>
-<html><head><meta charset="utf-8"><title>edgetl live</title>
-<style>__STYLE__</style></head>
-<body><h2>edgetl live: __TITLE__</h2><img id="stream" src="/stream.mjpg" alt="live stream">
-<div id="stats">waiting for frames...</div><table id="top"></table>
-<script>__SCRIPT__</script></body></html>""".replace("__STYLE__", STYLE).replace("__SCRIPT__", SCRIPT)
-
-
-def _sha256(text: str) -> str:
-    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
-
-
-# Only our own inline script and style run (by hash): even an HTML label that slipped through executes nothing.
-CSP = (f"default-src 'none'; img-src 'self'; connect-src 'self'; script-src {_sha256(SCRIPT)}; "
-       f"style-src {_sha256(STYLE)}; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 TOKEN_PATTERN = re.compile(r"[A-Za-z0-9._~-]{16,}")  # URL-, cookie- and header-safe as is
 WILDCARDS = ("", "0.0.0.0", "::")
 
@@ -145,102 +110,42 @@ def serve_token(host: str, token_file: str | os.PathLike | None = None) -> tuple
     return load_or_create_token(path), path
 
 
-class _Server(ThreadingHTTPServer):
-    """ThreadingHTTPServer with a connection cap and no busy loop when accept() runs out of fds."""
-
-    daemon_threads = True
-    request_queue_size = 32
-
-    def __init__(self, address, handler, max_connections: int):
-        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-        self.slots = threading.BoundedSemaphore(max_connections)
-        self.max_connections = max_connections
-        self.starved = False
-        super().__init__(address, handler)
-
-    def server_bind(self) -> None:
-        socketserver.TCPServer.server_bind(self)  # not HTTPServer's: its getfqdn() can hang without DNS
-        self.server_name, self.server_port = str(self.server_address[0]), self.server_address[1]
-
-    def get_request(self):
-        try:
-            request = super().get_request()
-        except OSError as exc:
-            if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                # The pending connection stays in the backlog, so select() says "readable" at
-                # once: without a pause this loop would spin a core until a descriptor frees up.
-                try:
-                    if not self.starved:
-                        self.starved = True
-                        _warn(f"live page: cannot accept viewers ({os.strerror(exc.errno)}); retrying")
-                finally:
-                    time.sleep(0.25)
-            raise
-        self.starved = False
-        return request
-
-    def process_request(self, request, client_address) -> None:
-        if not self.slots.acquire(blocking=False):
-            self._refuse(request)
-            self.shutdown_request(request)
-            return
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self.slots.release()
-            raise
-
-    def process_request_thread(self, request, client_address) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self.slots.release()
-
-    def _refuse(self, request) -> None:
-        """Over the cap: a 503 written from the accept loop, without a thread, never blocking."""
-        body = f"the live page has {self.max_connections} viewers already; try again later\n".encode()
-        try:
-            request.setblocking(False)
-            try:
-                request.recv(65536)  # read what the client sent, so closing sends FIN rather than RST
-            except OSError:
-                pass
-            request.send(b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain\r\nRetry-After: 5\r\n"
-                         b"Connection: close\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
-        except OSError:
-            pass
-
-    def handle_error(self, request, client_address) -> None:
-        """Viewers that vanish or time out are normal; anything else is one line, not a traceback."""
-        exc = sys.exc_info()[1]
-        if not isinstance(exc, OSError):
-            _warn(f"live page: {type(exc).__name__}: {exc}")
+def _check_settings(host: str, token: str | None, max_connections: int, socket_timeout: float) -> None:
+    """Refuse, before binding anything, a page others could reach without a secret or one that cannot work."""
+    if token is None and not is_loopback(host):
+        raise BadInputError(f"a live page on {host or 'every address'} would show the camera to anyone "
+                            "who can reach this machine", "serve on 127.0.0.1, or give it a token "
+                            "(edgetl run --serve-token-file PATH creates one)")
+    if token is not None:
+        _check_token(token, "given")
+    if max_connections < 1 or not socket_timeout > 0:
+        raise BadInputError("the live page needs max_connections >= 1 and socket_timeout > 0")
 
 
-def _warn(message: str) -> None:
-    """console.warn, or a raw write to fd 2 when it fails: without descriptors, rich's lazy imports do."""
+def _allowed_host_names(host: str, allowed_hosts: Iterable[str]) -> set[str]:
+    """The names a Host header may carry: this machine's, localhost, the bind name (if it is one), any allowed."""
+    name = socket.gethostname().lower().rstrip(".")
+    names = [name, f"{name}.local", "localhost", host, *allowed_hosts]
+    return {h.lower().rstrip(".") for h in names if h not in WILDCARDS}
+
+
+def _bind(host: str, port: int, handler, max_connections: int) -> CappedHTTPServer:
+    """The listening server, or a BadInputError that says what to change when the address is taken or refused."""
     try:
-        from edgetl.console import warn
-
-        warn(message)
-    except Exception:
-        try:
-            os.write(2, f"warning: {message}\n".encode())
-        except OSError:
-            pass
+        return CappedHTTPServer((host, port), handler, max_connections)
+    except OSError as exc:
+        hint = {errno.EADDRINUSE: "choose another --serve port",
+                errno.EACCES: "ports below 1024 need root: choose another --serve port, e.g. 8080"}.get(
+            exc.errno, "check --serve-host is an address of this machine")
+        raise BadInputError(f"cannot serve on {host}:{port} ({exc.strerror or exc})", hint) from exc
 
 
 class LiveServer:
+    """The live page of one `edgetl run`: call it with each Result; viewers get the latest one."""
+
     def __init__(self, port: int, host: str = "127.0.0.1", title: str = "model", token: str | None = None,
                  max_connections: int = 16, socket_timeout: float = 30.0, allowed_hosts: Iterable[str] = ()):
-        if token is None and not is_loopback(host):
-            raise BadInputError(f"a live page on {host or 'every address'} would show the camera to anyone "
-                                "who can reach this machine", "serve on 127.0.0.1, or give it a token "
-                                "(edgetl run --serve-token-file PATH creates one)")
-        if token is not None:
-            _check_token(token, "given")
-        if max_connections < 1 or not socket_timeout > 0:
-            raise BadInputError("the live page needs max_connections >= 1 and socket_timeout > 0")
+        _check_settings(host, token, max_connections, socket_timeout)
         self.cv2 = require("cv2", "device", "serving the live page")
         self.condition = threading.Condition()
         self.jpeg: bytes | None = None
@@ -248,91 +153,9 @@ class LiveServer:
         self.sequence = 0
         self.closed = False
         self.host, self.token = host, token
-        name = socket.gethostname().lower().rstrip(".")
-        names = [name, f"{name}.local", "localhost", host, *allowed_hosts]  # the bind name, if it is one
-        self.allowed_hosts = {h.lower().rstrip(".") for h in names if h not in WILDCARDS}
+        self.allowed_hosts = _allowed_host_names(host, allowed_hosts)
         page = PAGE.replace("__TITLE__", html.escape(title)).encode()
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            timeout = socket_timeout  # StreamRequestHandler applies it to the socket: reads and writes
-
-            def log_message(self, *args) -> None:  # keep the terminal for results
-                pass
-
-            def do_GET(self) -> None:  # noqa: N802 - http.server's name
-                url = urlsplit(self.path)
-                if not server.host_allowed(self.headers.get("Host")):
-                    self._send(403, "text/plain; charset=utf-8", b"forbidden: unexpected Host header\n")
-                    return
-                if not server.authorised(self._tokens(url.query)):
-                    self._send(403, "text/plain; charset=utf-8", b"forbidden: this live page needs its token; "
-                               b"open the URL edgetl run printed (it ends in ?token=...)\n")
-                    return
-                if url.path in ("/", "/index.html"):
-                    self._send(200, "text/html; charset=utf-8", page, cookie=server.token is not None)
-                elif url.path == "/predictions.json":
-                    with server.condition:
-                        body = json.dumps(server.latest).encode()
-                    self._send(200, "application/json", body)
-                elif url.path == "/stream.mjpg":
-                    self._stream()
-                else:
-                    self._send(404, "text/plain; charset=utf-8", b"not found\n")
-
-            def _tokens(self, query: str) -> list[str]:
-                found = parse_qs(query).get("token", [])
-                for part in self.headers.get("Cookie", "").split(";"):
-                    key, _, value = part.strip().partition("=")
-                    if key == server.cookie_name:
-                        found.append(value)
-                scheme, _, value = self.headers.get("Authorization", "").strip().partition(" ")
-                if scheme.lower() in ("bearer", "token"):
-                    found.append(value.strip())
-                return found
-
-            def _headers(self, code: int, kind: str) -> None:
-                self.send_response(code)
-                self.send_header("Content-Type", kind)
-                self.send_header("Cache-Control", "no-store")
-                self.send_header("X-Content-Type-Options", "nosniff")
-                self.send_header("Content-Security-Policy", CSP)
-                self.send_header("Referrer-Policy", "no-referrer")
-
-            def _send(self, code: int, kind: str, body: bytes, cookie: bool = False) -> None:
-                self._headers(code, kind)
-                self.send_header("Content-Length", str(len(body)))
-                if cookie:
-                    self.send_header("Set-Cookie", f"{server.cookie_name}={server.token}; Path=/; HttpOnly; "
-                                                   "SameSite=Strict")
-                self.end_headers()
-                self.wfile.write(body)
-
-            def _stream(self) -> None:
-                self._headers(200, "multipart/x-mixed-replace; boundary=frame")
-                self.end_headers()
-                seen = -1
-                try:
-                    while True:
-                        with server.condition:
-                            server.condition.wait_for(lambda: server.sequence != seen or server.closed, timeout=5)
-                            if server.closed:
-                                return
-                            jpeg, seen = server.jpeg, server.sequence
-                        if jpeg is None:
-                            continue
-                        self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: "
-                                         + str(len(jpeg)).encode() + b"\r\n\r\n" + jpeg + b"\r\n")
-                except OSError:  # the viewer left, or stopped reading for socket_timeout seconds
-                    self.close_connection = True
-
-        try:
-            self.httpd = _Server((host, port), Handler, max_connections)
-        except OSError as exc:
-            hint = {errno.EADDRINUSE: "choose another --serve port",
-                    errno.EACCES: "ports below 1024 need root: choose another --serve port, e.g. 8080"}.get(
-                exc.errno, "check --serve-host is an address of this machine")
-            raise BadInputError(f"cannot serve on {host}:{port} ({exc.strerror or exc})", hint) from exc
+        self.httpd = _bind(host, port, handler_for(self, page, socket_timeout), max_connections)
         self.port = self.httpd.server_address[1]
         self.cookie_name = f"edgetl_token_{self.port}"  # cookies ignore ports: one per live page
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True, name="edgetl-serve")

@@ -45,6 +45,12 @@ class StreamStats:
     latencies: dict[str, deque] = field(default_factory=lambda: {k: deque(maxlen=WINDOW)
                                                                  for k in ("pre", "infer", "post")})
 
+    def record(self, pre_ms: float, infer_ms: float, post_ms: float) -> None:
+        """Count one classified frame and keep its stage latencies in the window."""
+        self.frames += 1
+        for stage, value in (("pre", pre_ms), ("infer", infer_ms), ("post", post_ms)):
+            self.latencies[stage].append(value)
+
     def summary(self) -> dict:
         seconds = time.perf_counter() - self.started
         out = {"frames": self.frames, "dropped": self.dropped, "seconds": round(seconds, 3),
@@ -72,16 +78,39 @@ def _put_latest(target: queue.Queue, item, stats: StreamStats) -> None:
                 pass
 
 
-def run_stream(runner: Runner, source: Source, topk: int = 3, max_frames: int | None = None,
-               on_result: Callable[[Result], None] | None = None, queue_size: int = 4) -> dict:
-    stats = StreamStats()
-    stop = threading.Event()
-    captured: queue.Queue = queue.Queue(maxsize=queue_size)
-    prepared: queue.Queue = queue.Queue(maxsize=queue_size)
-    errors: list[BaseException] = []
+class FrameRate:
+    """Results per second over the last `window` results: what a viewer sees now, not the run's average."""
 
-    def blocking_put(target: queue.Queue, item) -> bool:
-        while not stop.is_set():
+    def __init__(self, window: int = 30):
+        self.recent: deque = deque(maxlen=window)
+
+    def tick(self) -> float:
+        self.recent.append(time.perf_counter())
+        recent = self.recent
+        return (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 and recent[-1] > recent[0] else 0.0
+
+
+class _FrameFeed:
+    """The capture and preprocessing threads, and the bounded queues that join them to inference.
+
+    A worker's exception is kept in `errors` and raised in the calling thread; `stop` ends both."""
+
+    def __init__(self, runner: Runner, source: Source, stats: StreamStats, queue_size: int):
+        self.runner, self.source, self.stats = runner, source, stats
+        self.stop = threading.Event()
+        self.captured: queue.Queue = queue.Queue(maxsize=queue_size)
+        self.prepared: queue.Queue = queue.Queue(maxsize=queue_size)
+        self.errors: list[BaseException] = []
+        self.threads = [threading.Thread(target=self.capture, daemon=True, name="edgetl-capture"),
+                        threading.Thread(target=self.preprocess, daemon=True, name="edgetl-preprocess")]
+
+    def start(self) -> None:
+        for thread in self.threads:
+            thread.start()
+
+    def blocking_put(self, target: queue.Queue, item) -> bool:
+        """Wait for room in `target` (nothing dropped), giving up once the stream is stopped."""
+        while not self.stop.is_set():
             try:
                 target.put(item, timeout=0.1)
                 return True
@@ -89,72 +118,81 @@ def run_stream(runner: Runner, source: Source, topk: int = 3, max_frames: int | 
                 continue
         return False
 
-    def capture() -> None:
+    def capture(self) -> None:
+        source = self.source
         try:
             for frame in source.frames():
-                if stop.is_set():
+                if self.stop.is_set():
                     break
                 if source.live:
-                    _put_latest(captured, frame, stats)
-                elif not blocking_put(captured, frame):
+                    _put_latest(self.captured, frame, self.stats)
+                elif not self.blocking_put(self.captured, frame):
                     break
         except BaseException as exc:  # surfaced in the main thread
-            errors.append(exc)
+            self.errors.append(exc)
         finally:
             if source.live:
-                _put_latest(captured, _END, stats)
+                _put_latest(self.captured, _END, self.stats)
             else:
-                blocking_put(captured, _END)
+                self.blocking_put(self.captured, _END)
 
-    def preprocess() -> None:
+    def preprocess(self) -> None:
         try:
-            while not stop.is_set():
+            while not self.stop.is_set():
                 try:
-                    frame = captured.get(timeout=0.1)
+                    frame = self.captured.get(timeout=0.1)
                 except queue.Empty:
                     continue
                 if frame is _END:
                     break
                 start = time.perf_counter()
-                tensor = runner.preprocess(frame.image)
-                if not blocking_put(prepared, (frame, tensor, (time.perf_counter() - start) * 1000)):
+                tensor = self.runner.preprocess(frame.image)
+                if not self.blocking_put(self.prepared, (frame, tensor, (time.perf_counter() - start) * 1000)):
                     break
         except BaseException as exc:
-            errors.append(exc)
+            self.errors.append(exc)
         finally:
-            blocking_put(prepared, _END)
+            self.blocking_put(self.prepared, _END)
 
-    threads = [threading.Thread(target=capture, daemon=True, name="edgetl-capture"),
-               threading.Thread(target=preprocess, daemon=True, name="edgetl-preprocess")]
-    for thread in threads:
-        thread.start()
-    recent: deque = deque(maxlen=30)
+    def close(self) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=2)
+        self.source.close()
+
+
+def _classify(runner: Runner, prepared: tuple, topk: int, rate: FrameRate, stats: StreamStats) -> Result:
+    """Inference and top-k on one preprocessed frame, timed and counted."""
+    frame, tensor, pre_ms = prepared
+    start = time.perf_counter()
+    logits = runner.infer(tensor)
+    infer_ms = (time.perf_counter() - start) * 1000
+    start = time.perf_counter()
+    top = runner.topk(logits, topk)[0]
+    post_ms = (time.perf_counter() - start) * 1000
+    fps = rate.tick()
+    stats.record(pre_ms, infer_ms, post_ms)
+    return Result(frame, top, {"pre": round(pre_ms, 3), "infer": round(infer_ms, 3), "post": round(post_ms, 3)},
+                  fps)
+
+
+def run_stream(runner: Runner, source: Source, topk: int = 3, max_frames: int | None = None,
+               on_result: Callable[[Result], None] | None = None, queue_size: int = 4) -> dict:
+    """Classify `source` until it ends or `max_frames` results, handing each to `on_result`; the summary."""
+    stats = StreamStats()
+    feed = _FrameFeed(runner, source, stats, queue_size)
+    feed.start()
+    rate = FrameRate()
     try:
         while max_frames is None or stats.frames < max_frames:
-            item = prepared.get()
+            item = feed.prepared.get()
             if item is _END:
                 break
-            frame, tensor, pre_ms = item
-            start = time.perf_counter()
-            logits = runner.infer(tensor)
-            infer_ms = (time.perf_counter() - start) * 1000
-            start = time.perf_counter()
-            top = runner.topk(logits, topk)[0]
-            post_ms = (time.perf_counter() - start) * 1000
-            now = time.perf_counter()
-            recent.append(now)
-            fps = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 and recent[-1] > recent[0] else 0.0
-            stats.frames += 1
-            for stage, value in (("pre", pre_ms), ("infer", infer_ms), ("post", post_ms)):
-                stats.latencies[stage].append(value)
+            result = _classify(runner, item, topk, rate, stats)
             if on_result is not None:
-                on_result(Result(frame, top, {"pre": round(pre_ms, 3), "infer": round(infer_ms, 3),
-                                              "post": round(post_ms, 3)}, fps))
-        if errors:
-            raise errors[0]
+                on_result(result)
+        if feed.errors:
+            raise feed.errors[0]
     finally:
-        stop.set()
-        for thread in threads:
-            thread.join(timeout=2)
-        source.close()
+        feed.close()
     return stats.summary()
