@@ -18,7 +18,7 @@ DEMO_MIN_AGREEMENT = 0.99
 def run_demo(out: str | Path = "demo", epochs: int = 3, formats: list[str] | None = None,
              max_drop: float = 1.0) -> dict:
     from edgetl.data.demo import write_demo_data
-    from edgetl.export import FORMATS, export_run
+    from edgetl.export import FORMATS, ExportSettings, export_run
     from edgetl.parity import run_parity
     from edgetl.train import TrainConfig, finetune
 
@@ -39,8 +39,8 @@ def run_demo(out: str | Path = "demo", epochs: int = 3, formats: list[str] | Non
     # the demo asks int8 to agree on 99% to leave the test split a margin under the 1 pp parity bound.
     info(f"[bold]2/6 export[/bold] {', '.join(formats)} in fp32 and int8, gated at {max_drop} pp and "
          f"{100 * DEMO_MIN_AGREEMENT:.0f}% agreement")
-    exported = export_run(run_dir, formats, ["fp32", "int8"], calib_size=300, max_drop=max_drop,
-                          min_agreement=DEMO_MIN_AGREEMENT)
+    exported = export_run(run_dir, formats, ["fp32", "int8"],
+                          ExportSettings(calib_size=300, max_drop=max_drop, min_agreement=DEMO_MIN_AGREEMENT))
     info("[bold]3/6 parity[/bold] every artifact against the float model on the test split")
     parity = run_parity(run_dir, max_drop=max_drop)
     info("[bold]4/6 bench[/bold] latency of every artifact through the device runtime")

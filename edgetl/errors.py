@@ -90,6 +90,6 @@ def require(module: str, extra: str, purpose: str):
             f"import ({type(exc).__name__}: {first})",
             f"reinstall it: pip install --force-reinstall 'edgetl[{extra}]'") from exc
     if getattr(imported, "edgetl_quantizer_only", False):
-        # Only litert-torch's quantizer could be loaded (train/fake_quant.py): its converter is missing.
+        # Only litert-torch's quantizer could be loaded (export/qat/graph.py): its converter is missing.
         raise MissingBackendError(module, extra, purpose)
     return imported

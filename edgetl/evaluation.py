@@ -14,9 +14,9 @@ from typing import Iterable
 import numpy as np
 from PIL import Image
 
+from edgetl.contract.images import UnreadableImageError, load_rgb
 from edgetl.contract.preprocess import Preprocess
 from edgetl.runtime.base import Runner, softmax
-from edgetl.runtime.images import UnreadableImageError, load_rgb
 
 
 class ImageCache:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from edgetl.bench.measure import bench_model
 from edgetl.evaluation import fp32_ratios
-from edgetl.export import FORMATS, export_run
+from edgetl.export import FORMATS, ExportSettings, export_run
 from edgetl.parity import run_parity
 
 
@@ -57,7 +57,7 @@ def ratios(paths: dict[str, str], threads: int, rounds: int, runs: int) -> dict[
     return {name: round(statistics.median(values), 3) for name, values in samples.items()}
 
 
-VARIANTS = {  # name: (output folder, export_run options)
+VARIANTS = {  # name: (output folder, ExportSettings fields)
     "gate off": ("off", {"max_drop": None, "qat": "off"}),
     "default gate": ("gated", {"max_drop": 1.0}),
     "qat": ("qat", {"max_drop": 1.0, "qat": "force"}),  # `export --qat` as a user types it (default gate)
@@ -71,7 +71,8 @@ def bench_run(run_dir: Path, threads: int, rounds: int, runs: int, names: list[s
         folder, options = VARIANTS[name]
         started = time.perf_counter()
         precisions = ["fp32", "int8"] if name == "gate off" else ["int8"]
-        exported = export_run(run_dir, list(FORMATS), precisions, out=run_dir / f"bench-export-{folder}", **options)
+        exported = export_run(run_dir, list(FORMATS), precisions, ExportSettings(**options),
+                              out=run_dir / f"bench-export-{folder}")
         variants[name] = {"seconds": round(time.perf_counter() - started, 1), "export": exported}
     fp32 = {a["format"]: a for a in variants["gate off"]["export"]["artifacts"] if a["precision"] == "fp32"}
     int8 = [(name, a) for name in variants for a in variants[name]["export"]["artifacts"] if a["precision"] == "int8"]

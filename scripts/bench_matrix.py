@@ -67,15 +67,16 @@ def interleaved_p50(paths: list[str], threads: int, rounds: int, runs: int) -> d
 
 def measure(workdir: Path, model: str, run_dir: Path, args) -> list[dict]:
     """One backbone's rows: export (gated), parity on the test split, p50 per thread count."""
-    from edgetl.export import export_run
+    from edgetl.export import ExportSettings, export_run
     from edgetl.parity import run_parity
 
     started = time.perf_counter()
-    exported = export_run(run_dir, args.formats, args.precisions, out=workdir / f"export-{model}",
-                          max_drop=args.max_drop, qat=args.qat)
+    settings = ExportSettings(max_drop=args.max_drop, qat=args.qat)
+    exported = export_run(run_dir, args.formats, args.precisions, settings, out=workdir / f"export-{model}")
     made = [a for a in exported["artifacts"] if a["delivered"]]
     if "int8" in args.precisions and args.max_drop is not None:  # int8 as it comes, timed whatever the gate chose
-        ungated = export_run(run_dir, args.formats, ["int8"], out=workdir / f"export-{model}-gate-off", max_drop=None)
+        ungated = export_run(run_dir, args.formats, ["int8"], ExportSettings(max_drop=None),
+                             out=workdir / f"export-{model}-gate-off")
         made += [{**a, "precision": "int8 (gate off)"} for a in ungated["artifacts"] if a["delivered"]]
     parity = run_parity(run_dir, artifacts=[a["path"] for a in made], max_drop=None,
                         report_dir=workdir / f"parity-{model}")

@@ -18,7 +18,8 @@ import sys
 from dataclasses import fields, replace
 from pathlib import Path
 
-from edgetl.train.qat import QAT_DIR, QatSettings, quantization_aware_finetune
+from edgetl.export.qat.loop import QAT_DIR, quantization_aware_finetune
+from edgetl.export.qat.settings import QatSettings
 
 RUN_FILES = (".edgetl", "best.pt", "config.yaml", "dataset.json", "labels.json", "preprocess.json", "splits",
              "summary.json", "metrics.jsonl")

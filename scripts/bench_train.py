@@ -36,10 +36,10 @@ import torch
 from PIL import Image
 
 from edgetl.backbones import create_model, get_spec
+from edgetl.contract.images import load_rgb, shrink
 from edgetl.contract.preprocess import Preprocess
 from edgetl.data.dataset import TrainImages
 from edgetl.data.transforms import train_transform
-from edgetl.runtime.images import load_rgb, shrink
 from edgetl.train.device_augment import DeviceColourJitter, DeviceImageCache
 from edgetl.train.evaluate import Normalizer
 from edgetl.train.trainer import autocast_factory, train_step

@@ -71,10 +71,11 @@ def trained_run(tmp_path_factory, digits_dir) -> dict:
 @pytest.fixture(scope="session")
 def exported(trained_run, tmp_path_factory) -> dict:
     """Every registered format in fp32 and int8 from the shared run (no gate: measured, never refused)."""
-    from edgetl.export import FORMATS, export_run
+    from edgetl.export import FORMATS, ExportSettings, export_run
 
     out = tmp_path_factory.mktemp("export") / "export"
-    return export_run(trained_run["run_dir"], list(FORMATS), ["fp32", "int8"], calib_size=32, out=out, max_drop=None)
+    return export_run(trained_run["run_dir"], list(FORMATS), ["fp32", "int8"],
+                      ExportSettings(calib_size=32, max_drop=None), out=out)
 
 
 def artifact(exported: dict, fmt: str, precision: str) -> dict:

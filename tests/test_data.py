@@ -16,13 +16,13 @@ import pytest
 from PIL import Image
 
 from conftest import run_cli
+from edgetl.contract.images import UnreadableImageError, load_rgb
 from edgetl.contract.preprocess import Preprocess
 from edgetl.data.folder import Sample, scan_image_folder
 from edgetl.data.prepare import prepare_data
 from edgetl.data.splits import stratified_split
 from edgetl.data.validate import check_images
 from edgetl.errors import DatasetError
-from edgetl.runtime.images import UnreadableImageError, load_rgb
 from edgetl.train.config import TrainConfig
 
 # -- helpers -----------------------------------------------------------------------

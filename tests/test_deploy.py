@@ -85,7 +85,7 @@ def test_deploy_switch_rollback_and_failures_leave_current(x86_bundle, tmp_path)
 def test_cli_local_deploy_json_and_rollback(exported, tmp_path):
     model = artifact(exported, "openvino", "fp32")["path"]
     device = tmp_path / "box"
-    result = run_cli("deploy", model, "--device", "intel-cpu", "--local", str(device), "--samples", "8", "--json",
+    result = run_cli("deploy", model, "--profile", "intel-cpu", "--local", str(device), "--samples", "8", "--json",
                      check=True)
     data = json_out(result)
     assert {"host", "device", "release", "self_test", "bench", "accuracy", "previous_release"} <= set(data)
@@ -96,7 +96,7 @@ def test_cli_local_deploy_json_and_rollback(exported, tmp_path):
 
 def test_rpi5_bundle_has_aarch64_wheels_for_python_311(exported, tmp_path):
     out = tmp_path / "rpi5.tar.gz"
-    result = run_cli("deploy", artifact(exported, "tflite", "int8")["path"], "--device", "rpi5",
+    result = run_cli("deploy", artifact(exported, "tflite", "int8")["path"], "--profile", "rpi5",
                      "--bundle-only", str(out), "--samples", "4", "--json", check=True)
     data = json_out(result)
     assert data["artifact"]["format"] == "tflite" and data["artifact"]["precision"] == "int8"
@@ -182,6 +182,19 @@ def test_ssh_refuses_unknown_host_keys_and_unreachable_ports(sshd, tmp_path):
 
 
 @needs_sshd
+def test_cli_ssh_deploy_then_rollback_reach_the_device_with_the_same_flags(exported, sshd, tmp_path):
+    root = tmp_path / "remote"
+    flags = ["--host", "root@127.0.0.1", "--port", str(sshd.port), "--identity", str(sshd.identity),
+             "--known-hosts", str(sshd.known_hosts), "--python", sys.executable, "--path", str(root)]
+    result = json_out(run_cli("deploy", artifact(exported, "onnx", "fp32")["path"], "--profile", "linux-x86",
+                              *flags, "--samples", "4", "--json", check=True))
+    assert result["host"] == f"root@127.0.0.1:{sshd.port}" and result["self_test"]["passed"]
+    assert current_release(root) == result["release"]
+    back = run_cli("deploy", "--rollback", *flags)
+    assert back.returncode == 2 and f"root@127.0.0.1:{sshd.port}:{root} keeps no earlier release" in back.stderr
+
+
+@needs_sshd
 def test_fleet_of_three_hosts_in_parallel(exported, tmp_path):
     servers = [start_sshd(tmp_path / f"host{i}") for i in range(3)]
     try:
@@ -189,7 +202,7 @@ def test_fleet_of_three_hosts_in_parallel(exported, tmp_path):
         inventory.write_text("hosts:\n" + "".join(
             f"  - {{host: 127.0.0.1, port: {s.port}, user: root, identity: {s.identity}, known_hosts: {s.known_hosts},"
             f" path: {tmp_path / f'device{i}'}}}\n" for i, s in enumerate(servers)))
-        result = run_cli("deploy", artifact(exported, "onnx", "int8")["path"], "--device", "linux-x86",
+        result = run_cli("deploy", artifact(exported, "onnx", "int8")["path"], "--profile", "linux-x86",
                          "--hosts", str(inventory), "--python", sys.executable, "--samples", "6", "--json", check=True)
         rows = json_out(result)["hosts"]
         assert len(rows) == 3 and all(r["ok"] and r["self_test"]["passed"] for r in rows), rows

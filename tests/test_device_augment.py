@@ -81,9 +81,9 @@ sys.meta_path.insert(0, NoConverter())
 def test_qat_quantizer_loads_without_the_tflite_converter_which_is_then_named_missing():
     code = BLOCK_CONVERTER + """
 import torch
-from edgetl.train import fake_quant
+from edgetl.export.qat import graph
 from edgetl.errors import MissingBackendError, require
-quantizer = fake_quant.quantizer()
+quantizer = graph.quantizer()
 assert type(quantizer).__name__ == 'BackendFusedQuantizer'
 try:
     require('litert_torch', 'export', 'TFLite conversion')

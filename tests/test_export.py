@@ -13,7 +13,7 @@ from PIL import Image
 from conftest import json_out, run_cli
 from edgetl.contract.sidecar import Sidecar, verify_files
 from edgetl.errors import BadInputError, MissingBackendError
-from edgetl.export import FORMATS, export_run
+from edgetl.export import FORMATS, ExportSettings, export_run
 from edgetl.runtime import load
 
 
@@ -124,9 +124,9 @@ def test_gate_falls_back_on_a_broken_calibration_and_records_attempts(trained_ru
     calib.mkdir()
     for i in range(8):  # one black image, eight times: ranges that fit nothing real
         Image.new("RGB", (32, 32), (0, 0, 0)).save(calib / f"{i}.png")
-    result = export_run(trained_run["run_dir"], ["openvino"], ["int8"], calib_size=8,
-                        calib_data=str(tmp_path / "calib"), max_drop=0.5, out=tmp_path / "out",
-                        qat="off")  # the post-training chain; QAT (trained on the train split) passes here
+    # qat off: the post-training chain; QAT (trained on the train split) passes here
+    settings = ExportSettings(calib_size=8, calib_data=str(tmp_path / "calib"), max_drop=0.5, qat="off")
+    result = export_run(trained_run["run_dir"], ["openvino"], ["int8"], settings, out=tmp_path / "out")
     row = result["artifacts"][0]
     assert row["attempts"][0]["status"] != "accepted", row["attempts"]
     assert len(row["attempts"]) >= 2
@@ -142,8 +142,8 @@ def test_a_spent_time_budget_skips_int8_attempts_but_never_the_fp16_fallback(tra
     calib.mkdir()
     for i in range(8):  # ranges that fit nothing real: the first recipe misses
         Image.new("RGB", (32, 32), (0, 0, 0)).save(calib / f"{i}.png")
-    result = export_run(trained_run["run_dir"], ["onnx"], ["int8"], calib_size=8, calib_data=str(calib),
-                        max_drop=0.5, out=tmp_path / "out", budget_seconds=0.0, qat="off")
+    settings = ExportSettings(calib_size=8, calib_data=str(calib), max_drop=0.5, budget_seconds=0.0, qat="off")
+    result = export_run(trained_run["run_dir"], ["onnx"], ["int8"], settings, out=tmp_path / "out")
     attempts = result["artifacts"][0]["attempts"]
     assert attempts[0]["status"] != "accepted"
     assert any(a["status"] == "skipped: time budget spent" for a in attempts), attempts

@@ -26,7 +26,7 @@ from edgetl.errors import BadInputError  # noqa: E402
 from edgetl.export import tflite  # noqa: E402
 from edgetl.export.base import ExportRequest  # noqa: E402
 from edgetl.export.calibration import CalibrationSet  # noqa: E402
-from edgetl.runtime.images import load_rgb  # noqa: E402
+from edgetl.contract.images import load_rgb  # noqa: E402
 
 PRE = Preprocess(size=(64, 64), mean=(0.498,) * 3, std=(0.502,) * 3)
 

@@ -55,13 +55,14 @@ def test_qat_on_gpu_trains_with_autocast_and_exports_int8(trained_run, tmp_path)
     """QAT on the GPU (fp32 with TF32, fake quantizers on CUDA), then its ONNX int8 from the learned ranges."""
     import shutil
 
-    from edgetl.export import export_run
-    from edgetl.train.qat import QatSettings, quantization_aware_finetune
+    from edgetl.export import ExportSettings, export_run
+    from edgetl.export.qat.loop import quantization_aware_finetune
+    from edgetl.export.qat.settings import QatSettings
 
     run = tmp_path / "run"
     shutil.copytree(trained_run["run_dir"], run, ignore=shutil.ignore_patterns("export", "qat"))
     summary = quantization_aware_finetune(run, QatSettings(epochs=1, batch_size=16))
     assert summary["device"].startswith("cuda") and summary["precision"] == "tf32"
-    report = export_run(run, ["onnx"], ["int8"], qat="force", max_drop=None, out=tmp_path / "export",
-                        qat_settings=QatSettings(epochs=1, batch_size=16))
+    report = export_run(run, ["onnx"], ["int8"], ExportSettings(
+        qat="force", max_drop=None, qat_settings=QatSettings(epochs=1, batch_size=16)), out=tmp_path / "export")
     assert report["artifacts"][0]["delivered"] == "int8" and report["artifacts"][0]["status"] == "qat"

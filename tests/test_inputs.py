@@ -21,13 +21,13 @@ import pytest
 from PIL import Image
 
 from conftest import run_cli
+from edgetl.contract.images import MAX_PIXELS, PIXELS_ENV, UnreadableImageError, load_rgb, to_rgb
 from edgetl.contract.preprocess import Preprocess
 from edgetl.contract.sidecar import GoldenSample, Sidecar, TensorInfo
 from edgetl.data.folder import Sample, scan_image_folder
 from edgetl.data.splits import load_split, save_splits
 from edgetl.data.validate import check_images
 from edgetl.errors import BadInputError, DatasetError
-from edgetl.runtime.images import MAX_PIXELS, PIXELS_ENV, UnreadableImageError, load_rgb, to_rgb
 
 
 def _photo(path: Path, seed: int = 0, size: tuple[int, int] = (24, 20)) -> Path:
@@ -67,7 +67,7 @@ def test_the_bomb_generator_writes_a_real_png(tmp_path):
 # with torch and models loaded, is well over a gigabyte by the time this test runs in CI).
 _REFUSE = """
 import sys
-from edgetl.runtime.images import UnreadableImageError, load_rgb
+from edgetl.contract.images import UnreadableImageError, load_rgb
 for path in sys.argv[1:]:
     try:
         load_rgb(path)

@@ -29,7 +29,7 @@ def test_pick_fastest_measures_each_candidate_on_the_device_and_ships_the_fastes
     too_lossy.write_text(json.dumps({**json.loads(too_lossy.read_text()), "drop_pp": 5.0}))
 
     box = tmp_path / "box"
-    result = json_out(run_cli("deploy", str(folder), "--device", "linux-x86", "--local", str(box), "--pick", "fastest",
+    result = json_out(run_cli("deploy", str(folder), "--profile", "linux-x86", "--local", str(box), "--pick", "fastest",
                               "--max-drop", "1.0", "--samples", "6", "--json", check=True))
     pick = result["pick"]
     assert sorted(m["artifact"] for m in pick["measured"]) == ["onnx-int8", "tflite-int8"]
@@ -49,10 +49,10 @@ def test_pick_needs_one_device_and_a_candidate(exported, tmp_path):
     folder = tmp_path / "export"
     shutil.copytree(artifact(exported, "onnx", "fp32")["path"], folder / "onnx-fp32")
     (folder / "onnx-fp32" / "parity.json").unlink(missing_ok=True)
-    offline = run_cli("deploy", str(folder), "--device", "linux-x86", "--bundle-only", str(tmp_path / "b.tar.gz"),
+    offline = run_cli("deploy", str(folder), "--profile", "linux-x86", "--bundle-only", str(tmp_path / "b.tar.gz"),
                       "--pick", "fastest")
     assert offline.returncode == 2 and "--pick measures on the device" in offline.stderr
-    none = run_cli("deploy", str(folder), "--device", "linux-x86", "--local", str(tmp_path / "box"), "--pick",
+    none = run_cli("deploy", str(folder), "--profile", "linux-x86", "--local", str(tmp_path / "box"), "--pick",
                    "fastest")
     assert none.returncode == 1 and "no parity.json" in none.stderr and not (tmp_path / "box" / "current").exists()
 
@@ -61,19 +61,19 @@ def test_threads_best_writes_the_self_tests_fastest_into_the_service(exported, t
     from edgetl.deploy.selftest import thread_counts
 
     box = tmp_path / "box"
-    result = json_out(run_cli("deploy", artifact(exported, "onnx", "fp32")["path"], "--device", "linux-x86",
+    result = json_out(run_cli("deploy", artifact(exported, "onnx", "fp32")["path"], "--profile", "linux-x86",
                               "--local", str(box), "--threads", "best", "--samples", "4", "--json", check=True))
     sweep = {row["threads"]: row["p50_ms"] for row in result["threads_sweep"]}
     assert sorted(sweep) == thread_counts() and all(p50 > 0 for p50 in sweep.values())
     assert result["recommended_threads"] == min(sweep, key=sweep.get) == result["service_threads"]
     unit = (box / "edgetl.service").read_text()
     assert f'"--threads" "{result["recommended_threads"]}"' in unit
-    fixed = json_out(run_cli("deploy", artifact(exported, "onnx", "fp32")["path"], "--device", "linux-x86",
+    fixed = json_out(run_cli("deploy", artifact(exported, "onnx", "fp32")["path"], "--profile", "linux-x86",
                              "--local", str(box), "--threads", "1", "--samples", "4", "--json", check=True))
     assert fixed["service_threads"] == 1 and '"--threads" "1"' in (box / "edgetl.service").read_text()
-    bad = run_cli("deploy", artifact(exported, "onnx", "fp32")["path"], "--device", "linux-x86", "--local",
+    bad = run_cli("deploy", artifact(exported, "onnx", "fp32")["path"], "--profile", "linux-x86", "--local",
                   str(box), "--threads", "fast")
-    assert bad.returncode == 2 and "--threads 'fast'" in bad.stderr
+    assert bad.returncode == 2 and "'--threads': 'fast' is not a whole number >= 1 or best" in bad.stderr
 
 
 def test_thread_counts_double_up_to_the_cores():

@@ -195,7 +195,7 @@ def test_matches_torchvision_resize_centercrop_normalize():
 # -- video frames --------------------------------------------------------------------------
 
 def test_opencv_frames_become_rgb_images():
-    from edgetl.runtime.images import from_bgr_array
+    from edgetl.contract.images import from_bgr_array
 
     rng = np.random.default_rng(3)
     bgr = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)

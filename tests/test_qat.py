@@ -114,8 +114,8 @@ def test_the_artifacts_keep_the_ranges_learned_in_training(qat_export, qat_run):
 
     from edgetl.backbones.static_padding import static_same_padding
     from edgetl.export.reference import load_reference
-    from edgetl.train.fake_quant import fake_quantizers
-    from edgetl.train.qat import load_trained
+    from edgetl.export.qat.graph import fake_quantizers
+    from edgetl.export.qat.loop import load_trained
 
     reference = load_reference(qat_run)
     size = tuple(reference.preprocess.size)
@@ -128,8 +128,7 @@ def test_the_artifacts_keep_the_ranges_learned_in_training(qat_export, qat_run):
     # not; and every weight stayed in its rounding neighbourhood, at most one int8 step from the float
     # weight (the kept checkpoint may be the calibrated start, so the last epoch's weights are read).
     from edgetl.train import checkpoint
-    from edgetl.train.fake_quant import prepare, weight_quantizers
-    from edgetl.train.qat import load_state
+    from edgetl.export.qat.graph import load_state, prepare, weight_quantizers
 
     untrained = prepare(static_same_padding(reference.model, (1, 3, *size)), size)
     trained = prepare(static_same_padding(reference.model, (1, 3, *size)), size)
@@ -188,9 +187,9 @@ def test_float_layers_after_qat_keep_the_int8_grid_weights_training_used(qat_exp
     import torch
 
     from edgetl.backbones.static_padding import static_same_padding
-    from edgetl.export.qat import with_float_layers
+    from edgetl.export.qat.convert import with_float_layers
     from edgetl.export.reference import load_reference
-    from edgetl.train.qat import load_trained
+    from edgetl.export.qat.loop import load_trained
 
     reference = load_reference(qat_run)
     size = tuple(reference.preprocess.size)
@@ -221,7 +220,8 @@ def test_a_second_export_reuses_the_qat_and_its_artifacts(qat_export, qat_run):
 def test_qat_resumes_after_kill_9_and_ends_where_an_uninterrupted_run_ends(trained_run, tmp_path):
     import torch
 
-    script = ("import sys; from edgetl.train.qat import QatSettings, quantization_aware_finetune; "
+    script = ("import sys; from edgetl.export.qat import QatSettings; from edgetl.export.qat.loop import "
+              "quantization_aware_finetune; "
               "quantization_aware_finetune(sys.argv[1], QatSettings(epochs=3, batch_size=16))")
     runs = {}
     for name in ("straight", "killed"):
@@ -272,7 +272,7 @@ def test_qat_without_the_runs_data_folder_says_so_in_one_line(trained_run, tmp_p
 
 def test_qat_settings_out_of_range_are_refused():
     from edgetl.errors import BadInputError
-    from edgetl.train.qat import QatSettings
+    from edgetl.export.qat.settings import QatSettings
 
     for bad in ({"mixup": -0.5}, {"epochs": 0}, {"lr": 0.0}, {"weight_bound": 0.0}, {"feature_weight": -1.0},
                 {"range_lr": 0.0}, {"weight_lr_steps": -0.1}):

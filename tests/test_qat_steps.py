@@ -25,23 +25,23 @@ class Tiny(torch.nn.Module):
 
 
 def _student(seed: int = 0):
-    from edgetl.train import fake_quant
+    from edgetl.export.qat import graph
 
     torch.manual_seed(seed)
     model = Tiny().eval()
     for bn in (model.a[1], model.b[1]):  # statistics that are not the identity, so folding matters
         bn.running_mean.uniform_(-0.5, 0.5)
         bn.running_var.uniform_(0.5, 2.0)
-    student = fake_quant.prepare(model, (16, 16))
-    fake_quant.observers(student, True)
+    student = graph.prepare(model, (16, 16))
+    graph.observers(student, True)
     with torch.no_grad():
         student(torch.randn(16, 3, 16, 16))  # calibration
-    fake_quant.observers(student, False)
+    graph.observers(student, False)
     return model, student
 
 
 def _one_step(student, settings):
-    from edgetl.train.qat_steps import build_optimizer
+    from edgetl.export.qat.steps import build_optimizer
 
     optimizer, _scheduler, scaled = build_optimizer(student, SimpleNamespace(head="head", steps_per_epoch=10), settings)
     before = {name: p.detach().clone() for name, p in student.named_parameters()}
@@ -52,14 +52,14 @@ def _one_step(student, settings):
 
 
 def test_weights_move_in_their_own_grid_steps_and_the_head_stays():
-    from edgetl.train import fake_quant
-    from edgetl.train.qat import QatSettings
+    from edgetl.export.qat import graph
+    from edgetl.export.qat.settings import QatSettings
 
     _model, student = _student()
     names = {id(p): n for n, p in student.named_parameters()}
     before = _one_step(student, QatSettings(weight_lr_steps=0.1))
     moved = 0
-    for param, quantizer in fake_quant.weight_quantizers(student):
+    for param, quantizer in graph.weight_quantizers(student):
         name = names[id(param)]
         step = quantizer.scale.view(-1, *([1] * (param.dim() - 1)))
         in_steps = ((param.detach() - before[name]) / step).abs()
@@ -74,11 +74,11 @@ def test_weights_move_in_their_own_grid_steps_and_the_head_stays():
 
 
 def test_learned_ranges_train_and_are_what_the_exporters_read():
-    from edgetl.train import fake_quant
-    from edgetl.train.qat import QatSettings, load_state
+    from edgetl.export.qat import graph
+    from edgetl.export.qat.settings import QatSettings
     
     model, student = _student()
-    quantizers = fake_quant.activation_quantizers(student)
+    quantizers = graph.activation_quantizers(student)
     calibrated = [float(q.scale) for q in quantizers]
     _one_step(student, QatSettings(range_lr=0.01))
     learned = [float(q.scale.detach()) for q in quantizers]
@@ -88,16 +88,16 @@ def test_learned_ranges_train_and_are_what_the_exporters_read():
     assert all(c <= 0.01 + 1e-5 for c in changes) and sum(c > 0.009 for c in changes) >= 3, changes
     # A checkpoint of the student holds the learned scales under the quantizers' own names: a fresh
     # graph (as load_trained and the exporters build it) reads them back.
-    fresh = fake_quant.prepare(model, (16, 16))
-    load_state(fresh, {k: v.detach().clone() for k, v in student.state_dict().items()})
-    exported = sorted(round(q["scale"], 9) for q in fake_quant.fake_quantizers(fresh).values())
+    fresh = graph.prepare(model, (16, 16))
+    graph.load_state(fresh, {k: v.detach().clone() for k, v in student.state_dict().items()})
+    exported = sorted(round(q["scale"], 9) for q in graph.fake_quantizers(fresh).values())
     assert sorted(round(s, 9) for s in learned) == exported
 
 
 def test_layer_targets_are_the_float_models_activations():
     from torchao.quantization.pt2e import disable_fake_quant
 
-    from edgetl.train.feature_targets import FeatureTargets
+    from edgetl.export.qat.targets import FeatureTargets
 
     model, student = _student()
     targets = FeatureTargets(student, model, (16, 16), torch.device("cpu"))
@@ -115,7 +115,7 @@ def test_layer_targets_are_the_float_models_activations():
 
 def _kept_epoch(history: list[tuple[float, float]]) -> int:
     """Replay QAT's per-epoch choice over (agreement, sqnr_db) rows, epoch 0 (the calibrated start) first."""
-    from edgetl.train.qat import _keep_if_better
+    from edgetl.export.qat.loop import _keep_if_better
 
     rows = [{"agreement": agreement, "sqnr_db": sqnr} for agreement, sqnr in history]
     state = {"best": rows[0], "best_epoch": 0, "top_agreement": rows[0]["agreement"]}

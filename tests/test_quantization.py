@@ -12,7 +12,7 @@ import pytest
 
 from conftest import json_out, run_cli
 from edgetl.contract.sidecar import Sidecar
-from edgetl.export import export_run
+from edgetl.export import ExportSettings, export_run
 from edgetl.export.qdq import activation_zero_point_types, activations_to_uint8, module_of, nodes_of_modules
 from edgetl.runtime import load as load_runner
 
@@ -80,8 +80,8 @@ def test_nncf_int8_activations_move_to_uint8_exactly(exported, trained_run, tmp_
 def strict(trained_run, tmp_path_factory) -> dict:
     """A gate no recipe alone can pass (no drop, full agreement): the search and mixed precision must run."""
     out = tmp_path_factory.mktemp("strict") / "export"
-    return export_run(trained_run["run_dir"], ["onnx", "tflite"], ["int8"], calib_size=32, out=out,
-                      max_drop=0.0, min_agreement=1.0)
+    return export_run(trained_run["run_dir"], ["onnx", "tflite"], ["int8"],
+                      ExportSettings(calib_size=32, max_drop=0.0, min_agreement=1.0), out=out)
 
 
 def test_gate_searches_recipes_then_keeps_the_measured_worst_layers_float(strict):

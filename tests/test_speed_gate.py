@@ -7,6 +7,7 @@ gate must refuse.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,11 +15,13 @@ import pytest
 
 from edgetl.contract.artifact import int8_over_fp32, read_parity
 from edgetl.contract.sidecar import Sidecar
-from edgetl.export import gate
+from edgetl.export import ExportSettings, gate
 
 pytestmark = pytest.mark.slow
 
 SIZE = 96
+UNGATED = ExportSettings(calib_size=16, max_drop=None)
+LOOSE = ExportSettings(calib_size=16, max_drop=100.0, min_agreement=0.0)  # only the speed check can refuse
 
 
 @pytest.fixture(scope="module")
@@ -41,10 +44,12 @@ def _delegate_partitions(path: Path) -> int:
 
 def _slow_tflite_recipe(monkeypatch) -> None:
     """The gate searches only TFLite's int8 with an integer HARD_SWISH (the recipe known to be slow)."""
-    def recipes(fmt, calib_size, calib_all, searched=True):
+    from edgetl.export import tflite
+
+    def recipes(calib_size, calib_all, searched=True):
         return [gate.Attempt("int8 a8w8, integer hard-swish", "int8",
                              {"recipe": "static_wi8_ai8", "calib_images": calib_size, "hard_swish": "int8"})]
-    monkeypatch.setattr(gate, "recipes", recipes)
+    monkeypatch.setattr(tflite, "int8_recipes", recipes)
 
 
 def test_onnx_int8_runs_hard_swish_in_integer_ops_and_matches_the_float_graph(v3_run, tmp_path):
@@ -54,7 +59,7 @@ def test_onnx_int8_runs_hard_swish_in_integer_ops_and_matches_the_float_graph(v3
     from edgetl.export import export_run
     from edgetl.export.hard_activations import fold_scales, integer_friendly
 
-    report = export_run(v3_run["run_dir"], ["onnx"], ["fp32", "int8"], calib_size=16, out=tmp_path, max_drop=None)
+    report = export_run(v3_run["run_dir"], ["onnx"], ["fp32", "int8"], UNGATED, out=tmp_path)
     fp32 = onnx.load(str(tmp_path / "onnx-fp32" / "model.onnx"))
     assert any(n.op_type == "HardSwish" for n in fp32.graph.node)  # the float artifact keeps the fused op
     int8_path = tmp_path / "onnx-int8" / "model.onnx"
@@ -86,13 +91,13 @@ def test_onnx_int8_runs_hard_swish_in_integer_ops_and_matches_the_float_graph(v3
 def test_tflite_int8_is_one_xnnpack_partition_and_integer_hard_swish_splits_it(v3_run, tmp_path, monkeypatch):
     from edgetl.export import export_run
 
-    export_run(v3_run["run_dir"], ["tflite"], ["int8"], calib_size=16, out=tmp_path / "default", max_drop=None)
+    export_run(v3_run["run_dir"], ["tflite"], ["int8"], UNGATED, out=tmp_path / "default")
     default = tmp_path / "default" / "tflite-int8"
     assert _delegate_partitions(default / "model.tflite") == 1
     assert set(Sidecar.read(default).quantization["float_ops"]) == {"HARD_SWISH"}  # the only float op
 
     _slow_tflite_recipe(monkeypatch)
-    export_run(v3_run["run_dir"], ["tflite"], ["int8"], calib_size=16, out=tmp_path / "slow", max_drop=None)
+    export_run(v3_run["run_dir"], ["tflite"], ["int8"], UNGATED, out=tmp_path / "slow")
     slow = tmp_path / "slow" / "tflite-int8" / "model.tflite"
     assert _delegate_partitions(slow) > 5
 
@@ -130,16 +135,15 @@ def test_gate_refuses_an_int8_slower_than_fp32_and_names_it(v3_run, tmp_path, mo
     from edgetl.export import export_run
 
     _slow_tflite_recipe(monkeypatch)
-    gated = export_run(v3_run["run_dir"], ["tflite"], ["int8"], calib_size=16, out=tmp_path / "gated",
-                       max_drop=100.0, min_agreement=0.0)["artifacts"][0]
+    gated = export_run(v3_run["run_dir"], ["tflite"], ["int8"], LOOSE, out=tmp_path / "gated")["artifacts"][0]
     assert gated["delivered"] == "fp16", gated
     assert "slower than the float model" in gated["message"] and "--no-speed-gate" in gated["message"]
     timed = [a for a in gated["attempts"] if a.get("speed")]
     assert timed and timed[0]["speed"]["ratio"] > 1.0 and timed[0]["status"].startswith("best recipe, int8 is")
     assert any(a["status"].startswith("skipped: every int8 recipe") for a in gated["attempts"])  # no mixed, no QAT
 
-    kept = export_run(v3_run["run_dir"], ["tflite"], ["int8"], calib_size=16, out=tmp_path / "kept",
-                      max_drop=100.0, min_agreement=0.0, speed_gate=False)["artifacts"][0]
+    kept = export_run(v3_run["run_dir"], ["tflite"], ["int8"], replace(LOOSE, speed_gate=False),
+                      out=tmp_path / "kept")["artifacts"][0]
     assert kept["delivered"] == "int8" and kept["speed"]["ratio"] > 1.0
     sidecar = Sidecar.read(Path(kept["path"]))
     assert int8_over_fp32(sidecar) == kept["speed"]["ratio"]
@@ -156,8 +160,7 @@ def test_parity_records_the_int8_speed_ratio(v3_run, tmp_path):
     from edgetl.export import export_run
     from edgetl.parity import run_parity
 
-    row = export_run(v3_run["run_dir"], ["onnx"], ["int8"], calib_size=16, out=tmp_path, max_drop=100.0,
-                     min_agreement=0.0, qat="off")["artifacts"][0]
+    row = export_run(v3_run["run_dir"], ["onnx"], ["int8"], replace(LOOSE, qat="off"), out=tmp_path)["artifacts"][0]
     ratio = row["speed"]["ratio"] if row["delivered"] == "int8" else None
     run_parity(v3_run["run_dir"], artifacts=[row["path"]])
     assert read_parity(Path(row["path"]))["int8_over_fp32"] == ratio

@@ -163,6 +163,19 @@ def test_a_key_accepted_into_a_hashed_file_is_hashed_and_openssh_finds_it(sshd, 
     assert found.returncode == 0 and _host_key(sshd) in found.stdout
 
 
+def test_a_target_parsed_from_settings_reaches_the_device_with_its_python(sshd, tmp_path):
+    """Every way to an SSH device (deploy, fleet, pick, rollback) builds it from one SshTarget: --python too."""
+    from edgetl.deploy.target import SshTarget, connected
+
+    target = SshTarget.from_settings({"host": "127.0.0.1", "user": "root", "port": sshd.port, "timeout": 10,
+                                      "identity": str(sshd.identity), "known_hosts": str(sshd.known_hosts),
+                                      "python": "/opt/py/bin/python3", "path": str(tmp_path), "unknown": 1})
+    assert target.name == f"root@127.0.0.1:{sshd.port}"
+    with connected(target) as device:
+        assert device.python == "/opt/py/bin/python3" and device.name == target.name
+        assert device.run(["echo", "ok"], check=True).stdout.strip() == "ok"
+
+
 # -- 5: inventories --------------------------------------------------------------------------------
 def _inventory(tmp_path, body: str) -> Path:
     path = tmp_path / "fleet.yaml"
@@ -318,6 +331,7 @@ def _failing_bundle(folder: Path, release: str = "20260301-000000-x") -> Path:
 def test_fleet_every_failure_is_that_hosts_row(sshd, encrypted_key, tmp_path, monkeypatch):
     from edgetl.deploy.fleet import deploy_fleet, read_inventory
     from edgetl.deploy.local import current_release
+    from edgetl.deploy.target import ssh_targets
 
     monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
     empty = tmp_path / "empty_known_hosts"
@@ -332,7 +346,7 @@ def test_fleet_every_failure_is_that_hosts_row(sshd, encrypted_key, tmp_path, mo
         f' accept_new_host_key: "false", path: {tmp_path / "d3"}}}\n',
     ]))
     hosts = read_inventory(inventory)
-    rows = deploy_fleet(_failing_bundle(tmp_path / "bundle"), hosts, {"python": sys.executable})
+    rows = deploy_fleet(_failing_bundle(tmp_path / "bundle"), ssh_targets(hosts, {"python": sys.executable}))
     assert [r["ok"] for r in rows] == [False] * 4, rows
     assert "checksum mismatch" in rows[0]["error"] and rows[0]["host"] == f"root@127.0.0.1:{sshd.port}"
     assert "cannot reach" in rows[1]["error"] and rows[1]["host"] == f"root@127.0.0.1:{dead}"
@@ -356,7 +370,8 @@ def test_fleet_every_failure_is_that_hosts_row(sshd, encrypted_key, tmp_path, mo
     again = _inventory(tmp_path, "".join(
         f"  - {{host: 127.0.0.1, port: {sshd.port}, identity: {sshd.identity}, {common}, path: {tmp_path / d}}}\n"
         for d in ("d0", "d4")))
-    rows = deploy_fleet(_failing_bundle(tmp_path / "bundle2"), read_inventory(again), {"python": sys.executable})
+    rows = deploy_fleet(_failing_bundle(tmp_path / "bundle2"), ssh_targets(read_inventory(again),
+                                                                           {"python": sys.executable}))
     assert rows[0] == {"ok": False, "host": f"root@127.0.0.1:{sshd.port}", "port": sshd.port,
                        "error": "OSError: [Errno 28] No space left on device", "hint": None, "exit_code": 1}, rows
     assert not rows[1]["ok"] and "checksum mismatch" in rows[1]["error"], rows

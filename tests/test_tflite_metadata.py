@@ -267,7 +267,7 @@ def photo_run(tmp_path_factory, mediapipe_python) -> dict:
     288 px photos (3.4x, a camera frame's scale); 640 images each. About 2 minutes on 2 cores."""
     pytest.importorskip("skimage")
     from edgetl.data.photos import write_photo_set
-    from edgetl.export import export_run
+    from edgetl.export import ExportSettings, export_run
     from edgetl.train import TrainConfig, finetune
 
     root = tmp_path_factory.mktemp("mediapipe")
@@ -277,8 +277,8 @@ def photo_run(tmp_path_factory, mediapipe_python) -> dict:
     run = finetune(TrainConfig(data=str(photos), model="efficientnet_lite0", out=str(root / "run"), epochs=4,
                                img_size=96, batch_size=16, lr=0.003, backbone_lr_mult=1.0, augment="none",
                                strategy="finetune", seed=1))
-    exported = export_run(run["run_dir"], ["tflite"], ["fp32", "int8"], calib_size=64, out=root / "export",
-                          max_drop=None)
+    exported = export_run(run["run_dir"], ["tflite"], ["fp32", "int8"], ExportSettings(calib_size=64, max_drop=None),
+                          out=root / "export")
     return {"artifacts": {a["precision"]: Path(a["path"]) for a in exported["artifacts"]},
             "held_out": {"128": _held_out(photos / "test", root / "held-out-128"),
                          "288": _held_out(large / "test", root / "held-out-288")}}

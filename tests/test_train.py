@@ -237,3 +237,26 @@ def test_from_scratch_recalibrates_batchnorm_and_pretrained_does_not():
     assert TrainConfig(data="d", model="mobilenet_v3_large", out="o", pretrained=False).resolve().precise_bn
     assert not TrainConfig(data="d", model="mobilenet_v3_large", out="o").resolve().precise_bn
     assert TrainConfig(data="d", model="mobilenet_v3_large", out="o", precise_bn=True).resolve().precise_bn
+
+
+def test_the_loop_resumes_past_a_torn_metrics_line_and_reads_both_rng_forms(tmp_path):
+    """A kill in mid-write leaves a torn last line in metrics.jsonl; last.pt's RNG is a list by rank, or
+    one dict in a QAT run written before the shared loop: both resume, and the stream goes on as saved."""
+    import random
+
+    from edgetl.train import checkpoint
+    from edgetl.train.distributed import DistInfo
+    from edgetl.train.loop import EpochLoop, read_metrics
+
+    loop = EpochLoop(tmp_path, DistInfo())
+    loop.metrics.write_text('{"epoch": 1}\n{"epoch": 2}\n{"epo')
+    assert read_metrics(loop.metrics) == [{"epoch": 1}, {"epoch": 2}]
+    random.seed(7)
+    checkpoint.save(loop.last, {"state": {"epoch": 1}, "rng": checkpoint.all_rng_states(DistInfo())})
+    expected = (random.random(), float(torch.rand(1)))
+    saved = loop.saved()
+    for rng in (saved["rng"], saved["rng"][0]):
+        state = {"epoch": 0}
+        loop.resume({**saved, "rng": rng}, state, "test")
+        assert state["epoch"] == 1 and (random.random(), float(torch.rand(1))) == expected
+    assert read_metrics(loop.metrics) == [{"epoch": 1}]

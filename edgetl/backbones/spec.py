@@ -14,11 +14,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import yaml
 
 from edgetl.contract.fields import Fields
+from edgetl.contract.images import MAX_INPUT_SIDE, MIN_INPUT_SIDE
 from edgetl.contract.preprocess import Preprocess
 from edgetl.errors import BadInputError
 
@@ -90,21 +90,67 @@ def _expand_range(item: str) -> list[str]:
     return [f"{prefix}{i}" for i in range(start, end + 1)]
 
 
-class _Reader(Fields):
-    """A recipe's fields (contract/fields.py), plus the recipe-only RGB triple."""
+RECIPE_HINT = "see models/efficientnet_lite0.yaml for a complete example"
+RGB_SCALE = "numbers (R, G, B on the 0-1 scale)"
 
-    def __init__(self, path: Path, data: Any):
-        super().__init__(f"backbone recipe {path}", "see models/efficientnet_lite0.yaml for a complete example")
-        self.path = path
-        self.data = self.mapping(data)
 
-    def triple(self, mapping: dict, key: str, where: str) -> tuple[float, float, float]:
-        value = mapping.get(key)
-        if not (isinstance(value, list) and len(value) == 3 and all(isinstance(v, (int, float)) for v in value)):
-            self.fail(where + key, f"must be three numbers (R, G, B on the 0-1 scale), got {value!r}")
-        if any(not 0 <= v <= 1 for v in value) or (key == "std" and any(v <= 0 for v in value)):
-            self.fail(where + key, f"values must lie in (0, 1] on the 0-1 scale, got {value!r}")
-        return tuple(float(v) for v in value)  # type: ignore[return-value]
+def _preprocess(recipe: Fields, data: dict, input_size: int) -> Preprocess:
+    pre = recipe.get(data, "preprocess", dict)
+    fields = recipe.nested("preprocess")
+    return Preprocess(
+        size=(input_size, input_size),
+        resize=fields.string(pre, "resize", RESIZE_MODES, default="center-crop"),
+        crop_ratio=fields.real(pre, "crop_ratio", 0.3, 1.0, default=0.875),
+        interpolation=fields.string(pre, "interpolation", ("bilinear", "bicubic"), default="bilinear"),
+        mean=fields.numbers(fields.get(pre, "mean"), "mean", 3, low=0, high=1, what=RGB_SCALE),
+        std=fields.numbers(fields.get(pre, "std"), "std", 3, low=0, high=1, low_open=True, what=RGB_SCALE),
+    )
+
+
+def _weight_sources(recipe: Fields, data: dict) -> tuple[WeightSource, ...]:
+    """The `weights:` list, in the order they are tried: each item names exactly one kind of source."""
+    sources = []
+    for i, item in enumerate(recipe.get(data, "weights", list, default=[])):
+        fields = recipe.nested(f"weights[{i}]")
+        kinds = [k for k in WEIGHT_KINDS if k in item] if isinstance(item, dict) else []
+        if len(kinds) != 1:
+            fields.fail("", f"needs exactly one of {', '.join(WEIGHT_KINDS)}")
+        kind = kinds[0]
+        if kind == "package" and not item.get("path"):
+            fields.fail("path", "is required: a package source names the weight file inside the package")
+        path = fields.string(item, "path", default=None)
+        sources.append(WeightSource(
+            kind=kind,
+            location=str(item[kind]),
+            file=path if path is None else fields.file_in_folder(path, "path", "the package"),
+            sha256=fields.string(item, "sha256", default=None),
+            hash_prefix=fields.string(item, "hash_prefix", default=None),
+            remap=fields.string(item, "remap", (None, "by-order"), default=None),
+        ))
+    return tuple(sources)
+
+
+def _stages(recipe: Fields, data: dict) -> tuple[tuple[str, ...], ...]:
+    stages = []
+    for i, group in enumerate(recipe.get(data, "stages", list)):
+        if not isinstance(group, list) or not group or not all(isinstance(g, str) for g in group):
+            recipe.fail(f"stages[{i}]", "must be a non-empty list of module paths")
+        stages.append(tuple(p for g in group for p in _expand_range(g)))
+    if not stages:
+        recipe.fail("stages", "must list at least one stage")
+    return tuple(stages)
+
+
+def _recommended(recipe: Fields, data: dict) -> Recommended:
+    """Default hyperparameters; their ranges are the training config's to check, their types are checked here."""
+    rec = recipe.get(data, "recommended", dict, default={})
+    fields = recipe.nested("recommended")
+    defaults = Recommended()
+    numbers = {key: fields.get(rec, key, type(getattr(defaults, key)), default=getattr(defaults, key))
+               for key in ("epochs", "batch_size", "lr", "backbone_lr_mult", "weight_decay",
+                           "label_smoothing", "warmup_epochs", "patience")}
+    return Recommended(strategy=fields.string(rec, "strategy", STRATEGIES, default=defaults.strategy),
+                       augment=fields.string(rec, "augment", AUGMENT_PRESETS, default=defaults.augment), **numbers)
 
 
 def parse_recipe(path: Path) -> BackboneSpec:
@@ -112,76 +158,22 @@ def parse_recipe(path: Path) -> BackboneSpec:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise BadInputError(f"backbone recipe {path} is not valid YAML: {exc}") from exc
-    r = _Reader(path, data)
-    name = r.get(data, "name", str, "")
+    recipe = Fields(f"backbone recipe {path}", RECIPE_HINT)
+    recipe.mapping(data)
+    name = recipe.string(data, "name")
     if name != path.stem:
-        r.fail("name", f"must match the file name '{path.stem}'")
-    builder = r.choice(r.get(data, "builder", str, ""), BUILDERS, "builder")
-
-    input_size = r.get(data, "input_size", int, "")
-    if not 32 <= input_size <= 1024:
-        r.fail("input_size", "must lie between 32 and 1024 pixels")
-    pre = r.get(data, "preprocess", dict, "")
-    preprocess = Preprocess(
-        size=(input_size, input_size),
-        resize=r.choice(pre.get("resize", "center-crop"), RESIZE_MODES, "preprocess.resize"),
-        crop_ratio=r.get(pre, "crop_ratio", float, "preprocess.", 0.875),
-        interpolation=r.choice(pre.get("interpolation", "bilinear"), ("bilinear", "bicubic"), "preprocess.interpolation"),
-        mean=r.triple(pre, "mean", "preprocess."),
-        std=r.triple(pre, "std", "preprocess."),
-    )
-    if not 0.3 <= preprocess.crop_ratio <= 1.0:
-        r.fail("preprocess.crop_ratio", "must lie between 0.3 and 1.0")
-
-    sources = []
-    for i, item in enumerate(r.get(data, "weights", list, "", [])):
-        where = f"weights[{i}]"
-        kinds = [k for k in WEIGHT_KINDS if k in item] if isinstance(item, dict) else []
-        if len(kinds) != 1:
-            r.fail(where, f"needs exactly one of {', '.join(WEIGHT_KINDS)}")
-        kind = kinds[0]
-        sources.append(
-            WeightSource(
-                kind=kind,
-                location=str(item[kind]),
-                file=item.get("path"),
-                sha256=item.get("sha256"),
-                hash_prefix=item.get("hash_prefix"),
-                remap=r.choice(item.get("remap"), (None, "by-order"), where + ".remap"),
-            )
-        )
-        if kind == "package" and not item.get("path"):
-            r.fail(where + ".path", "is required: a package source names the weight file inside the package")
-
-    stages = []
-    for i, group in enumerate(r.get(data, "stages", list, "")):
-        if not isinstance(group, list) or not group or not all(isinstance(g, str) for g in group):
-            r.fail(f"stages[{i}]", "must be a non-empty list of module paths")
-        stages.append(tuple(p for g in group for p in _expand_range(g)))
-    if not stages:
-        r.fail("stages", "must list at least one stage")
-
-    rec = r.get(data, "recommended", dict, "", {})
-    defaults = Recommended()
-    recommended = Recommended(
-        strategy=r.choice(rec.get("strategy", defaults.strategy), STRATEGIES, "recommended.strategy"),
-        augment=r.choice(rec.get("augment", defaults.augment), AUGMENT_PRESETS, "recommended.augment"),
-        **{
-            key: r.get(rec, key, type(getattr(defaults, key)), "recommended.", getattr(defaults, key))
-            for key in ("epochs", "batch_size", "lr", "backbone_lr_mult", "weight_decay",
-                        "label_smoothing", "warmup_epochs", "patience")
-        },
-    )
+        recipe.fail("name", f"must match the file name '{path.stem}'")
+    input_size = recipe.integer(data, "input_size", MIN_INPUT_SIDE, MAX_INPUT_SIDE)
     return BackboneSpec(
         name=name,
-        description=r.get(data, "description", str, "", name),
-        builder=builder,
-        architecture=r.get(data, "architecture", str, ""),
+        description=recipe.get(data, "description", str, default=name),
+        builder=recipe.string(data, "builder", BUILDERS),
+        architecture=recipe.string(data, "architecture"),
         input_size=input_size,
-        preprocess=preprocess,
-        weights=tuple(sources),
-        head=r.get(data, "head", str, ""),
-        stages=tuple(stages),
-        recommended=recommended,
+        preprocess=_preprocess(recipe, data, input_size),
+        weights=_weight_sources(recipe, data),
+        head=recipe.string(data, "head"),
+        stages=_stages(recipe, data),
+        recommended=_recommended(recipe, data),
         source_file=str(path),
     )

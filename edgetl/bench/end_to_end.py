@@ -13,10 +13,10 @@ import itertools
 import time
 from pathlib import Path
 
+from edgetl.contract.images import UnreadableImageError, load_rgb
 from edgetl.data.folder import list_images
 from edgetl.errors import BadInputError
 from edgetl.runtime import load
-from edgetl.runtime.images import UnreadableImageError, load_rgb
 from edgetl.runtime.timing import example_input, latency_stats
 
 STAGES = ("decode", "pre", "infer", "post", "total")

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import click
 
-from edgetl.cli.common import json_option, percent, table
+from edgetl.cli.common import CountType, json_option, percent, table, threads_option
 
 
 @click.command(short_help="Latency percentiles, FPS, memory and per-layer time of exported models.")
 @click.argument("models", nargs=-1, required=True, type=click.Path())
-@click.option("--threads", help="Inference threads, or a sweep like 1,2,4 (default: the physical cores available).")
+@threads_option(sweep=True)
 @click.option("--runs", type=int, help="Timed runs per model (default 100).")
 @click.option("--seconds", type=float, help="Time each model for this long instead of a run count.")
 @click.option("--warmup", type=int, default=10, show_default=True, help="Untimed runs first.")
-@click.option("--batch", default="1", show_default=True, help="Batch size, or a sweep like 1,4.")
+@click.option("--batch", type=CountType(sweep=True), default="1", show_default=True,
+              help="Batch size, or a sweep like 1,4.")
 @click.option("--end-to-end", "end_to_end", type=click.Path(exists=True),
               help="Also time decode + preprocessing + inference + top-k on this image or folder, stage by stage.")
 @click.option("--layers", is_flag=True, help="Add a per-layer time breakdown (onnxruntime, OpenVINO).")
@@ -32,9 +33,8 @@ def bench(models, threads, runs, seconds, warmup, batch, layers, device, plot, e
     from edgetl.bench.report import label
     from edgetl.console import console, warn
 
-    thread_list = _counts(threads, "--threads") if threads else [None]
-    report = run_bench(list(models), threads=thread_list, runs=runs, seconds=seconds, warmup=warmup,
-                       batch=_counts(batch, "--batch"), layers=layers, device=device, plot=plot or None,
+    report = run_bench(list(models), threads=threads or [None], runs=runs, seconds=seconds, warmup=warmup,
+                       batch=batch, layers=layers, device=device, plot=plot or None,
                        end_to_end=end_to_end)
     cpu = report["cpu"]
     console.print(f"CPU: {cpu['model']} ({cpu['logical_cores']} logical cores; {', '.join(cpu['features']) or '-'})"
@@ -72,14 +72,3 @@ def bench(models, threads, runs, seconds, warmup, batch, layers, device, plot, e
         model.pop("samples_ms", None)
     return report
 
-
-def _counts(value: str, option: str) -> list[int]:
-    from edgetl.errors import BadInputError
-
-    try:
-        counts = [int(v) for v in str(value).split(",") if v.strip()]
-    except ValueError:
-        counts = []
-    if not counts or any(c < 1 for c in counts):
-        raise BadInputError(f"{option} {value!r}: expected positive whole numbers like 1,2,4")
-    return list(dict.fromkeys(counts))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from edgetl.cli.common import json_option
+from edgetl.cli.common import json_option, max_drop_option
 
 
 @click.command("demo-data", short_help="Write a small real dataset (handwritten digits) to a folder.")
@@ -25,8 +25,8 @@ def demo_data(out, per_class, size):
 @click.command(short_help="Run the whole pipeline on embedded demo data.")
 @click.option("--out", type=click.Path(file_okay=False), default="demo", show_default=True,
               help="Folder for the demo data and run.")
-@click.option("--epochs", type=int, default=3, show_default=True)
-@click.option("--max-drop", type=float, default=1.0, show_default=True, help="int8 gate in percentage points.")
+@click.option("--epochs", type=int, default=3, show_default=True, help="Fine-tuning epochs.")
+@max_drop_option("The int8 gate and the parity bound, in percentage points of top-1.", none_means="no gate")
 @json_option
 def demo(out, epochs, max_drop):
     """Run the pipeline end to end on embedded data (CPU, a few minutes).

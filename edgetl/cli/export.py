@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from edgetl.cli.common import json_option, percent, table
+from edgetl.cli.common import json_option, max_drop_option, percent, table, threads_option
 from edgetl.contract.formats import DEFAULT_PRECISIONS, FORMATS
 from edgetl.export import gate
 
@@ -18,10 +18,10 @@ from edgetl.export import gate
 @click.option("--calib-size", type=int, default=300, show_default=True,
               help="Class-balanced calibration images from the train split (int8).")
 @click.option("--calib-data", type=click.Path(), help="A folder of calibration images instead of the train split.")
-@click.option("--max-drop", default=str(gate.DEFAULT_MAX_DROP), show_default=True, callback=lambda ctx, param, value: parse_drop(value),
-              help="Gate: int8 may lose at most this many percentage points of validation top-1 (and must agree "
-                   "with float on --min-agreement of the images); otherwise other calibrations, then the most "
-                   "sensitive layers in float, then fp16, then fp32 are tried. 'none' turns the gate off.")
+@max_drop_option("Gate: int8 may lose at most this many percentage points of validation top-1 (and must agree "
+                 "with float on --min-agreement of the images); otherwise other calibrations, then the most "
+                 "sensitive layers in float, then fp16, then fp32 are tried.", default=gate.DEFAULT_MAX_DROP,
+                 none_means="the gate is off")
 @click.option("--min-agreement", type=click.FloatRange(0, 1), default=gate.DEFAULT_MIN_AGREEMENT, show_default=True,
               help="Gate: the fraction of validation images whose int8 top-1 must equal the float top-1.")
 @click.option("--budget", type=float, default=600, show_default=True, help="Seconds of gate attempts per artifact.")
@@ -45,15 +45,15 @@ def export(run_dir, formats, precisions, calib_size, calib_data, max_drop, min_a
     whose sources did not change. Exit code 1 when a requested artifact could not be made at all.
     """
     from edgetl.contract.formats import PRECISIONS, parse_list
-    from edgetl.export import export_run
-    from edgetl.train.qat import QatSettings
+    from edgetl.export import ExportSettings, export_run
+    from edgetl.export.qat.settings import QatSettings
 
+    settings = ExportSettings(calib_size=calib_size, calib_data=calib_data, max_drop=max_drop,
+                              min_agreement=min_agreement, budget_seconds=budget,
+                              qat={None: "auto", True: "force", False: "off"}[qat],
+                              qat_settings=QatSettings(epochs=qat_epochs, lr=qat_lr), speed_gate=speed_gate)
     report = export_run(run_dir, parse_list(formats, list(FORMATS), "format"),
-                        parse_list(precisions, PRECISIONS, "precision"),
-                        calib_size=calib_size, calib_data=calib_data, max_drop=max_drop, out=out,
-                        budget_seconds=budget, min_agreement=min_agreement,
-                        qat={None: "auto", True: "force", False: "off"}[qat],
-                        qat_settings=QatSettings(epochs=qat_epochs, lr=qat_lr), speed_gate=speed_gate)
+                        parse_list(precisions, PRECISIONS, "precision"), settings, out=out)
     rows = report["artifacts"]
     table(f"export: {report['out']} (float validation accuracy {percent(report['float_val_accuracy'])})",
           ["Format", "Precision", "Delivered", "Status", "Size MB", "Seconds", "Val accuracy", "Drop pp", "Agreement",
@@ -86,27 +86,15 @@ def export(run_dir, formats, precisions, calib_size, calib_data, max_drop, min_a
     return summary
 
 
-def parse_drop(value):
-    """'1.0' -> 1.0; 'none'/'off' -> None (gate off)."""
-    if value is None or str(value).strip().lower() in ("none", "off"):
-        return None
-    try:
-        drop = float(value)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not a number of percentage points or 'none'") from None
-    if drop < 0:
-        raise click.BadParameter("must be >= 0 percentage points, or 'none'")
-    return drop
-
-
 @click.command(short_help="Compare every artifact with the float model on held-out images; gate on the drop.")
 @click.argument("run_dir", type=click.Path())
 @click.option("--data", type=click.Path(), help="Held-out image folder (default: the run's test split).")
-@click.option("--artifacts", multiple=True, type=click.Path(), help="An artifact folder or model file; repeat for several (default: every RUN_DIR/export/*).")
-@click.option("--max-drop", type=float, default=1.0, show_default=True,
-              help="Fail (exit 1) when an artifact's top-1 drops more than this many percentage points.")
+@click.option("--artifacts", multiple=True, type=click.Path(),
+              help="An artifact folder or model file. Repeatable (default: every RUN_DIR/export/*).")
+@max_drop_option("Fail (exit 1) when an artifact's top-1 drops more than this many percentage points.",
+                 none_means="no artifact fails on its drop")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False), help="Report folder (default RUN_DIR/parity).")
-@click.option("--threads", type=int, help="Runtime threads.")
+@threads_option()
 @json_option
 def parity(run_dir, data, artifacts, max_drop, report_dir, threads):
     """Evaluate the float model and every artifact on the same held-out images.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from edgetl.cli.common import table
+from edgetl.cli.common import json_option, table, threads_option
 
 
 @click.command(short_help="Classify a camera, stream, video or images with an exported model (no torch).")
@@ -13,12 +13,9 @@ from edgetl.cli.common import table
               help="Camera index (0) or /dev/videoN, video file, rtsp:// or http:// stream, image file or folder "
                    "of images. A stream URL with credentials is better in EDGETL_SOURCE: a command line is "
                    "visible to every user in `ps`, a process's environment only to its owner and root.")
-@click.option("--topk", type=int, default=3, show_default=True)
-@click.option("--threads", type=int, help="Inference threads (default: the physical cores available).")
+@click.option("--topk", type=int, default=3, show_default=True, help="Classes shown per frame, best first.")
+@threads_option()
 @click.option("--device", help="Execution device: cpu, cuda, tensorrt (ONNX); CPU, GPU, NPU (OpenVINO).")
-@click.option("--json-lines", "--json", "json_lines", is_flag=True,
-              help="One JSON object per frame on stdout, then a summary line.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress or info lines (warnings still print).")
 @click.option("--show", is_flag=True, help="Show the annotated frames in a window.")
 @click.option("--save", type=click.Path(dir_okay=False), help="Write the annotated frames to a video (.mp4).")
 @click.option("--serve", type=int, help="Serve a live page (MJPEG + predictions) on this port.")
@@ -35,20 +32,17 @@ from edgetl.cli.common import table
 @click.option("--camera-size", metavar="WxH", help="Ask the camera for this capture size, e.g. 640x480 "
                                                      "(fewer pixels: less decoding and resizing per frame).")
 @click.option("--camera-fps", type=float, help="Ask the camera for this frame rate.")
-def run(model, source, topk, threads, device, json_lines, quiet, show, save, serve, serve_host, serve_token_file,
+@json_option(lines=True)
+def run(model, source, topk, threads, device, json_lines, show, save, serve, serve_host, serve_token_file,
         serve_allowed_hosts, max_frames, camera_size, camera_fps):
     """Classify what SOURCE shows with MODEL (an exported file or artifact folder).
 
     Capture, preprocessing and inference overlap; live sources drop stale frames, files never do.
     The live page (--serve) shows the camera: off loopback it needs a token, printed with its URL.
     """
-    import json
-
-    from edgetl.console import console, info, set_quiet
+    from edgetl.console import console, info
     from edgetl.runtime.app import classify_source
     from edgetl.runtime.sources import parse_size
-
-    set_quiet(quiet)
 
     token = token_path = None
     if serve is not None:  # before loading the model: a bad token file is one line, at once
@@ -68,11 +62,10 @@ def run(model, source, topk, threads, device, json_lines, quiet, show, save, ser
                               save=save, show=show, serve=serve, serve_host=serve_host, max_frames=max_frames,
                               on_serving=serving, camera_size=parse_size(camera_size) if camera_size else None,
                               camera_fps=camera_fps, serve_token=token, serve_allowed_hosts=serve_allowed_hosts)
-    if json_lines:
-        click.echo(json.dumps({"summary": summary}))
-    else:
+    if not json_lines:  # with --json-lines the summary is the last line, written by json_option
         infer = summary.get("infer_ms", {})
         table(f"run: {summary['source']}", ["frames", "FPS", "model FPS", "infer p50 ms", "infer p99 ms", "dropped"],
               [[summary["frames"], summary["fps"], summary.get("model_fps"), infer.get("p50_ms"), infer.get("p99_ms"),
                 summary["dropped"]]])
         console.print(f"model {summary['model']} ({summary['format']} {summary['precision']})")
+    return {"summary": summary}

@@ -37,12 +37,14 @@ STRATEGY_HELP = (
               help="none: evaluation crop only; light: random crops, flips, colour; strong: + TrivialAugment, erasing.")
 @click.option("--val-split", type=float, default=0.15, show_default=True, help="Validation fraction (flat layout).")
 @click.option("--test-split", type=float, default=0.15, show_default=True, help="Test fraction (flat layout).")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split, the initialisation and the data order.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="Execution device for training (auto: cuda when a GPU is visible).")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True,
               help="auto: bf16 (or fp16) autocast on a GPU, fp32 on CPU.")
 @click.option("--compile/--no-compile", default=False, show_default=True, help="torch.compile the model (GPU).")
-@click.option("--channels-last/--no-channels-last", default=True, show_default=True)
+@click.option("--channels-last/--no-channels-last", default=True, show_default=True,
+              help="Keep image tensors in NHWC memory order (faster convolutions on most GPUs and CPUs).")
 @click.option("--workers", type=int, default=-1, help="DataLoader workers (default: all cores on GPU, 0 on CPU).")
 @click.option("--cache", type=click.Choice(["auto", "ram", "none"]), default="auto", show_default=True,
               help="Keep decoded training images in RAM (auto: when they fit).")

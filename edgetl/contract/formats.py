@@ -3,7 +3,8 @@
 The CLI's `--format` choices, the export loop, `runtime.load` (suffix -> format -> runner),
 the sidecar's checks, device profiles and deploy's pip extras all read `FORMATS`. A
 format is a row here plus an exporter module (`edgetl.export.<name>`, with
-`export(request) -> ExportedModel`) and a runner class (`edgetl.runtime.<name>`).
+`export(request) -> ExportedModel` and the gate's calibration search `int8_recipes(calib_size,
+calib_all, searched)`) and a runner class (`edgetl.runtime.<name>`).
 Nothing is imported until it is asked for, so reading the table costs nothing.
 """
 

@@ -23,27 +23,15 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from PIL import Image
 
+from edgetl.contract.fields import Fields
+from edgetl.contract.images import MAX_INPUT_SIDE
+
 _RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
 _DTYPES = {"float32": np.float32, "float16": np.float16, "int8": np.int8, "uint8": np.uint8}
-# Bounds for a record read from a file: a network input side beyond 4096 px is a typo or a
-# crafted sidecar (a 1e9 x 1e9 input would be allocated per image), and a crop ratio near 0
-# overflows the cover-size arithmetic; real backbones use 0.3..1.
-MAX_SIDE = 4096
+# A record read from a file is bounded: its sides by MAX_INPUT_SIDE (contract/images.py), and its
+# crop ratio from below, as one near 0 overflows the cover-size arithmetic; real backbones use 0.3..1.
 MIN_CROP_RATIO = 0.05
-
-
-def _whole(value) -> bool:
-    """A pixel count from JSON: an integer, a float with no fraction or a string of digits (never a bool).
-
-    int() alone would silently truncate 224.7 and accept True as 1.
-    """
-    if isinstance(value, bool):
-        return False
-    if isinstance(value, int):
-        return True
-    if isinstance(value, str):
-        return value.strip().isdigit()
-    return isinstance(value, float) and value.is_integer()
+RECORD_HINT = "re-export the artifact (or rerun `edgetl finetune`) to write a valid preprocess record"
 
 
 @dataclass(frozen=True)
@@ -71,71 +59,53 @@ class Preprocess:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Preprocess":
-        from edgetl.errors import BadInputError
-
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__ and k != "extra"}
-        try:
-            size = known.get("size", (224, 224))
+    def from_dict(cls, data: dict, where: str = "preprocess record is invalid") -> "Preprocess":
+        """Read a record from JSON. Numbers from a hand-edited file may arrive as strings ("224");
+        they are converted, never truncated (224.7 is refused, and so is `true` for 1)."""
+        fields = Fields(where, RECORD_HINT)
+        known = {k: v for k, v in fields.mapping(data).items() if k in cls.__dataclass_fields__ and k != "extra"}
+        if "size" in known:
+            size = known["size"]
             sides = list(size) if isinstance(size, (list, tuple)) else [size, size]
-            if len(sides) != 2 or not all(_whole(side) for side in sides):
-                raise ValueError(f"size {size!r} is not [H, W] in whole pixels")
-            known["size"] = (int(sides[0]), int(sides[1]))
-            for key in ("mean", "std"):
-                if key in known:
-                    known[key] = tuple(float(v) for v in known[key])
-                    if len(known[key]) != 3:
-                        raise ValueError(f"{key} needs three values")
-            # Numbers from a hand-edited JSON file may arrive as strings: convert, naming the field.
-            for key in ("crop_ratio", "input_scale", "input_zero_point"):
-                if known.get(key) is not None:
-                    try:
-                        number = float(known[key])
-                    except (TypeError, ValueError, OverflowError):
-                        raise ValueError(f"{key} {known[key]!r} is not a number") from None
-                    if key == "input_zero_point":
-                        if not number.is_integer():
-                            raise ValueError(f"{key} {known[key]!r} is not an integer")
-                        number = int(number)
-                    known[key] = number
-            pre = cls(**known)
-        except (TypeError, ValueError, IndexError, OverflowError) as exc:
-            raise BadInputError(f"preprocess record is invalid: {exc}") from exc
-        pre.validate()
+            if len(sides) != 2:
+                fields.fail("size", f"must be [H, W] in whole pixels, got {size!r}")
+            known["size"] = tuple(fields.number(side, "size", 1, MAX_INPUT_SIDE, integer=True, text=True)
+                                  for side in sides)
+        for key in ("mean", "std"):
+            if key in known:
+                known[key] = fields.numbers(known[key], key, 3, text=True)
+        for key in ("crop_ratio", "input_scale"):
+            if known.get(key) is not None:
+                known[key] = float(fields.number(known[key], key, text=True))
+        if known.get("input_zero_point") is not None:
+            known["input_zero_point"] = fields.number(known["input_zero_point"], "input_zero_point",
+                                                      integer=True, text=True)
+        pre = cls(**known)
+        pre.validate(fields)
         return pre
 
-    def validate(self) -> None:
-        from edgetl.errors import BadInputError
-
-        problems = []
-        if self.resize not in ("center-crop", "stretch"):
-            problems.append(f"resize {self.resize!r} is not center-crop or stretch")
-        if self.layout not in ("NCHW", "NHWC"):
-            problems.append(f"layout {self.layout!r} is not NCHW or NHWC")
-        if self.color_order not in ("RGB", "BGR"):
-            problems.append(f"color_order {self.color_order!r} is not RGB or BGR")
-        if self.interpolation not in _RESAMPLE:
-            problems.append(f"interpolation {self.interpolation!r} is not bilinear or bicubic")
-        if self.input_dtype not in _DTYPES:
-            problems.append(f"input_dtype {self.input_dtype!r} is not one of {', '.join(_DTYPES)}")
+    def validate(self, fields: Fields | None = None) -> None:
+        """Every field within what the steps below can compute; the first that is not is named."""
+        fields = fields or Fields("preprocess record is invalid", RECORD_HINT)
+        fields.choice(self.resize, ("center-crop", "stretch"), "resize")
+        fields.choice(self.layout, ("NCHW", "NHWC"), "layout")
+        fields.choice(self.color_order, ("RGB", "BGR"), "color_order")
+        fields.choice(self.interpolation, _RESAMPLE, "interpolation")
+        fields.choice(self.input_dtype, _DTYPES, "input_dtype")
+        if len(self.size) != 2:
+            fields.fail("size", f"must be two pixel counts [H, W], got {list(self.size)}")
+        for side in self.size:
+            fields.number(side, "size", 1, MAX_INPUT_SIDE, integer=True)
+        fields.numbers(self.mean, "mean", 3)
+        fields.numbers(self.std, "std", 3, low=0, low_open=True)
+        fields.number(self.crop_ratio, "crop_ratio", MIN_CROP_RATIO, 1)
         if self.input_dtype in ("int8", "uint8"):
-            if self.input_scale is None or self.input_zero_point is None:
-                problems.append("a quantized input needs input_scale and input_zero_point")
-            if self.input_scale is not None and not (math.isfinite(self.input_scale) and self.input_scale > 0):
-                problems.append(f"input_scale {self.input_scale!r} must be finite and positive")
             limits = np.iinfo(_DTYPES[self.input_dtype])
-            if self.input_zero_point is not None and not limits.min <= self.input_zero_point <= limits.max:
-                problems.append(f"input_zero_point {self.input_zero_point} is outside the {self.input_dtype} range")
-        if len(self.size) != 2 or any(not 1 <= side <= MAX_SIDE for side in self.size):
-            problems.append(f"size {list(self.size)} must be two pixel counts [H, W] from 1 to {MAX_SIDE}")
-        if any(not math.isfinite(m) for m in self.mean):
-            problems.append(f"mean {list(self.mean)} must be finite numbers")
-        if any(not (math.isfinite(s) and s > 0) for s in self.std):
-            problems.append("std values must be finite and positive")
-        if not MIN_CROP_RATIO <= self.crop_ratio <= 1:
-            problems.append(f"crop_ratio {self.crop_ratio!r} must lie in [{MIN_CROP_RATIO}, 1]")
-        if problems:
-            raise BadInputError("preprocess record is invalid: " + "; ".join(problems))
+            for name in ("input_scale", "input_zero_point"):
+                if getattr(self, name) is None:
+                    fields.fail(name, f"is required for a quantized ({self.input_dtype}) input")
+            fields.number(self.input_scale, "input_scale", 0, low_open=True)
+            fields.number(self.input_zero_point, "input_zero_point", int(limits.min), int(limits.max), integer=True)
 
     # -- step 2: geometry, on 8-bit pixels -----------------------------------------
     def resize_crop(self, image: Image.Image) -> np.ndarray:

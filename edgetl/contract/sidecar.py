@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from dataclasses import asdict, dataclass, field
-from pathlib import Path, PureWindowsPath
+from pathlib import Path
 from typing import Any
 
-from edgetl.contract.fields import Fields
+from edgetl.contract.fields import Fields, finite
 from edgetl.contract.formats import FORMATS, PRECISIONS
 from edgetl.contract.preprocess import Preprocess
 from edgetl.errors import BadInputError
@@ -102,66 +101,38 @@ class Sidecar:
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "sidecar") -> "Sidecar":
-        fail = Fields(where, "re-export the artifact with `edgetl export`").fail
-
-        def check(name: str, problem: str | None):
-            if problem:
-                fail(name, problem)
-
-        if not isinstance(data, dict):
-            raise BadInputError(f"{where}: not a JSON object")
-        if data.get("schema") not in READABLE_SCHEMAS:
-            fail("schema", f"is {data.get('schema')!r}, expected one of {', '.join(READABLE_SCHEMAS)}")
+        fields = Fields(where, "re-export the artifact with `edgetl export`")
+        fields.mapping(data, what="a JSON object")
+        fields.choice(data.get("schema"), READABLE_SCHEMAS, "schema")
         for name in ("format", "precision", "model_file", "labels", "preprocess", "input", "output"):
             if name not in data:
-                fail(name, "is missing")
-        if data["format"] not in FORMAT_NAMES:
-            fail("format", f"is {data['format']!r}, not one of {', '.join(FORMAT_NAMES)}")
-        if data["precision"] not in PRECISIONS:
-            fail("precision", f"is {data['precision']!r}, not one of {', '.join(PRECISIONS)}")
-        labels = data["labels"]
-        if not isinstance(labels, list) or len(labels) < 2 or not all(isinstance(x, str) for x in labels):
-            fail("labels", "must list at least two class names")
-        if not isinstance(data["preprocess"], dict):
-            fail("preprocess", "must be a JSON object")
+                fields.fail(name, "is missing")
+        fields.choice(data["format"], FORMAT_NAMES, "format")
+        fields.choice(data["precision"], PRECISIONS, "precision")
+        labels = fields.strings(data, "labels", at_least=2, what="class names")
+        fields.mapping(data["preprocess"], "preprocess", what="a JSON object")
         try:
             preprocess = Preprocess.from_dict(data["preprocess"])
         except BadInputError as exc:
-            fail("preprocess", f"is invalid ({exc.message})")
-        check("model_file", _inside_problem(data["model_file"]))
-        tensors = {}
-        for name in ("input", "output"):
-            try:
-                tensors[name] = TensorInfo(**data[name])
-            except TypeError as exc:
-                fail(name, f"is invalid ({exc})")
-            for sub, problem in _tensor_problems(tensors[name], batch_dim=name == "input"):
-                fail(f"{name}.{sub}", problem)
-        golden_data = data.get("golden", [])
-        if not isinstance(golden_data, list):
-            fail("golden", "must be a list of samples")
-        try:
-            golden = [GoldenSample(**g) for g in golden_data]
-        except TypeError as exc:
-            fail("golden", f"is invalid ({exc})")
-        for number, sample in enumerate(golden):
-            for sub, problem in _golden_problems(sample, len(labels)):
-                fail(f"golden[{number}].{sub}", problem)
+            fields.fail("preprocess", f"is invalid ({exc.message})")
+        fields.file_in_folder(data["model_file"], "model_file")
         files = data.get("files", {})
         if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
-            fail("files", "must map file names to sha256 strings")
+            fields.fail("files", "must map file names to sha256 strings")
         for name in files:
-            check(f"files[{name!r}]", _inside_problem(name))
+            fields.file_in_folder(name, f"files[{name!r}]")
         for name in ("quantization", "calibration", "validation", "sensitivity", "samples"):
-            if data.get(name) is not None and not isinstance(data[name], dict):
-                fail(name, "must be a JSON object or null")
+            if data.get(name) is not None:
+                fields.mapping(data[name], name, what="a JSON object or null")
         known = {k: data[k] for k in ("files", "quantization", "calibration", "attempts", "validation", "source",
                                       "sensitivity", "samples")
                  if k in data}
         return cls(format=data["format"], precision=data["precision"],
                    requested_precision=data.get("requested_precision", data["precision"]),
                    model_file=data["model_file"], labels=labels, preprocess=preprocess,
-                   input=tensors["input"], output=tensors["output"], golden=golden, schema=data["schema"], **known)
+                   input=_read_tensor(fields.nested("input"), data["input"], batch_dim=True),
+                   output=_read_tensor(fields.nested("output"), data["output"], batch_dim=False),
+                   golden=_read_golden(fields, data.get("golden", []), len(labels)), schema=data["schema"], **known)
 
     @classmethod
     def read(cls, folder_or_file: str | Path) -> "Sidecar":
@@ -180,89 +151,63 @@ class Sidecar:
         return cls.from_dict(data, str(path))
 
 
-def _inside_problem(name: Any) -> str | None:
-    """Why `name` is not a relative path of plain components inside the artifact folder (None if it is).
-
-    Exporters write "model.onnx", "model.xml" + "model.bin" and "golden/00.png": forward
-    slashes between ordinary names. Anything else (absolute, `..`, a drive, a backslash,
-    control characters) could make a runner read or hash a file outside the artifact.
-    """
-    if not isinstance(name, str) or not name:
-        return f"is {name!r}, not a file name"
-    if any(ch in name for ch in "\\\0\n\r\t"):
-        return f"{name!r} contains a backslash or a control character"
-    if name.startswith("/") or PureWindowsPath(name).drive:
-        return f"{name!r} is an absolute path; it must name a file inside the artifact folder"
-    if any(part in ("", ".", "..") for part in name.split("/")):
-        return f"{name!r} must be plain names joined by '/', without '.', '..' or empty parts"
-    return None
-
-
-def _finite(value: Any) -> bool:
-    """A JSON number (not a bool) that is finite as a float (huge integers overflow to inf)."""
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        return False
+def _read_tensor(fields: Fields, data: Any, batch_dim: bool) -> TensorInfo:
+    """A tensor record, its numbers bounded: a fixed batch (padded up to on every call) by MAX_FIXED_BATCH,
+    a zero point by its dtype's range."""
     try:
-        return math.isfinite(float(value))
-    except OverflowError:
-        return False
-
-
-def _integer(value: Any) -> bool:
-    return _finite(value) and float(value).is_integer()
-
-
-def _tensor_problems(tensor: TensorInfo, batch_dim: bool) -> list[tuple[str, str]]:
-    problems = []
+        tensor = TensorInfo(**data)
+    except TypeError as exc:
+        fields.fail("", f"is invalid ({exc})")
     if not isinstance(tensor.name, str):
-        problems.append(("name", f"is {tensor.name!r}, not a tensor name"))
+        fields.fail("name", f"is {tensor.name!r}, not a tensor name")
     if not isinstance(tensor.shape, list):
-        problems.append(("shape", f"is {tensor.shape!r}, not a list of dimensions"))
-    else:
-        tensor.shape = list(tensor.shape)  # normalised below; never the caller's list
-        for i, dim in enumerate(tensor.shape):
-            if isinstance(dim, str) or dim is None or dim == -1:
-                continue  # dynamic
-            if not _integer(dim) or dim < 1:
-                problems.append((f"shape[{i}]", f"is {dim!r}, not a positive size or a dynamic name"))
-            elif i == 0 and batch_dim and dim > MAX_FIXED_BATCH:
-                problems.append(("shape[0]", f"is a fixed batch of {dim}, more than {MAX_FIXED_BATCH}"))
-            else:
-                tensor.shape[i] = int(dim)
-    if not isinstance(tensor.dtype, str) or tensor.dtype not in TENSOR_DTYPES:
-        problems.append(("dtype", f"is {tensor.dtype!r}, not one of {', '.join(TENSOR_DTYPES)}"))
-    if tensor.scale is not None and not (_finite(tensor.scale) and tensor.scale > 0):
-        problems.append(("scale", f"is {tensor.scale!r}; a quantization scale must be a finite positive number"))
+        fields.fail("shape", f"is {tensor.shape!r}, not a list of dimensions")
+    tensor.shape = list(tensor.shape)  # normalised below; never the caller's list
+    for i, dim in enumerate(tensor.shape):
+        if isinstance(dim, str) or dim is None or dim == -1:
+            continue  # dynamic
+        if not (finite(dim) and float(dim).is_integer() and dim >= 1):
+            fields.fail(f"shape[{i}]", f"is {dim!r}, not a positive size or a dynamic name")
+        if i == 0 and batch_dim and dim > MAX_FIXED_BATCH:
+            fields.fail("shape[0]", f"is a fixed batch of {dim}, more than {MAX_FIXED_BATCH}")
+        tensor.shape[i] = int(dim)
+    fields.choice(tensor.dtype, TENSOR_DTYPES, "dtype")
+    if tensor.scale is not None and not (finite(tensor.scale) and tensor.scale > 0):
+        fields.fail("scale", f"is {tensor.scale!r}; a quantization scale must be a finite positive number")
     if tensor.zero_point is not None:
-        low, high = TENSOR_DTYPES.get(str(tensor.dtype)) or (-128, 255)
-        if not _integer(tensor.zero_point):
-            problems.append(("zero_point", f"is {tensor.zero_point!r}, not an integer"))
-        elif not low <= tensor.zero_point <= high:
-            problems.append(("zero_point", f"is {tensor.zero_point}, outside {low}..{high} for {tensor.dtype}"))
-        else:
-            tensor.zero_point = int(tensor.zero_point)
-    return problems
+        low, high = TENSOR_DTYPES[tensor.dtype] or (-128, 255)
+        if not (finite(tensor.zero_point) and float(tensor.zero_point).is_integer()):
+            fields.fail("zero_point", f"is {tensor.zero_point!r}, not an integer")
+        if not low <= tensor.zero_point <= high:
+            fields.fail("zero_point", f"is {tensor.zero_point}, outside {low}..{high} for {tensor.dtype}")
+        tensor.zero_point = int(tensor.zero_point)
+    return tensor
 
 
-def _golden_problems(sample: GoldenSample, classes: int) -> list[tuple[str, str]]:
-    problems = []
-    where = _inside_problem(sample.file)
-    if where:
-        problems.append(("file", where))
-    for name in ("top1", "artifact_top1"):
-        value = getattr(sample, name)
-        if value is None and name == "artifact_top1":
-            continue
-        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < classes:
-            problems.append((name, f"is {value!r}, not a class index below {classes}"))
-    for name in ("logits", "artifact_logits"):
-        value = getattr(sample, name)
-        if value is None and name == "artifact_logits":
-            continue
-        if not isinstance(value, list) or len(value) != classes or not all(
-                _finite(v) for v in value):
-            problems.append((name, f"must list {classes} finite numbers, one per label"))
-    return problems
+def _read_golden(fields: Fields, data: Any, classes: int) -> list[GoldenSample]:
+    """The golden samples, each naming a file inside the artifact and `classes` finite logits."""
+    if not isinstance(data, list):
+        fields.fail("golden", "must be a list of samples")
+    try:
+        golden = [GoldenSample(**g) for g in data]
+    except TypeError as exc:
+        fields.fail("golden", f"is invalid ({exc})")
+    for number, sample in enumerate(golden):
+        sample_fields = fields.nested(f"golden[{number}]")
+        sample_fields.file_in_folder(sample.file, "file")
+        for name in ("top1", "artifact_top1"):
+            value = getattr(sample, name)
+            if value is None and name == "artifact_top1":
+                continue
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < classes:
+                sample_fields.fail(name, f"is {value!r}, not a class index below {classes}")
+        for name in ("logits", "artifact_logits"):
+            value = getattr(sample, name)
+            if value is None and name == "artifact_logits":
+                continue
+            if not isinstance(value, list) or len(value) != classes or not all(finite(v) for v in value):
+                sample_fields.fail(name, f"must list {classes} finite numbers, one per label")
+    return golden
 
 
 def sha256_file(path: str | Path) -> str:

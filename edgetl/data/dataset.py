@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from edgetl.contract.images import load_rgb
 from edgetl.data.transforms import PixelTransform
-from edgetl.runtime.images import load_rgb
 
 # Rough per-process budget for the RAM cache before `cache=auto` falls back to disk.
 AUTO_CACHE_BYTES = 6 * 1024**3

@@ -17,8 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edgetl.contract.images import is_image_name
 from edgetl.errors import DatasetError
-from edgetl.runtime.images import is_image_name
 
 SPLIT_NAMES = ("train", "val", "test")
 LAYOUT_HELP = (

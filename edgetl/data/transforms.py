@@ -1,4 +1,4 @@
-"""Training augmentation presets; evaluation reuses the runtime's `Preprocess`.
+"""Training augmentation presets; evaluation reuses the contract's `Preprocess` (contract/preprocess.py).
 
 Every transform maps an RGB PIL image to an H x W x 3 uint8 array. Normalisation
 (mean/std) is deliberately not here: batches travel as uint8 (4x less to copy to

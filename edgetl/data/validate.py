@@ -1,7 +1,7 @@
 """Decode every image once, up front, so a bad file costs a warning, not a crashed epoch.
 
 Corrupt, truncated, zero-byte and non-image files, and decompression bombs (more
-pixels than `images.max_pixels()`, refused from the header before any decoding),
+pixels than `contract.images.max_pixels()`, refused from the header before any decoding),
 are skipped with a warning that names each file (or, with `strict=True`, stop the
 run). The decoded image is handed to `on_image` so the caller can cache it without
 decoding twice.
@@ -17,9 +17,9 @@ from PIL import Image
 from rich.markup import escape
 
 from edgetl.console import progress_bar, warn
+from edgetl.contract.images import UnreadableImageError, load_rgb
 from edgetl.data.folder import Sample
 from edgetl.errors import DatasetError
-from edgetl.runtime.images import UnreadableImageError, load_rgb
 
 MAX_NAMED = 20
 

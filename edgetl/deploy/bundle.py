@@ -42,7 +42,7 @@ DEVICE_DEPENDENCIES = ("numpy", "pillow", "opencv-python-headless", "click", "ri
 
 
 class NoArtifactError(BadInputError):
-    """The run has no artifact for the profile: the CLI exports one (deploy never runs an exporter)."""
+    """The run has none of the profile's artifacts (`edgetl deploy` exports one first; deploy never exports)."""
 
     def __init__(self, source: Path, profile: DeviceProfile):
         target = profile.preferred
@@ -51,9 +51,9 @@ class NoArtifactError(BadInputError):
         self.format, self.precision = target.format, target.precision
 
 
-def choose_artifact(source: Path, profile: DeviceProfile) -> Path:
+def find_artifact(source: Path, profile: DeviceProfile) -> Path | None:
     """An artifact folder for `profile`: `source` itself, or the first of the profile's targets that the
-    run directory `source` has exported (NoArtifactError when it has none)."""
+    run directory `source` has exported; None when the run has none of them."""
     if (source / SIDECAR_NAME).is_file():
         return source
     if not (source / "labels.json").is_file():
@@ -69,7 +69,15 @@ def choose_artifact(source: Path, profile: DeviceProfile) -> Path:
             info(f"skipping {folder.name}: int8 measured {ratio:.2f}x its fp32's latency at export")
         elif sidecar.precision == target.precision:
             return folder
-    raise NoArtifactError(source, profile)
+    return None
+
+
+def choose_artifact(source: Path, profile: DeviceProfile) -> Path:
+    """`find_artifact`, or NoArtifactError naming the export that would make one."""
+    found = find_artifact(source, profile)
+    if found is None:
+        raise NoArtifactError(source, profile)
+    return found
 
 
 def _samples(artifact: Path, folder: Path, count: int) -> int:

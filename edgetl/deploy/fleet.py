@@ -14,15 +14,16 @@ Inventory values are parsed strictly: YAML keeps a quoted "false" a string, and
 
 from __future__ import annotations
 
-import math
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import yaml
 
+from edgetl.contract.fields import Fields
+from edgetl.deploy.target import SshTarget, connected
 from edgetl.errors import BadInputError, EdgetlError
 
-_TRUE, _FALSE = {"true", "yes", "on", "1"}, {"false", "no", "off", "0"}
+INVENTORY_HINT = "list the devices under 'hosts:', e.g. - {host: 10.0.0.12, user: pi, port: 22}"
 
 
 def parse_target(spec: str) -> tuple[str | None, str]:
@@ -33,42 +34,17 @@ def parse_target(spec: str) -> tuple[str | None, str]:
     return (user or None), host
 
 
-def parse_bool(value, field: str) -> bool:
-    """A YAML boolean, also when quoted: true/false, yes/no, on/off, 1/0 in any case."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
-        return value.strip().lower() in _TRUE
-    raise BadInputError(f"{field} must be true or false, not {value!r}", "write true or false (yes/no also work)")
-
-
-def parse_port(value, field: str) -> int:
-    if (isinstance(value, int) and not isinstance(value, bool)) or (isinstance(value, str) and value.strip().isdigit()):
-        if 1 <= int(value) <= 65535:
-            return int(value)
-    raise BadInputError(f"{field} must be a port number from 1 to 65535, not {value!r}")
-
-
-def parse_timeout(value, field: str) -> float:
-    if not isinstance(value, bool):
-        try:
-            seconds = float(value)
-        except (TypeError, ValueError):
-            seconds = math.nan
-        if seconds > 0 and math.isfinite(seconds):
-            return seconds
-    raise BadInputError(f"{field} must be a positive number of seconds, not {value!r}")
-
-
-def _checked(settings: dict, where: str) -> dict:
-    """`settings` with typed values; a bad one names its field (`where` + '.name')."""
+def _checked(settings: dict, fields: Fields) -> dict:
+    """`settings` with typed values, read through `fields` (contract/fields.py) so a bad one is named."""
     out = dict(settings)
-    parsers = {"accept_new_host_key": parse_bool, "port": parse_port, "timeout": parse_timeout}
-    for name, parse in parsers.items():
-        if out.get(name) is not None:
-            out[name] = parse(out[name], f"{where}.{name}")
+    if out.get("accept_new_host_key") is not None:
+        out["accept_new_host_key"] = fields.boolean(out["accept_new_host_key"], "accept_new_host_key")
+    if out.get("port") is not None:
+        out["port"] = fields.number(out["port"], "port", 1, 65535, integer=True, text=True,
+                                    hint="the device's SSH port: 22 unless its sshd listens elsewhere")
+    if out.get("timeout") is not None:
+        out["timeout"] = float(fields.number(out["timeout"], "timeout", 0, low_open=True, text=True,
+                                             hint="the SSH connection timeout in seconds, e.g. 15"))
     return out
 
 
@@ -77,51 +53,38 @@ def read_inventory(path: str | Path) -> list[dict]:
         data = yaml.safe_load(Path(path).read_text())
     except (OSError, yaml.YAMLError) as exc:
         raise BadInputError(f"cannot read inventory {path}: {exc}") from exc
+    fields = Fields(f"inventory {path}", INVENTORY_HINT)
     hosts = data.get("hosts") if isinstance(data, dict) else None
     if not isinstance(hosts, list) or not hosts:
-        raise BadInputError(f"inventory {path}: expected 'hosts:' with a list of devices")
+        fields.fail("hosts", "must list the devices to deploy to")
     for i, entry in enumerate(hosts):
         if not isinstance(entry, dict) or not entry.get("host"):
-            raise BadInputError(f"inventory {path}: hosts[{i}] needs a 'host'")
-    return [_checked(entry, f"inventory {path}: hosts[{i}]") for i, entry in enumerate(hosts)]
+            fields.fail(f"hosts[{i}].host", "is required: the device's address or name")
+    return [_checked(entry, fields.nested(f"hosts[{i}]")) for i, entry in enumerate(hosts)]
 
 
-def _label(settings: dict) -> str:
-    """The row's name for a host, as SshDevice.name spells it (several devices may share an address)."""
-    user = settings.get("user")
-    return f"{str(user) + '@' if user else ''}{settings.get('host')}:{settings.get('port') or 22}"
-
-
-def deploy_one(bundle: Path, entry: dict, defaults: dict, threads: int | None,
+def deploy_one(bundle: Path, target: SshTarget, threads: int | None,
                service_threads: int | str | None = None) -> dict:
-    from edgetl.deploy.local import install_release
-    from edgetl.deploy.ssh import SshDevice
+    from edgetl.deploy.local import install_release  # at call time: a test replaces it to inject a fault
 
-    merged = {**defaults, **{k: v for k, v in entry.items() if v is not None}}
-    settings = _checked(merged, str(merged.get("host")))
-    device = SshDevice(str(settings["host"]), settings.get("port") or 22, settings.get("user"),
-                       settings.get("identity"), settings.get("known_hosts"),
-                       settings.get("accept_new_host_key") or False, settings.get("timeout") or 15.0,
-                       settings.get("python"))
-    try:
-        return install_release(bundle, settings["path"], device=device, threads=threads,
-                               service_threads=service_threads)
-    finally:
-        device.close()
+    if not target.path:
+        raise BadInputError(f"no install folder for {target.name}", "give --path, or a 'path' in the inventory")
+    with connected(target) as device:
+        return install_release(bundle, target.path, device=device, threads=threads, service_threads=service_threads)
 
 
-def deploy_fleet(bundle: Path, hosts: list[dict], defaults: dict, threads: int | None = None,
+def deploy_fleet(bundle: Path, targets: list[SshTarget], threads: int | None = None,
                  parallel: int = 8, service_threads: int | str | None = None) -> list[dict]:
-    def attempt(entry: dict) -> dict:
-        settings = {**defaults, **{k: v for k, v in entry.items() if v is not None}}
-        failed = {"ok": False, "host": _label(settings), "port": settings.get("port") or 22}
+    """One row per target, in order: {"ok": True, **the install result}, or {"ok": False, "error", ...}."""
+    def attempt(target: SshTarget) -> dict:
+        failed = {"ok": False, "host": target.name, "port": target.port}
         try:
-            return {"ok": True, **deploy_one(bundle, entry, defaults, threads, service_threads)}
+            return {"ok": True, **deploy_one(bundle, target, threads, service_threads)}
         except EdgetlError as exc:
             return {**failed, "error": " ".join(exc.message.split()), "hint": exc.hint, "exit_code": exc.exit_code}
         except Exception as exc:  # noqa: BLE001 - one host's bug or I/O error must not stop the fleet
             return {**failed, "error": " ".join(f"{type(exc).__name__}: {exc}".split()), "hint": None,
                     "exit_code": 1}
 
-    with ThreadPoolExecutor(max_workers=min(parallel, len(hosts))) as pool:
-        return list(pool.map(attempt, hosts))
+    with ThreadPoolExecutor(max_workers=min(parallel, len(targets))) as pool:
+        return list(pool.map(attempt, targets))

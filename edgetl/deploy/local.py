@@ -181,7 +181,7 @@ def read_manifest(bundle: Path) -> dict:
         manifest["profile"]["python"]
     except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
         raise BadInputError(f"{bundle} is not a complete edgetl bundle ({MANIFEST}: {exc})",
-                            "rebuild it with `edgetl deploy RUN --device NAME --bundle-only OUT`") from exc
+                            "rebuild it with `edgetl deploy RUN --profile NAME --bundle-only OUT`") from exc
     if not isinstance(release, str) or not RELEASE_ID.fullmatch(release) or release.endswith(".partial"):
         raise BadInputError(f"{bundle}: bundle id {release!r} is not a plain release name")
     return manifest

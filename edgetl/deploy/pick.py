@@ -14,18 +14,25 @@ test-top-1 drop is within `max_drop`; an artifact without one is left out, with 
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 from edgetl.console import info, warn
 from edgetl.contract.artifact import read_parity
 from edgetl.contract.sidecar import SIDECAR_NAME
+from edgetl.deploy.actions import split_threads
+from edgetl.deploy.bundle import build_bundle
 from edgetl.deploy.local import (LocalDevice, activate_release, current_release, install_release, read_manifest,
                                  resolve_root, service_profile)
 from edgetl.deploy.lock import device_lock
+from edgetl.deploy.profiles import DeviceProfile
+from edgetl.deploy.target import LocalTarget, SshTarget, connected
 from edgetl.errors import BadInputError, CheckFailedError, EdgetlError
 
-def candidates(source: Path, max_drop: float) -> tuple[list[Path], list[dict]]:
-    """(artifact folders within the drop, [{"artifact", "reason"}] for the ones left out)."""
+
+def candidates(source: Path, max_drop: float | None) -> tuple[list[Path], list[dict]]:
+    """(artifact folders within the drop, [{"artifact", "reason"}] for the ones left out); `max_drop` None
+    bounds nothing, but a candidate still needs its parity summary."""
     folder = source / "export" if (source / "labels.json").is_file() else source
     found = sorted(p for p in folder.iterdir() if (p / SIDECAR_NAME).is_file()) if folder.is_dir() else []
     if not found:
@@ -36,7 +43,7 @@ def candidates(source: Path, max_drop: float) -> tuple[list[Path], list[dict]]:
         summary = read_parity(artifact)
         if summary is None or summary.get("drop_pp") is None:
             left_out.append({"artifact": artifact.name, "reason": "no parity.json: run `edgetl parity` on it"})
-        elif summary["drop_pp"] > max_drop:
+        elif max_drop is not None and summary["drop_pp"] > max_drop:
             left_out.append({"artifact": artifact.name,
                              "reason": f"drop {summary['drop_pp']:.2f} pp > --max-drop {max_drop}"})
         else:
@@ -81,4 +88,20 @@ def pick_and_deploy(bundles: list[tuple[Path, Path]], root: Path | str, device=N
     result["pick"] = {"strategy": "fastest", "chosen": best["artifact"],
                       "measured": [{k: m.get(k) for k in ("artifact", "p50_ms", "accuracy", "error")}
                                    for m in measured]}
+    return result
+
+
+def pick_fastest(source: Path, profile: DeviceProfile, target: LocalTarget | SshTarget, samples: int,
+                 threads: int | str | None = None, max_drop: float | None = 1.0) -> dict:
+    """Bundle every candidate in `source` within `max_drop`, measure each on the target device and activate
+    the fastest; `result["pick"]` says what was measured and what was left out, and why."""
+    chosen, left_out = candidates(source, max_drop)
+    self_test_threads, service_threads = split_threads(threads)
+    with connected(target) as device, tempfile.TemporaryDirectory(prefix="edgetl-pick-") as tmp:
+        bundles = [(artifact, Path(tmp) / f"bundle-{number}") for number, artifact in enumerate(chosen)]
+        for artifact, bundle in bundles:
+            build_bundle(artifact, profile, bundle, samples=samples)
+        result = pick_and_deploy(bundles, target.path or profile.install_path, device, threads=self_test_threads,
+                                 service_threads=service_threads)
+    result["pick"]["left_out"] = left_out
     return result

@@ -49,7 +49,7 @@ class SshDevice:
                        keepalive_count_max=KEEPALIVE_COUNT_MAX, **self._client_keys(identity))
         self.loop = asyncio.new_event_loop()
         try:
-            self.conn, self.client = self._wait(self.asyncssh.create_connection(
+            self.conn, self.client = self.wait_for(self.asyncssh.create_connection(
                 client_factory(self.asyncssh, self.policy), host, **options), timeout + 5)
         except BaseException as exc:
             self.loop.close()
@@ -58,7 +58,7 @@ class SshDevice:
         try:
             if self.policy.verdict == "new":
                 self.policy.record(self.policy.presented)
-            self.sftp = self._wait(self.conn.start_sftp_client(), timeout)
+            self.sftp = self.wait_for(self.conn.start_sftp_client(), timeout)
         except Exception as exc:
             self.close()
             if isinstance(exc, BadInputError):
@@ -110,7 +110,9 @@ class SshDevice:
         return exc
 
     # -- plumbing ------------------------------------------------------------------------
-    def _wait(self, coroutine, timeout: float | None = None):
+    def wait_for(self, coroutine, timeout: float | None = None):
+        """Run `coroutine` on this device's event loop, where the connection lives; its errors pass as they
+        are (remote steps go through `await_step`, which turns them into one line)."""
         return self.loop.run_until_complete(asyncio.wait_for(coroutine, timeout) if timeout else coroutine)
 
     def _failure(self, step: str, exc: BaseException) -> CheckFailedError:
@@ -123,10 +125,10 @@ class SshDevice:
         return CheckFailedError(f"{step} failed on {self.name}: {_one_line(exc)}",
                                 "check the device's free disk space and that the install folder is writable")
 
-    def _do(self, step: str, coroutine, timeout: float | None = None, grace: float = 0.0):
+    def await_step(self, step: str, coroutine, timeout: float | None = None, grace: float = 0.0):
         """Await a remote step; `grace` lets a step's own, cleaner timeout fire first."""
         try:
-            return self._wait(coroutine, timeout + grace if timeout else None)
+            return self.wait_for(coroutine, timeout + grace if timeout else None)
         except (asyncio.TimeoutError, TimeoutError) as exc:
             if self.client.lost or not timeout:
                 raise self._failure(step, exc) from exc
@@ -165,7 +167,7 @@ class SshDevice:
                     await self._kill(pid)
                 process.close()
 
-        result = self._do(step, execute(), limit, grace=30)
+        result = self.await_step(step, execute(), limit, grace=30)
         if result.exit_status is None and result.exit_signal is None and self.client.lost:
             raise self._failure(step, ConnectionError(self.client.lost))
         completed = subprocess.CompletedProcess(argv, result.exit_status if result.exit_status is not None else 255,
@@ -177,7 +179,7 @@ class SshDevice:
 
     def spawn(self, argv: list[str]) -> "SshProcess":
         """A process that lives until `.close()` or the connection drops (its stdin ends): the deploy lock."""
-        process = self._do(f"`{argv[0]}`", self.conn.create_process(shlex.join(argv)), SHORT_TIMEOUT)
+        process = self.await_step(f"`{argv[0]}`", self.conn.create_process(shlex.join(argv)), SHORT_TIMEOUT)
         return SshProcess(self, process, f"`{argv[0]}`")
 
     def upload(self, bundle: Path, target: str) -> None:
@@ -193,7 +195,7 @@ class SshDevice:
         for path in files:
             name = path.relative_to(bundle).as_posix()
             if present.get(name) != sha256_file(path):
-                self._do(f"upload of {name}", self.sftp.put(str(path), f"{target}/{name}"))  # bounded by keepalives
+                self.await_step(f"upload of {name}", self.sftp.put(str(path), f"{target}/{name}"))  # bounded by keepalives
 
     def read_text(self, path: str) -> str | None:
         result = self.run(["cat", path], timeout=SHORT_TIMEOUT)
@@ -205,7 +207,7 @@ class SshDevice:
         async def write() -> None:
             async with self.sftp.open(tmp, "w") as handle:
                 await handle.write(text)
-        self._do(f"writing {path}", write(), SHORT_TIMEOUT)
+        self.await_step(f"writing {path}", write(), SHORT_TIMEOUT)
         self.run(["sync", tmp], timeout=SHORT_TIMEOUT)  # on disk before it replaces the old one
         self.run(["mv", "-f", tmp, path], check=True, timeout=SHORT_TIMEOUT)
 
@@ -218,15 +220,15 @@ class SshDevice:
                 if self.sftp is not None:
                     self.sftp.exit()
                 self.conn.close()
-                self._wait(self.conn.wait_closed(), 5)
+                self.wait_for(self.conn.wait_closed(), 5)
         finally:
             self.loop.close()
 
 
 def _pipe(device: SshDevice, stream, step: str) -> SimpleNamespace:
     """A remote output read synchronously, like a pipe of subprocess.Popen(text=True)."""
-    return SimpleNamespace(readline=lambda: device._do(step, stream.readline(), SHORT_TIMEOUT),
-                           read=lambda: device._do(step, stream.read(), SHORT_TIMEOUT))
+    return SimpleNamespace(readline=lambda: device.await_step(step, stream.readline(), SHORT_TIMEOUT),
+                           read=lambda: device.await_step(step, stream.read(), SHORT_TIMEOUT))
 
 
 class SshProcess:
@@ -237,7 +239,7 @@ class SshProcess:
         self.stdout, self.stderr = _pipe(device, process.stdout, step), _pipe(device, process.stderr, step)
 
     def wait(self) -> int:
-        result = self.device._do(self.step, self.process.wait(), 30)
+        result = self.device.await_step(self.step, self.process.wait(), 30)
         return result.exit_status if result.exit_status is not None else 255
 
     def close(self) -> None:
@@ -247,4 +249,4 @@ class SshProcess:
                 self.process.stdin.write_eof()
             with suppress(Exception):
                 self.process.close()
-                self.device._wait(self.process.wait_closed(), 10)
+                self.device.wait_for(self.process.wait_closed(), 10)

@@ -16,10 +16,10 @@ from typing import Iterator
 import numpy as np
 
 from edgetl.console import progress_bar
+from edgetl.contract.images import UnreadableImageError, load_rgb
 from edgetl.contract.preprocess import Preprocess
 from edgetl.data.folder import Sample
 from edgetl.errors import BadInputError
-from edgetl.runtime.images import UnreadableImageError, load_rgb
 
 MIN_IMAGES = 8
 

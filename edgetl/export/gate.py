@@ -6,10 +6,11 @@ when its top-1 drop is within `max_drop` *and* its top-1 agreement with float is
 at least `min_agreement`: accuracy lets flipped images cancel out, agreement
 counts each of them. The steps, all plain data so every one can be recorded:
 
-1. **Recipe search** (`recipes`): a few calibrations per format (number of
-   images, range estimator, bias correction), all tried within `--budget`, in a
-   fixed order with a fixed image draw, so the same run gives the same
-   artifact. The best agreement (then the smallest drop) wins.
+1. **Recipe search** (each format's `int8_recipes`, in its exporter module): a
+   few calibrations per format (number of images, range estimator, bias
+   correction), all tried within `--budget`, in a fixed order with a fixed image
+   draw, so the same run gives the same artifact. The best agreement (then the
+   smallest drop) wins.
 2. **Mixed precision** (`mixed`): if the winner misses the bound, the layers
    that measured most sensitive (`sensitivity.py`, torch module names, the same
    in every format) are kept in float, 1, 2, 3, 5, 8 of them, worst first, on the
@@ -26,7 +27,8 @@ An int8 attempt also misses when it runs slower than the same format's fp32 on t
 export host (`speed.py`); when every recipe does, mixed precision and QAT (the
 same graph or a slower one) are skipped. `--no-speed-gate` keeps int8 regardless.
 
-Without the gate, int8 is the first recipe alone.
+Without the gate, int8 is the first recipe alone. These are the pieces; `chain.py`
+orders them (which attempt comes next, given the results so far and the bounds).
 """
 
 from __future__ import annotations
@@ -48,29 +50,9 @@ class Attempt:
     last_resort: bool = False
 
 
-def recipes(fmt: str, calib_size: int, calib_all: int, searched: bool = True) -> list[Attempt]:
-    """The calibration search for one format; the first entry is the default (and the only one ungated)."""
-    sizes = [calib_size] + ([calib_all] if searched and calib_all > calib_size else [])
-    found: list[Attempt] = []
-    for images in sizes:
-        found += {
-            "onnx": [Attempt(f"int8 onnxruntime MinMax, {images} images", "int8",
-                             {"tool": "onnxruntime", "method": "minmax", "calib_images": images})],
-            "openvino": [Attempt(f"int8 NNCF, fast bias correction, {images} images", "int8",
-                                 {"calib_images": images, "bias_correction": "fast"})],
-            "tflite": [Attempt(f"int8 ai-edge-quantizer a8w8, {images} images", "int8",
-                               {"recipe": "static_wi8_ai8", "calib_images": images})],
-        }[fmt]
-    if searched:
-        found += {
-            "onnx": [Attempt(f"int8 onnxruntime Percentile 99.999, {calib_size} images", "int8",
-                             {"tool": "onnxruntime", "method": "percentile", "percentile": 99.999,
-                              "calib_images": calib_size})],
-            "openvino": [Attempt(f"int8 NNCF, full bias correction, {calib_size} images", "int8",
-                                 {"calib_images": calib_size, "bias_correction": "full"})],
-            "tflite": [],
-        }[fmt]
-    return found if searched else found[:1]
+def calibration_sizes(calib_size: int, calib_all: int, searched: bool = True) -> list[int]:
+    """The image counts a format's recipe search calibrates on: `calib_size`, then (searched) the whole split."""
+    return [calib_size] + ([calib_all] if searched and calib_all > calib_size else [])
 
 
 def mixed(best: Attempt, ranking: list[str], counts: tuple[int, ...] = MIXED_COUNTS, stage: str = "mixed") -> list[Attempt]:
@@ -86,7 +68,7 @@ def mixed(best: Attempt, ranking: list[str], counts: tuple[int, ...] = MIXED_COU
 
 
 def qat(what: str) -> Attempt:
-    """Quantization-aware fine-tuning (`edgetl.train.qat`), shared by every format of the session."""
+    """Quantization-aware fine-tuning (`edgetl.export.qat`), shared by every format of the session."""
     return Attempt(what, "int8", {"qat": True}, stage="qat")
 
 

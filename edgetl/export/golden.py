@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
+from edgetl.contract.images import load_rgb, shrink
 from edgetl.contract.sidecar import GoldenSample
 from edgetl.data.splits import load_split
 from edgetl.export.calibration import balanced_draw
 from edgetl.runtime.base import softmax
-from edgetl.runtime.images import load_rgb, shrink
 
 GOLDEN_DIR = "golden"
 

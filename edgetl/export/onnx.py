@@ -32,6 +32,7 @@ from pathlib import Path
 from edgetl.contract.formats import FORMATS
 from edgetl.contract.sidecar import TensorInfo
 from edgetl.export.base import ExportedModel, ExportRequest, quiet_converters
+from edgetl.export.gate import Attempt, calibration_sizes
 from edgetl.export.hard_activations import fold_scales, integer_friendly
 from edgetl.export.qdq import FLOAT_LOGITS, BatchReader, activations_to_uint8, float_outputs, nodes_of_modules
 
@@ -39,6 +40,19 @@ FORMAT = FORMATS["onnx"]  # its row of the backend table: model file, layout
 
 OPSET = 17
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
+
+
+def int8_recipes(calib_size: int, calib_all: int, searched: bool = True) -> list[Attempt]:
+    """The gate's calibration search here, default first: onnxruntime MinMax on `calib_size` images and
+    (searched) on the whole split, then Percentile 99.999, which clips the rare outliers MinMax keeps."""
+    recipes = [Attempt(f"int8 onnxruntime MinMax, {images} images", "int8",
+                       {"tool": "onnxruntime", "method": "minmax", "calib_images": images})
+               for images in calibration_sizes(calib_size, calib_all, searched)]
+    if searched:
+        recipes.append(Attempt(f"int8 onnxruntime Percentile 99.999, {calib_size} images", "int8",
+                               {"tool": "onnxruntime", "method": "percentile", "percentile": 99.999,
+                                "calib_images": calib_size}))
+    return recipes
 
 
 def float_onnx(request: ExportRequest) -> Path:
@@ -201,4 +215,64 @@ def export(request: ExportRequest) -> ExportedModel:
         input=TensorInfo(session.get_inputs()[0].name, ["batch", 3, height, width], "float32"),
         output=TensorInfo(session.get_outputs()[0].name, ["batch", len(request.labels)], "float32"),
         quantization=quantization,
+    )
+
+
+def qat_qdq_onnx(request: ExportRequest, student) -> Path:
+    """The QAT graph as QDQ ONNX (uint8 activations, int8 weights), converted once per export session."""
+    from edgetl.export.qat.convert import cache_path, converted, float_layers
+
+    path = cache_path(request, "onnx-qat-int8", ".onnx")
+    if path.is_file():
+        return path
+    from edgetl.errors import require
+
+    require("onnxscript", "export", "ONNX export of a QAT model (the dynamo exporter)")
+    import onnx
+    import torch
+
+    from edgetl.export.qdq import fold_weight_quantizers
+
+    model = converted(student, float_layers(request))
+    height, width = request.preprocess.size
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    tmp = path.with_suffix(".partial")
+    with quiet_converters(), torch.no_grad():
+        program = torch.onnx.export(model, (torch.zeros(2, 3, height, width),), input_names=[INPUT_NAME],
+                                    output_names=[OUTPUT_NAME], dynamic_shapes=({0: batch},),
+                                    opset_version=max(OPSET, 18), dynamo=True, optimize=True)
+        program.save(str(tmp))
+    graph = onnx.load(str(tmp))
+    moved = activations_to_uint8(graph)
+    folded = fold_weight_quantizers(graph)
+    onnx.checker.check_model(graph)
+    onnx.save(graph, str(tmp))
+    tmp.rename(path)
+    path.with_suffix(".json").write_text(json.dumps({"uint8_activations": moved, "int8_weights": folded}))
+    return path
+
+
+def convert_qat(request: ExportRequest, student, summary: dict) -> ExportedModel:
+    """The int8 QDQ artifact of a trained QAT graph, at the ranges training learned."""
+    import importlib.metadata
+
+    import onnx
+    import onnxruntime
+
+    from edgetl.export.qat.convert import float_layers, record
+    from edgetl.export.qdq import activation_zero_point_types
+
+    target = request.out_dir / FORMAT.model_file
+    shutil.copyfile(qat_qdq_onnx(request, student), target)
+    _embed_metadata(target, request)
+    zero_points = activation_zero_point_types(onnx.load(str(target)))
+    session = onnxruntime.InferenceSession(str(target), providers=["CPUExecutionProvider"])
+    height, width = request.preprocess.size
+    tool = f"torchao PT2E QAT + torch.onnx (dynamo) {importlib.metadata.version('onnxscript')}"
+    return ExportedModel(
+        model_file=FORMAT.model_file, layout=FORMAT.layout,
+        input=TensorInfo(session.get_inputs()[0].name, ["batch", 3, height, width], "float32"),
+        output=TensorInfo(session.get_outputs()[0].name, ["batch", len(request.labels)], "float32"),
+        quantization=record(summary, tool, {"format": "QDQ", "activation_zero_points": zero_points},
+                            float_layers(request)),
     )

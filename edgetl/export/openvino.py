@@ -20,10 +20,23 @@ import json
 from edgetl.contract.formats import FORMATS
 from edgetl.contract.sidecar import TensorInfo
 from edgetl.export.base import ExportedModel, ExportRequest, quiet_converters
+from edgetl.export.gate import Attempt, calibration_sizes
 from edgetl.export.onnx import float_onnx
 from edgetl.export.qdq import in_modules, module_of
 
 FORMAT = FORMATS["openvino"]  # its row of the backend table: model file, layout
+
+
+def int8_recipes(calib_size: int, calib_all: int, searched: bool = True) -> list[Attempt]:
+    """The gate's calibration search here, default first: NNCF with fast bias correction on `calib_size`
+    images and (searched) on the whole split, then full bias correction."""
+    recipes = [Attempt(f"int8 NNCF, fast bias correction, {images} images", "int8",
+                       {"calib_images": images, "bias_correction": "fast"})
+               for images in calibration_sizes(calib_size, calib_all, searched)]
+    if searched:
+        recipes.append(Attempt(f"int8 NNCF, full bias correction, {calib_size} images", "int8",
+                               {"calib_images": calib_size, "bias_correction": "full"}))
+    return recipes
 
 
 def _ignored_names(model, patterns) -> list[str]:
@@ -85,12 +98,19 @@ def export(request: ExportRequest) -> ExportedModel:
     elif request.precision == "fp16":
         quantization = {"tool": f"openvino {ov.__version__}", "weights": "float16 (compressed)",
                         "activations": "device precision", "io": "float32"}
+    return _save(model, request, quantization, compress_to_fp16=request.precision == "fp16")
+
+
+def _save(model, request: ExportRequest, quantization: dict | None, compress_to_fp16: bool) -> ExportedModel:
+    """Labels and preprocessing into the IR's rt_info, the IR written, its tensors described."""
+    import openvino as ov
+
     model.set_rt_info("Classification", ["model_info", "model_type"])
     model.set_rt_info(" ".join(label.replace(" ", "_") for label in request.labels), ["model_info", "labels"])
     model.set_rt_info(json.dumps(request.labels), ["edgetl", "labels"])
     model.set_rt_info(json.dumps(request.preprocess.to_dict()), ["edgetl", "preprocess"])
     target = request.out_dir / FORMAT.model_file
-    ov.save_model(model, str(target), compress_to_fp16=request.precision == "fp16")
+    ov.save_model(model, str(target), compress_to_fp16=compress_to_fp16)
     height, width = request.preprocess.size
     return ExportedModel(
         model_file=FORMAT.model_file, layout=FORMAT.layout,
@@ -98,3 +118,23 @@ def export(request: ExportRequest) -> ExportedModel:
         output=TensorInfo(model.output(0).get_any_name(), ["batch", len(request.labels)], "float32"),
         quantization=quantization,
     )
+
+
+def convert_qat(request: ExportRequest, student, summary: dict) -> ExportedModel:
+    """The int8 IR of a trained QAT graph: its QDQ ONNX read by OpenVINO's ONNX frontend (FakeQuantize ops).
+
+    `read_model`, not `convert_model`, which mis-converts the QAT ONNX (docs/qat.md).
+    """
+    import openvino as ov
+
+    from edgetl.errors import BadInputError
+    from edgetl.export.onnx import qat_qdq_onnx
+    from edgetl.export.qat.convert import float_layers, record
+
+    model = ov.Core().read_model(str(qat_qdq_onnx(request, student)))
+    fake_quantize = sum(1 for op in model.get_ops() if op.get_type_name() == "FakeQuantize")
+    if fake_quantize == 0:
+        raise BadInputError("OpenVINO read the QAT ONNX without any FakeQuantize op: the int8 ranges were lost")
+    quantization = record(summary, f"torchao PT2E QAT + OpenVINO ONNX frontend {ov.__version__}",
+                          {"fake_quantize_ops": fake_quantize}, float_layers(request))
+    return _save(model, request, quantization, compress_to_fp16=False)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from edgetl import atomic
@@ -67,6 +67,17 @@ def publish(target: Path, scratch: Path, sidecar: Sidecar, metrics: dict, result
         warn(f"{target.name}: {sidecar.precision} changes the float top-1 of "
              f"{golden['total'] - golden['float_matched']}/{golden['total']} golden samples "
              f"(quantization error; see its accuracy drop)")
+
+
+def reused(result: ArtifactResult, existing: Sidecar, target: Path) -> ArtifactResult:
+    """The row of an artifact whose sources did not change, read back from its published sidecar."""
+    validation = existing.validation or {}
+    return replace(result, status="up-to-date", delivered=existing.precision, attempts=existing.attempts,
+                   val_accuracy=validation.get("accuracy"), drop_pp=validation.get("drop_pp"),
+                   agreement=validation.get("agreement"), size_bytes=existing.model_bytes(target),
+                   golden_passed=(validation.get("golden") or {}).get("passed"),
+                   latency_ms=validation.get("latency_ms"), speed=validation.get("speed"),
+                   float_layers=(existing.sensitivity or {}).get("float_layers", []))
 
 
 def measured_line(record: dict) -> str:

@@ -15,10 +15,10 @@ from pathlib import Path
 
 from edgetl import atomic
 from edgetl.contract.artifact import LABELS_FILE
+from edgetl.contract.images import UnreadableImageError, load_rgb, shrink
 from edgetl.data.splits import load_split
 from edgetl.errors import BadInputError
 from edgetl.export.calibration import balanced_draw
-from edgetl.runtime.images import UnreadableImageError, load_rgb, shrink
 
 DEFAULT_COUNT = 50
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgetl.console import progress_bar
+from edgetl.console import info, progress_bar, warn
 from edgetl.export.qdq import BatchReader, weighted_layers
 from edgetl.runtime.base import softmax
 from edgetl.runtime.onnx import FLOAT_LAYER_OPTIMIZERS
@@ -103,6 +103,22 @@ def measure(prepared: Path, calibration_batches: list[np.ndarray], recover: int 
                        "alone against float, logits compared"),
             "images": images, "split": "calibration", "seconds": round(time.perf_counter() - started, 1),
             "full_int8": full, "layers": rows}
+
+
+def measure_model(request, calibration) -> dict | None:
+    """`measure` for an export session's model, through its prepared fp32 ONNX; None (with a warning) when
+    it cannot be measured, since the gate still has its recipes and fallbacks."""
+    from edgetl.export import onnx as onnx_export
+
+    try:
+        prepared = onnx_export.prepared_for_int8(request, onnx_export.float_onnx(request))
+        measured = measure(prepared, list(calibration.batches("NCHW", limit=DEFAULT_IMAGES, batch_size=16)))
+    except Exception as exc:
+        warn(f"  could not measure layer sensitivity ({type(exc).__name__}: {exc})")
+        return None
+    info(f"  int8 sensitivity: {len(measured['layers'])} layers in {measured['seconds']} s; worst: "
+         + ", ".join(f"{r['layer']} ({r['sqnr_db']} dB)" for r in measured["layers"][:3]))
+    return measured
 
 
 def sidecar_record(measured: dict, float_layers: list[str], max_drop: float | None,

@@ -64,6 +64,7 @@ from edgetl.contract.sidecar import TensorInfo
 from edgetl.errors import BadInputError, require
 from edgetl.export import tflite_metadata
 from edgetl.export.base import ExportedModel, ExportRequest
+from edgetl.export.gate import Attempt, calibration_sizes
 
 FORMAT = FORMATS["tflite"]  # its row of the backend table: model file, layout
 
@@ -73,6 +74,14 @@ IO_DTYPES = ("float32", "int8", "uint8")
 METADATA_NAME = "edgetl"
 _WEIGHT_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV")
 _EDGE_OPS = ("QUANTIZE", "DEQUANTIZE")
+
+
+def int8_recipes(calib_size: int, calib_all: int, searched: bool = True) -> list[Attempt]:
+    """The gate's calibration search here, default first: ai-edge-quantizer a8w8 on `calib_size` images
+    and (searched) on the whole split."""
+    return [Attempt(f"int8 ai-edge-quantizer a8w8, {images} images", "int8",
+                    {"recipe": "static_wi8_ai8", "calib_images": images})
+            for images in calibration_sizes(calib_size, calib_all, searched)]
 
 
 @contextlib.contextmanager
@@ -337,3 +346,39 @@ def finish(request: ExportRequest, model_bytes: bytes, quantization: dict | None
     notes.extend(tflite_metadata.compatibility_notes(request.preprocess, exported.input.dtype,
                                                      exported.output.dtype))
     return exported
+
+
+def convert_qat(request: ExportRequest, student, summary: dict) -> ExportedModel:
+    """The int8 TFLite model of a trained QAT graph: litert-torch lowers its quantize/dequantize pairs."""
+    import torch
+
+    from edgetl.export.qat.convert import cache_path, converted, float_layers, nhwc_constant_pads, record
+    from edgetl.export.qat.graph import quantizer
+
+    litert_torch = require("litert_torch", "export", "TFLite conversion")
+    from litert_torch.quantize.quant_config import QuantConfig
+
+    height, width = request.preprocess.size
+    path = cache_path(request, "tflite-qat-int8", ".tflite")
+    if not path.is_file():
+        tmp = path.with_suffix(".partial")
+        with _quiet(), torch.no_grad(), nhwc_constant_pads():
+            wrapped = litert_torch.to_channel_last_io(converted(student, float_layers(request)),
+                                                      args=[0])  # no .eval(): an exported graph
+            litert_torch.convert(wrapped, (torch.zeros(1, height, width, 3),),
+                                 quant_config=QuantConfig(pt2e_quantizer=quantizer())).export(str(tmp))
+        tmp.rename(path)
+    tool = f"torchao PT2E QAT + litert-torch {importlib.metadata.version('litert-torch')}"
+    quantization = record(summary, tool, None, float_layers(request))
+    model_bytes, notes = path.read_bytes(), ["NHWC input via litert_torch.to_channel_last_io",
+                                             "int8 kernels lowered by litert-torch from the QAT graph's "
+                                             "quantize/dequantize pairs"]
+    if request.options.get("hard_swish", "float") != "int8":  # as post-training int8 has it (tflite_ops.py)
+        from edgetl.export.tflite_ops import float_hard_swish
+
+        model_bytes, count = float_hard_swish(model_bytes)
+        if count:
+            quantization["hard_swish"] = "float (between QUANTIZE/DEQUANTIZE, delegated)"
+            notes.append(f"{count} int8 HARD_SWISH op(s) rewritten to compute in float: XNNPACK delegates no "
+                         "int8 HARD_SWISH")
+    return finish(request, model_bytes, quantization, notes)

@@ -1,8 +1,9 @@
 """One measured attempt of the gate.
 
 A `Trial` keeps its scratch folder only while it may still be delivered: the
-gate discards every attempt it will not publish as soon as a better one is
-measured, so a search over many recipes never holds more than two artifacts.
+Exporter discards every attempt the chain will not publish as soon as the chain
+says so (chain.Step.keep), so a search over many recipes never holds more than
+two artifacts.
 """
 
 from __future__ import annotations
@@ -29,20 +30,3 @@ class Trial:
         if self.scratch is not None:
             shutil.rmtree(self.scratch, ignore_errors=True)
             self.scratch = None
-
-    def accept(self) -> "Trial":
-        self.record["status"] = "accepted"
-        return self
-
-
-def best_of(trials) -> Trial | None:
-    """The best measured trial (gate.better), discarding each other one as soon as it is beaten."""
-    best: Trial | None = None
-    for trial in trials:
-        if trial is None:
-            continue
-        if gate.better(trial.metrics, best.metrics if best else None):
-            trial, best = best, trial
-        if trial is not None:
-            trial.discard()
-    return best

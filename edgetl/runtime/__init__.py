@@ -4,7 +4,7 @@
     runner.classify([image], topk=3)   runner.preprocess(image)   runner.infer(batch)
 
 Preprocessing (`edgetl.contract.preprocess.Preprocess`) and image decoding
-(`images.load_rgb`) are defined once and shared by training-time evaluation, parity and
+(`edgetl.contract.images.load_rgb`) are defined once and shared by training-time evaluation, parity and
 the device; which runner a file gets comes from the backend table (`edgetl.contract.formats`).
 """
 

@@ -16,8 +16,8 @@ from typing import Iterable, Sequence
 import numpy as np
 from PIL import Image
 
+from edgetl.contract.images import load_rgb
 from edgetl.contract.sidecar import Sidecar
-from edgetl.runtime.images import load_rgb
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

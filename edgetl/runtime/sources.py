@@ -26,8 +26,8 @@ from typing import Iterator
 import numpy as np
 from PIL import Image
 
+from edgetl.contract.images import UnreadableImageError, from_bgr_array, is_image_name, load_rgb
 from edgetl.errors import BadInputError, require
-from edgetl.runtime.images import UnreadableImageError, from_bgr_array, is_image_name, load_rgb
 
 
 @dataclass

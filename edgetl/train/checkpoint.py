@@ -2,8 +2,8 @@
 
 `best.pt` holds what later stages need (weights, classes, backbone, image size);
 `last.pt` adds everything `--resume` needs to continue exactly where a killed
-run stopped: optimizer, scheduler, grad scaler, early-stopping state and the RNG
-states of torch, CUDA, numpy and Python. Both contain only tensors and plain
+run stopped: optimizer, scheduler, grad scaler, early-stopping state and, for every
+rank, the RNG states of torch, CUDA, numpy and Python. Both contain only tensors and plain
 Python values, so `torch.load(path, weights_only=True)` reads them, and both are
 written atomically (temp file + rename).
 """
@@ -46,6 +46,32 @@ def restore_rng_state(state: dict) -> None:
     np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
     p = state["python"]
     random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
+
+
+def cpu_state_dict(module) -> dict:
+    """A module's state as CPU copies, safe to save while training goes on."""
+    return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+
+
+def all_rng_states(dist) -> list[dict]:
+    """Every rank's RNG state (its augmentation stream), in rank order; a collective under DDP."""
+    own = rng_state()
+    if not dist.enabled:
+        return [own]
+    import torch.distributed as torch_dist
+
+    gathered: list = [None] * dist.world_size
+    torch_dist.all_gather_object(gathered, own)
+    return gathered
+
+
+def restore_rng_of_rank(saved, rank: int) -> None:
+    """This rank's state from a checkpoint's `rng`: a list by rank, or one dict (QAT's `last.pt` before
+    the shared loop); a rank the run did not have takes rank 0's."""
+    if isinstance(saved, dict):
+        restore_rng_state(saved)
+    else:
+        restore_rng_state(saved[rank] if rank < len(saved) else saved[0])
 
 
 def save(path: Path, payload: dict) -> None:

@@ -17,6 +17,7 @@ import yaml
 
 from edgetl.backbones.spec import AUGMENT_PRESETS, STRATEGIES
 from edgetl.contract.fields import Fields
+from edgetl.contract.images import MAX_INPUT_SIDE, MIN_INPUT_SIDE
 from edgetl.errors import BadInputError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -101,7 +102,8 @@ class TrainConfig:
             (self.weight_decay >= 0, "weight_decay", "0 or more"),
             (self.epochs >= 1, "epochs", "at least 1"),
             (self.batch_size >= 1, "batch_size", "at least 1"),
-            (16 <= self.img_size <= 1024, "img_size", "between 16 and 1024"),
+            (MIN_INPUT_SIDE <= self.img_size <= MAX_INPUT_SIDE, "img_size",
+             f"between {MIN_INPUT_SIDE} and {MAX_INPUT_SIDE}"),
             (self.lr > 0, "lr", "positive"),
             (0 <= self.backbone_lr_mult <= 10, "backbone_lr_mult", "between 0 and 10"),
             (0 <= self.label_smoothing < 1, "label_smoothing", "in [0, 1)"),

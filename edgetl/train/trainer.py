@@ -4,15 +4,15 @@ One function drives a run from data folder to run directory (see run_dir.py for
 the contract): prepare data, build the model, train with AdamW, warm-up + cosine
 schedule, label smoothing, discriminative learning rates and the chosen
 strategy, keep the best checkpoint by validation accuracy, stop early, and
-finally evaluate the best weights on the held-out test split. A killed run
-continues from `last.pt` with `resume=True` and ends where it would have.
+finally evaluate the best weights on the held-out test split. The epochs run on
+the shared loop (loop.py): a killed run continues from `last.pt` with
+`resume=True` and ends where it would have.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import time
 from pathlib import Path
 
@@ -25,6 +25,9 @@ from edgetl.train.config import TrainConfig
 from edgetl.train.device_augment import DeviceColourJitter
 from edgetl.train.distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shutdown
 from edgetl.train.evaluate import EvalResult, Normalizer, evaluate
+from edgetl.train.loader import train_loader
+from edgetl.train.loop import EpochLoop, EpochSteps
+from edgetl.train.precise_bn import recalibrate
 from edgetl.train.strategies import (
     apply_strategy,
     freeze_frozen_batchnorm,
@@ -82,31 +85,6 @@ def _write_run_files(run: RunDir, cfg: TrainConfig, data, preprocess, spec) -> N
     })
 
 
-def _loader(dataset, cfg: TrainConfig, dist: DistInfo, device_type: str):
-    import os
-
-    from torch.utils.data import DataLoader, DistributedSampler
-
-    workers = cfg.workers
-    if workers < 0:
-        cached = dataset.cached is not None
-        # A GPU starves on few workers: one per core but one (the main process feeds the GPU), at most 16.
-        if device_type == "cuda":
-            workers = min(16, max(1, (os.cpu_count() or 2) - 1))
-        else:
-            workers = 0 if cached else min(2, os.cpu_count() or 1)
-    # The shuffle is a function of (seed, epoch) even in one process, so a resumed epoch sees
-    # the same order as the uninterrupted one (DistributedSampler with one replica does exactly that).
-    sampler = DistributedSampler(dataset, num_replicas=dist.world_size, rank=dist.rank, shuffle=True,
-                                 seed=cfg.seed, drop_last=dist.enabled)
-    per_rank_batch = max(1, cfg.batch_size // dist.world_size)
-    return DataLoader(
-        dataset, batch_size=per_rank_batch, sampler=sampler, num_workers=workers,
-        pin_memory=device_type == "cuda", drop_last=len(dataset) > per_rank_batch * dist.world_size,
-        persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None,
-    ), sampler
-
-
 def finetune(cfg: TrainConfig, resume: bool = False) -> dict:
     """Train `cfg.model` on `cfg.data`; returns the summary (also written to summary.json)."""
     torch = require("torch", "train", "edgetl finetune")
@@ -156,114 +134,148 @@ def finetune(cfg: TrainConfig, resume: bool = False) -> dict:
 
 def _train(cfg, spec, model, data, run: RunDir, dist: DistInfo, device, device_type, precision, resume,
            colour_jitter=None) -> dict:
-    import torch
+    epochs = _FinetuneEpochs(cfg, spec, model, data, dist, device, device_type, precision, colour_jitter)
+    loop = EpochLoop(run.path, dist)
+    saved = loop.saved() if resume else None
+    if saved is not None:
+        epochs.load(saved)
+    loop.resume(saved, epochs.state, str(run.path))
+    loop.run(cfg.epochs, epochs.state, epochs.steps())
+    return _finish(cfg, model, data, run, dist, epochs.normalizer, epochs.autocast, epochs.state)
 
-    train_loader, sampler = _loader(data.train, cfg, dist, device_type)
-    device_cache = _device_cache(cfg, data, device) if colour_jitter is not None else None
-    steps_per_epoch = max(1, len(train_loader))
-    optimizer = torch.optim.AdamW(
-        parameter_groups(model, spec, cfg.lr, cfg.backbone_lr_mult, cfg.weight_decay), lr=cfg.lr,
-        fused=device_type == "cuda" or None,
-    )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, warmup_cosine(cfg.epochs * steps_per_epoch, cfg.warmup_epochs * steps_per_epoch))
-    scaler = torch.amp.GradScaler(device_type, enabled=precision == "fp16")
-    autocast = autocast_factory(device_type, precision)
-    normalizer = Normalizer(spec.preprocess, device, cfg.channels_last)
-    num_classes = len(data.classes)
-    step_model = torch.compile(model) if cfg.compile else model
 
-    state = {"epoch": 0, "best_accuracy": -1.0, "best_epoch": 0, "bad_epochs": 0, "train_images": 0, "train_seconds": 0.0}
-    if resume and run.last.is_file():
-        saved = checkpoint.load(run.last)
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        scaler.load_state_dict(saved["scaler"])
-        state.update(saved["state"])
-        checkpoint.restore_rng_state(saved["rng"][dist.rank] if dist.rank < len(saved["rng"]) else saved["rng"][0])
-        info(f"resuming {run.path} after epoch {state['epoch']}")
-    if dist.is_main:
-        kept = [m for m in run.read_metrics() if m["epoch"] <= state["epoch"]]
-        atomic.write_text(run.metrics, "".join(json.dumps(m) + "\n" for m in kept))
+class _FinetuneEpochs:
+    """One fine-tune's optimiser, schedule and batches, and its epoch steps for the shared loop."""
 
-    ddp, trainable_key = None, None
-    for epoch in range(state["epoch"], cfg.epochs):
-        n_trainable = apply_strategy(model, spec, cfg.strategy, epoch, cfg.unfreeze_every)
-        key = tuple(p.requires_grad for p in model.parameters())
-        if dist.enabled and key != trainable_key:
+    def __init__(self, cfg, spec, model, data, dist: DistInfo, device, device_type, precision, colour_jitter):
+        import torch
+
+        self.cfg, self.spec, self.model, self.data, self.dist, self.device = cfg, spec, model, data, dist, device
+        self.colour_jitter = colour_jitter
+        self.loader, self.sampler = train_loader(data.train, cfg, dist, device_type)
+        self.device_cache = _device_cache(cfg, data, device) if colour_jitter is not None else None
+        steps_per_epoch = max(1, len(self.loader))
+        self.optimizer = torch.optim.AdamW(
+            parameter_groups(model, spec, cfg.lr, cfg.backbone_lr_mult, cfg.weight_decay), lr=cfg.lr,
+            fused=device_type == "cuda" or None,
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, warmup_cosine(cfg.epochs * steps_per_epoch, cfg.warmup_epochs * steps_per_epoch))
+        self.scaler = torch.amp.GradScaler(device_type, enabled=precision == "fp16")
+        self.autocast = autocast_factory(device_type, precision)
+        self.normalizer = Normalizer(spec.preprocess, device, cfg.channels_last)
+        self.step_model = torch.compile(model) if cfg.compile else model
+        self.ddp, self.trainable_key = None, None
+        self.state = {"epoch": 0, "best_accuracy": -1.0, "best_epoch": 0, "bad_epochs": 0, "train_images": 0,
+                      "train_seconds": 0.0}
+
+    def load(self, saved: dict) -> None:
+        """Weights, optimiser, schedule and grad scaler from last.pt (the loop restores state and RNG)."""
+        self.model.load_state_dict(saved["model"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        self.scaler.load_state_dict(saved["scaler"])
+
+    def steps(self) -> EpochSteps:
+        return EpochSteps(train=self.train_epoch, evaluate=self.evaluate, keep=keep_if_more_accurate,
+                          line=self.line, report=self.report, best=self.best_payload, last=self.last_payload,
+                          stop=self.stop)
+
+    def _forward(self, epoch: int):
+        """(what the step calls, trainable parameters) for this epoch's strategy; DDP rebuilt when it changes."""
+        n_trainable = apply_strategy(self.model, self.spec, self.cfg.strategy, epoch, self.cfg.unfreeze_every)
+        if not self.dist.enabled:
+            return self.step_model, n_trainable
+        key = tuple(p.requires_grad for p in self.model.parameters())
+        if key != self.trainable_key:
             from torch.nn.parallel import DistributedDataParallel
 
-            ddp = DistributedDataParallel(step_model, device_ids=[dist.local_rank] if device_type == "cuda" else None)
-            trainable_key = key
-        forward = ddp if dist.enabled else step_model
-        model.train()
-        freeze_frozen_batchnorm(model)
-        sampler.set_epoch(epoch)
-        sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss, correct, count
-        epoch_start = time.perf_counter()
-        batches = device_cache.epoch(list(sampler), train_loader.batch_size, train_loader.drop_last) \
-            if device_cache else train_loader
-        with progress_bar(f"epoch {epoch + 1}/{cfg.epochs}", len(train_loader)) as advance:
-            for step, (pixels, labels) in enumerate(batches):
-                labels = labels.to(device, non_blocking=True)
-                loss, correct = train_step(forward, optimizer, scaler, autocast, normalizer(pixels, colour_jitter),
-                                           labels, cfg.label_smoothing)
-                scheduler.step()
+            self.ddp = DistributedDataParallel(
+                self.step_model, device_ids=[self.dist.local_rank] if self.device.type == "cuda" else None)
+            self.trainable_key = key
+        return self.ddp, n_trainable
+
+    def _batches(self):
+        if self.device_cache:
+            return self.device_cache.epoch(list(self.sampler), self.loader.batch_size, self.loader.drop_last)
+        return self.loader
+
+    def train_epoch(self, epoch: int) -> dict:
+        import torch
+
+        forward, n_trainable = self._forward(epoch)
+        self.model.train()
+        freeze_frozen_batchnorm(self.model)
+        self.sampler.set_epoch(epoch)
+        sums = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss, correct, count
+        started = time.perf_counter()
+        with progress_bar(f"epoch {epoch + 1}/{self.cfg.epochs}", len(self.loader)) as advance:
+            for step, (pixels, labels) in enumerate(self._batches()):
+                labels = labels.to(self.device, non_blocking=True)
+                loss, correct = train_step(forward, self.optimizer, self.scaler, self.autocast,
+                                           self.normalizer(pixels, self.colour_jitter), labels,
+                                           self.cfg.label_smoothing)
+                self.scheduler.step()
                 sums += torch.stack([loss.double() * len(labels), correct.double(),
-                                     torch.tensor(float(len(labels)), dtype=torch.float64, device=device)])
+                                     torch.tensor(float(len(labels)), dtype=torch.float64, device=self.device)])
                 # Reading the loss waits for the GPU; doing it every step stalls the input pipeline.
                 advance(**({"loss": f"{loss.item():.3f}"} if step % LOSS_SHOWN_EVERY == 0 else {}))
-        if device_type == "cuda":
+        if self.device.type == "cuda":
             torch.cuda.synchronize()
-        train_seconds = time.perf_counter() - epoch_start
-        all_reduce_sum(sums, dist)
-        if cfg.precise_bn:
-            _recalibrate_bn(model, train_loader, sampler, device_cache, normalizer, autocast, colour_jitter, dist)
-        val = evaluate(model, data.val, normalizer, num_classes, cfg.batch_size, dist, autocast, cfg.label_smoothing)
+        seconds = time.perf_counter() - started
+        all_reduce_sum(sums, self.dist)
+        if self.cfg.precise_bn:  # BatchNorm statistics at the epoch's final weights, on augmented batches
+            recalibrate(self.model, self._batches(), self.normalizer, self.autocast,
+                        colour_jitter=self.colour_jitter, dist=self.dist)
+        self.state["train_images"] += int(sums[2])
+        self.state["train_seconds"] += seconds
+        return {"sums": sums, "seconds": seconds, "trainable_parameters": n_trainable}
+
+    def evaluate(self, _epoch: int) -> EvalResult:
+        return evaluate(self.model, self.data.val, self.normalizer, len(self.data.classes), self.cfg.batch_size,
+                        self.dist, self.autocast, self.cfg.label_smoothing)
+
+    def line(self, epoch: int, trained: dict, val: EvalResult) -> dict:
+        sums, seconds = trained["sums"], trained["seconds"]
         count = max(1.0, float(sums[2]))
-        state["train_images"] += int(sums[2])
-        state["train_seconds"] += train_seconds
-        improved = val.accuracy > state["best_accuracy"]
-        if improved:
-            state.update(best_accuracy=val.accuracy, best_epoch=epoch + 1, bad_epochs=0)
-        else:
-            state["bad_epochs"] += 1
-        state["epoch"] = epoch + 1
-        line = {
-            "epoch": epoch + 1, "train_loss": round(float(sums[0]) / count, 6),
+        return {
+            "epoch": epoch, "train_loss": round(float(sums[0]) / count, 6),
             "train_accuracy": round(float(sums[1]) / count, 6), "val_loss": round(val.loss, 6),
-            "val_accuracy": round(val.accuracy, 6), "lr": optimizer.param_groups[0]["lr"],
-            "trainable_parameters": n_trainable, "seconds": round(train_seconds, 3),
-            "images_per_second": round(float(sums[2]) / max(train_seconds, 1e-9), 1),
+            "val_accuracy": round(val.accuracy, 6), "lr": self.optimizer.param_groups[0]["lr"],
+            "trainable_parameters": trained["trainable_parameters"], "seconds": round(seconds, 3),
+            "images_per_second": round(float(sums[2]) / max(seconds, 1e-9), 1),
         }
-        info(f"epoch {epoch + 1}/{cfg.epochs}: train loss {line['train_loss']:.4f} acc {line['train_accuracy']:.3f}"
-             f" | val loss {line['val_loss']:.4f} acc {line['val_accuracy']:.3f}{'  *best' if improved else ''}")
-        rng = _gather_rng(dist)
-        if dist.is_main:
-            with open(run.metrics, "a") as handle:
-                handle.write(json.dumps(line) + "\n")
-            if improved:
-                checkpoint.save(run.best, _best_payload(model, cfg, data, epoch + 1, val.accuracy))
-            checkpoint.save(run.last, {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                "state": dict(state), "rng": rng, "model_name": cfg.model,
-            })
-        barrier(dist)
-        if cfg.patience and state["bad_epochs"] >= cfg.patience:
-            info(f"early stopping: no validation improvement for {cfg.patience} epochs")
-            break
-    return _finish(cfg, model, data, run, dist, normalizer, autocast, state)
+
+    def report(self, line: dict, improved: bool) -> str:
+        return (f"epoch {line['epoch']}/{self.cfg.epochs}: train loss {line['train_loss']:.4f} acc "
+                f"{line['train_accuracy']:.3f} | val loss {line['val_loss']:.4f} acc {line['val_accuracy']:.3f}"
+                f"{'  *best' if improved else ''}")
+
+    def best_payload(self, epoch: int, val: EvalResult) -> dict:
+        return {
+            "model": checkpoint.cpu_state_dict(self.model), "model_name": self.cfg.model,
+            "classes": list(self.data.classes), "num_classes": len(self.data.classes),
+            "img_size": self.cfg.img_size, "epoch": epoch, "val_accuracy": val.accuracy,
+        }
+
+    def last_payload(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+                "model_name": self.cfg.model}
+
+    def stop(self, state: dict) -> str | None:
+        if self.cfg.patience and state["bad_epochs"] >= self.cfg.patience:
+            return f"early stopping: no validation improvement for {self.cfg.patience} epochs"
+        return None
 
 
-def _recalibrate_bn(model, train_loader, sampler, device_cache, normalizer, autocast, colour_jitter, dist) -> None:
-    """BatchNorm statistics at the epoch's final weights (precise_bn.py), on augmented training batches."""
-    from edgetl.train.precise_bn import recalibrate
-
-    batches = device_cache.epoch(list(sampler), train_loader.batch_size, train_loader.drop_last) \
-        if device_cache else train_loader
-    recalibrate(model, batches, normalizer, autocast, colour_jitter=colour_jitter, dist=dist)
+def keep_if_more_accurate(state: dict, val: EvalResult, epoch: int) -> bool:
+    """Fine-tuning's keep rule: a higher validation accuracy than any epoch before; counts the others."""
+    if val.accuracy > state["best_accuracy"]:
+        state.update(best_accuracy=val.accuracy, best_epoch=epoch, bad_epochs=0)
+        return True
+    state["bad_epochs"] += 1
+    return False
 
 
 def _device_cache(cfg, data, device):
@@ -301,26 +313,6 @@ def train_step(forward, optimizer, scaler, autocast, inputs, labels, label_smoot
     scaler.update()
     with torch.no_grad():
         return loss.detach(), (logits.argmax(1) == labels).sum()
-
-
-def _gather_rng(dist: DistInfo) -> list[dict]:
-    """Every rank's RNG state (its augmentation stream), collected on rank 0."""
-    own = checkpoint.rng_state()
-    if not dist.enabled:
-        return [own]
-    import torch.distributed as torch_dist
-
-    gathered: list = [None] * dist.world_size
-    torch_dist.all_gather_object(gathered, own)
-    return gathered
-
-
-def _best_payload(model, cfg: TrainConfig, data, epoch: int, accuracy: float) -> dict:
-    return {
-        "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-        "model_name": cfg.model, "classes": list(data.classes), "num_classes": len(data.classes),
-        "img_size": cfg.img_size, "epoch": epoch, "val_accuracy": accuracy,
-    }
 
 
 def _finish(cfg, model, data, run: RunDir, dist: DistInfo, normalizer, autocast, state) -> dict:

@@ -1,31 +1,20 @@
-"""Fake quantization for QAT: the float network captured as a graph, with the int8 scheme every backend runs.
+"""The QAT graph: the float network captured with `torch.export`, with the int8 scheme every backend runs.
 
-The float model is captured with `torch.export` (batch axis dynamic) and prepared
-with torchao's PT2E QAT flow and the LiteRT quantizer: per-channel symmetric int8
-weights, per-tensor affine int8 activations, BatchNorm folded into the weights
-first, as every converter folds it. The same prepared
-graph is what `edgetl.export.qat` converts to TFLite (directly), ONNX QDQ and
-OpenVINO, so the ranges learned in training are the ranges in every artifact.
+Prepared with torchao's PT2E QAT flow and the LiteRT quantizer: per-channel
+symmetric int8 weights, per-tensor affine int8 activations, BatchNorm folded into
+the weights first, as every converter folds it. The same graph is what `convert`
+turns into TFLite, ONNX QDQ and OpenVINO, so the ranges learned in training are
+the ranges in every artifact.
 
-Four changes to the stock LiteRT annotation, each measured (the fourth, a float
-output, in `_float_logits`). Residual adds: the stock
-annotator finds them through `source_fn_stack`, which a non-strict `torch.export` does
-not record, so no add was annotated; an add whose output fed the next block's add then
-passed a float tensor to it (7 of Lite0's 9 adds ran in float in TFLite, between
-DEQUANTIZE and QUANTIZE ops, and OpenVINO's int8 was slower than its fp32). Every add of
-two activations now gets int8 inputs and output, as post-training quantization gives it.
-The other two (measured on the
-validation split of the photo run, before any training): every backend fuses
-conv + BN + ReLU6 and quantizes only the clamped output, but the stock annotation
-quantizes the *pre*-activation and lets ReLU6 share its range, so half the int8
-codes go to values ReLU6 then discards; and the constant pads in front of strided
-convolutions (`static_padding.py`) get no quantizer at all, which splits one
-quantized tensor into a float island. Quantizing ReLU6's own output and letting pads
-share their input's range took the untrained fake-quant model from 80.4% to 86.1%.
+The stock LiteRT annotation is changed where the backends' fused kernels differ
+from it (docs/qat.md measures each change): every residual add is int8 in and out,
+ReLU6 quantizes its own output instead of sharing the pre-activation's range, the
+constant pads in front of strided convolutions share their input's range, and the
+network's output (the logits) stays float.
 
-The prepared graph is rebuilt the same way on every call (same model, same
-input size), so a checkpoint is just its `state_dict`: weights, BN statistics
-and each fake quantizer's scale, zero point and observed range.
+The graph is rebuilt the same way on every call (same model, same input size), so
+a checkpoint is just its `state_dict`: weights and each fake quantizer's scale,
+zero point and observed range.
 """
 
 from __future__ import annotations
@@ -38,7 +27,7 @@ CLAMP_OPS = ("hardtanh.default", "hardtanh_.default", "relu6.default", "clamp.de
 
 
 def quantizer():
-    """The LiteRT PT2E quantizer (QAT, per-channel weights) with ReLU6 outputs and pads quantized as backends run them."""
+    """The LiteRT PT2E quantizer (QAT, per-channel weights), annotating as the backends' fused kernels run."""
     try:
         _import_litert_quantizer()
     except ImportError as exc:
@@ -46,33 +35,11 @@ def quantizer():
                                   "quantization-aware training (the LiteRT PT2E quantizer)") from exc
     from litert_torch.quantize import pt2e_quantizer_utils as utils
     from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
-    from torch.fx import Node
-    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation, SharedQuantizationSpec
 
     class BackendFusedQuantizer(PT2EQuantizer):
         def annotate(self, model):
             model = self._annotate_for_static_quantization_config(model)
-            config = self.global_config
-            for node in model.graph.nodes:
-                if _op_name(node) in ADD_OPS and "quantization_annotation" not in node.meta:
-                    inputs = [arg for arg in node.args[:2] if isinstance(arg, Node)]
-                    if len(inputs) == 2:  # a residual add of two activations, int8 in every backend
-                        node.meta["quantization_annotation"] = QuantizationAnnotation(
-                            input_qspec_map={arg: utils.get_input_act_qspec(config) for arg in inputs},
-                            output_qspec=utils.get_output_act_qspec(config), _annotated=True)
-            for node in model.graph.nodes:
-                target = _op_name(node)
-                if target in CLAMP_OPS and _fed_by_annotated_output(node):
-                    producer = node.args[0]
-                    # The producer's (conv+BN or add) output stays float inside the fused kernel.
-                    producer.meta["quantization_annotation"].output_qspec = None
-                    node.meta["quantization_annotation"] = QuantizationAnnotation(
-                        output_qspec=utils.get_output_act_qspec(config), _annotated=True)
-            for node in model.graph.nodes:
-                if _op_name(node) in PAD_OPS and _fed_by_annotated_output(node, any_producer=True):
-                    shared = SharedQuantizationSpec(node.args[0])
-                    node.meta["quantization_annotation"] = QuantizationAnnotation(
-                        input_qspec_map={node.args[0]: shared}, output_qspec=shared, _annotated=True)
+            _annotate_backend_fusions(model, self.global_config, utils)
             _float_logits(model)
             utils.propagate_annotation(model)
             return model
@@ -82,16 +49,38 @@ def quantizer():
         get_symmetric_quantization_config(is_per_channel=True, is_qat=True)))
 
 
+def _annotate_backend_fusions(model, config, utils) -> None:
+    """Residual adds int8, ReLU6 quantized after the clamp, pads sharing their input's range."""
+    from torch.fx import Node
+    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation, SharedQuantizationSpec
+
+    for node in model.graph.nodes:
+        if _op_name(node) in ADD_OPS and "quantization_annotation" not in node.meta:
+            inputs = [arg for arg in node.args[:2] if isinstance(arg, Node)]
+            if len(inputs) == 2:  # a residual add of two activations, int8 in every backend
+                node.meta["quantization_annotation"] = QuantizationAnnotation(
+                    input_qspec_map={arg: utils.get_input_act_qspec(config) for arg in inputs},
+                    output_qspec=utils.get_output_act_qspec(config), _annotated=True)
+    for node in model.graph.nodes:
+        if _op_name(node) in CLAMP_OPS and _fed_by_annotated_output(node):
+            # The producer's (conv+BN or add) output stays float inside the fused kernel.
+            node.args[0].meta["quantization_annotation"].output_qspec = None
+            node.meta["quantization_annotation"] = QuantizationAnnotation(
+                output_qspec=utils.get_output_act_qspec(config), _annotated=True)
+    for node in model.graph.nodes:
+        if _op_name(node) in PAD_OPS and _fed_by_annotated_output(node, any_producer=True):
+            shared = SharedQuantizationSpec(node.args[0])
+            node.meta["quantization_annotation"] = QuantizationAnnotation(
+                input_qspec_map={node.args[0]: shared}, output_qspec=shared, _annotated=True)
+
+
 def _import_litert_quantizer() -> None:
     """Import litert-torch's quantizer, also where its TFLite converter is not installed.
 
-    The quantizer (`litert_torch.quantize`) needs only torch and torchao, but the package's
-    `__init__` loads the converter (ai-edge-litert and litert-converter, ~350 MB of native
-    code). A GPU training server often has neither, and needs none: QAT there trains and
-    checkpoints; the TFLite file is made on the export host. So when the full import fails
-    on a missing dependency, the package is registered without running its `__init__` and
-    only the quantize subpackage is loaded from the installed files. A process that did
-    this has no converter, which the TFLite exporter then reports in its own words.
+    The quantizer needs only torch and torchao, but the package's `__init__` loads the
+    converter, which a GPU training server does not need. When the full import fails on a
+    missing dependency, the package is registered without running its `__init__` and only
+    the quantize subpackage is loaded; `errors.require` then names the converter missing.
     """
     import importlib
     import importlib.util
@@ -120,11 +109,7 @@ def _import_litert_quantizer() -> None:
 def _symmetric_weights(config):
     """The config with weights fake-quantized per-channel *symmetric*, as every backend stores them.
 
-    The stock QAT config uses `FusedMovingAvgObsFakeQuantize` for weights, and torch 2.14's fused
-    per-channel kernel ignores its symmetric flag: a channel whose weights are all positive trained
-    with zero point -127 and half the symmetric scale (measured on Lite0: every one of its 50 weight
-    quantizers had such channels). The converted model is symmetric (TFLite and XNNPACK refuse
-    anything else), so the artifact ran other weights than the ones trained. The unfused
+    torch's fused per-channel kernel (the stock config's) ignores its symmetric flag; the unfused
     `FakeQuantize` computes its parameters through the observer, symmetric as asked.
     """
     import dataclasses
@@ -138,11 +123,7 @@ def _symmetric_weights(config):
 
 
 def _wrap_pattern_functions(utils) -> None:
-    """litert-torch 0.10 hands torchao plain pattern functions; torch 2.14's `torch.export` takes only modules.
-
-    torchao's own callers wrap theirs in `WrapperModule`; this does the same for litert-torch's
-    (without it, preparing fails: "Expected `mod` to be an instance of `torch.nn.Module`").
-    """
+    """litert-torch hands torchao plain pattern functions, and `torch.export` takes only modules: wrap them."""
     import torch
     from torchao.quantization.pt2e import WrapperModule
 
@@ -160,15 +141,7 @@ def _wrap_pattern_functions(utils) -> None:
 
 
 def _float_logits(model) -> None:
-    """Leave the network's output (the classifier's logits) unquantized.
-
-    Rounding a handful of logits to 256 levels saves no measurable time, but it turns
-    near-tie images into exact ties that argmax breaks by class index: on the photo
-    run's validation split the QAT ONNX had 3 exact top-2 ties, and the same file with a
-    float output agreed with float on 2 more images (97.625% -> 97.875%). The classifier
-    still reads int8 features with int8 weights; only its output stays float, as
-    OpenVINO's post-training IR already has it.
-    """
+    """Leave the network's output unquantized: rounded logits turn near ties into exact ties."""
     for node in model.graph.nodes:
         if node.op != "output":
             continue
@@ -208,12 +181,8 @@ def capture(model, image_size: tuple[int, int]):
 def prepare(model, image_size: tuple[int, int]):
     """The QAT graph of a float model: BatchNorm folded, fake quantizers in place, observers on.
 
-    BatchNorm is folded into the convolutions *before* the quantizers go in (torchao's
-    PTQ fold, exact). torchao's own QAT conv+BN pattern would keep BN trainable, but in
-    torchao 0.18 it rewrites every BN with eps 1e-5, whatever the model's: TF-ported
-    backbones use 1e-3, and Lite0's QAT graph with every quantizer off then disagreed with
-    its own float model on 6.5% of validation images. Folding first is the frozen-BN
-    recipe anyway, and the graph with quantizers off is the float model to 1e-5.
+    BatchNorm is folded (torchao's exact PTQ fold) *before* the quantizers go in: torchao's QAT
+    conv+BN pattern rewrites every BN with its own eps, not the model's.
     """
     from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
     from torchao.quantization.pt2e.utils import _fuse_conv_bn_
@@ -225,6 +194,19 @@ def prepare(model, image_size: tuple[int, int]):
     prepared = prepare_qat_pt2e(captured, quantizer())
     train_mode(prepared)
     return prepared
+
+
+def load_state(student, state: dict) -> None:
+    """Load a QAT checkpoint into a freshly prepared graph, with the graph's own state-dict versions.
+
+    A saved state is a plain dict without `_metadata`; torchao's observers read a missing version
+    as "version 1" and overwrite their `eps` buffer, so a resumed run would compute other scales.
+    """
+    from collections import OrderedDict
+
+    ordered = OrderedDict(state)
+    ordered._metadata = student.state_dict()._metadata
+    student.load_state_dict(ordered)
 
 
 def train_mode(prepared) -> None:

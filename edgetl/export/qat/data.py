@@ -16,9 +16,13 @@ import numpy as np
 
 from edgetl.contract.run_dir import RunDir
 from edgetl.errors import BadInputError
-from edgetl.train import checkpoint, fake_quant
+from edgetl.export.qat import graph
+from edgetl.train import checkpoint
 from edgetl.train.distributed import DistInfo
 from edgetl.train.evaluate import Normalizer
+from edgetl.train.loader import train_loader
+
+VALIDATION_BATCH = 64
 
 
 @dataclass
@@ -31,7 +35,7 @@ class QatData:
     loader: object
     sampler: object
     normalizer: Normalizer
-    val_pixels: np.ndarray  # (N, H, W, 3) uint8, evaluation preprocessing
+    val_pixels: np.ndarray  # (N, 3, H, W) uint8, evaluation preprocessing
     val_labels: np.ndarray
     val_teacher: np.ndarray  # float top-1 on val
     val_teacher_logits: np.ndarray
@@ -43,32 +47,18 @@ class QatData:
     def load(cls, run: RunDir, cfg, settings, dist: DistInfo, device) -> "QatData":
         import torch
 
-        from edgetl.backbones import create_model, get_spec
-        from edgetl.data.prepare import prepare_data
-        from edgetl.data.splits import split_digest
-        from edgetl.train.trainer import _loader
+        from edgetl.backbones import get_spec
 
-        recorded = run.read_dataset()
-        root = run.existing_data_root("QAT's training images (the run's train split)")
-        cfg = dataclasses.replace(cfg, data=str(root), batch_size=settings.batch_size)
-        preprocess = run.read_preprocess()
-        data = prepare_data(cfg, preprocess)
-        if split_digest(data.splits) != recorded.get("split_digest"):
-            raise BadInputError(f"the data folder {cfg.data} no longer holds the splits {run.path} was trained on",
-                                "restore the data folder, or fine-tune a new run before QAT")
+        data, cfg, preprocess = _run_splits(run, cfg, settings)
         saved = checkpoint.load(run.best)
-        teacher = create_model(saved["model_name"], num_classes=len(data.classes), pretrained=False)
-        teacher.load_state_dict(saved["model"])
-        teacher.eval().to(device)
-        for param in teacher.parameters():
-            param.requires_grad_(False)
-        loader, sampler = _loader(data.train, cfg, dist, device.type)
+        teacher = _frozen_teacher(saved, len(data.classes), device)
+        loader, sampler = train_loader(data.train, cfg, dist, device.type)
         steps = len(loader) if settings.max_steps is None else min(len(loader), settings.max_steps)
         normalizer = Normalizer(preprocess, device, channels_last=False)
         val_pixels = np.stack([data.val[i][0].numpy() for i in range(len(data.val))])  # (N, 3, H, W)
         val_labels = np.asarray(data.val.labels, np.int64)
         with torch.no_grad():
-            val_teacher_logits = _logits(teacher, normalizer, val_pixels, 64)
+            val_teacher_logits = _logits(teacher, normalizer, val_pixels, VALIDATION_BATCH)
         val_teacher = val_teacher_logits.argmax(1)
         return cls(run=run, model_name=saved["model_name"], head=get_spec(saved["model_name"]).head,
                    image_size=tuple(preprocess.size), teacher=teacher, loader=loader, sampler=sampler,
@@ -84,9 +74,7 @@ class QatData:
         from edgetl.backbones.static_padding import static_same_padding
 
         model = copy.deepcopy(self.teacher).cpu().eval()
-        # The teacher is frozen; its copy must train (QatSettings.head_lr_mult decides the head). A
-        # frozen copy trained only the convolutions static padding rebuilt, and failed outright on
-        # torchvision's MobileNetV3 ('does not require grad').
+        # The teacher is frozen, its copy must train (QatSettings.head_lr_mult decides the head).
         model.requires_grad_(True)
         return static_same_padding(model, (1, 3, *self.image_size))
 
@@ -98,10 +86,8 @@ class QatData:
         """(normalised augmented inputs, float teacher logits), `steps_per_epoch` of them.
 
         With `mixup` > 0 each batch is blended with a shuffled copy of itself (one Beta(mixup, mixup)
-        weight per image): no label is needed, the teacher's logits on the blend are the target. The
-        draws come from a generator of their own, seeded by (epoch, step), and leave torch's global
-        RNG alone: a run resumed after kill -9 draws the same blends and the same augmentation. (Drawn
-        from the global RNG, they made a resumed run diverge from an uninterrupted one.)
+        weight per image); the teacher's logits on the blend are the target. The draws come from a
+        generator seeded by (epoch, step), never torch's global RNG, so a resumed run draws the same.
         """
         import torch
 
@@ -122,8 +108,8 @@ class QatData:
         """Initial ranges from `images` train images (no gradient), before any step."""
         import torch
 
-        fake_quant.eval_mode(student)
-        fake_quant.observers(student, True)
+        graph.eval_mode(student)
+        graph.observers(student, True)
         seen = 0
         self.sampler.set_epoch(10_000)  # a draw of its own, not epoch 0's order
         with torch.no_grad(), autocast():
@@ -137,10 +123,10 @@ class QatData:
         """Student top-1 and agreement with float on the validation split; ranges fixed while measuring."""
         import torch
 
-        fake_quant.observers(student, False)
-        fake_quant.eval_mode(student)
+        graph.observers(student, False)
+        graph.eval_mode(student)
         with torch.no_grad(), autocast():
-            logits = _logits(student, self.normalizer, self.val_pixels, 64)
+            logits = _logits(student, self.normalizer, self.val_pixels, VALIDATION_BATCH)
         predicted = logits.argmax(1)
         noise = float(np.sum((logits - self.val_teacher_logits) ** 2))
         return {"accuracy": round(float((predicted == self.val_labels).mean()), 6),
@@ -148,6 +134,34 @@ class QatData:
                 # logits' signal-to-quantization-noise ratio against float: how close, not only whether top-1 flips
                 "sqnr_db": round(10 * float(np.log10(np.sum(self.val_teacher_logits ** 2) / max(noise, 1e-12))), 2),
                 "images": int(len(self.val_labels))}
+
+
+def _run_splits(run: RunDir, cfg, settings):
+    """(prepared data, cfg at QAT's batch size, preprocessing) of the run's own splits, or why not."""
+    from edgetl.data.prepare import prepare_data
+    from edgetl.data.splits import split_digest
+
+    recorded = run.read_dataset()
+    root = run.existing_data_root("QAT's training images (the run's train split)")
+    cfg = dataclasses.replace(cfg, data=str(root), batch_size=settings.batch_size)
+    preprocess = run.read_preprocess()
+    data = prepare_data(cfg, preprocess)
+    if split_digest(data.splits) != recorded.get("split_digest"):
+        raise BadInputError(f"the data folder {cfg.data} no longer holds the splits {run.path} was trained on",
+                            "restore the data folder, or fine-tune a new run before QAT")
+    return data, cfg, preprocess
+
+
+def _frozen_teacher(saved: dict, num_classes: int, device):
+    """The float model of the run's best checkpoint, on the device, eval mode, no gradients."""
+    from edgetl.backbones import create_model
+
+    teacher = create_model(saved["model_name"], num_classes=num_classes, pretrained=False)
+    teacher.load_state_dict(saved["model"])
+    teacher.eval().to(device)
+    for param in teacher.parameters():
+        param.requires_grad_(False)
+    return teacher
 
 
 def _mixup_draws(n: int, alpha: float, seed: int):

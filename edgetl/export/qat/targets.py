@@ -1,18 +1,16 @@
 """Layer-wise distillation targets for QAT: the float activation at every point the student quantizes.
 
-Ten logits per image say little about which of millions of rounding choices were
-right, and on a small train split the student fits them and drifts from the float
-model elsewhere (its validation SQNR falls while the train loss keeps falling).
-Post-training reconstruction methods (AdaRound, BRECQ) fit roundings to layer
-outputs instead, which carry thousands of targets per image. Here the float
-targets come from the student's own graph with every quantizer off (the same
-ops, BatchNorm folded the same way: the float model to 1e-5), so each quantized
-activation has its float counterpart by module name.
+Ten logits per image under-determine millions of rounding choices, and a student
+fitted to them alone drifts from the float model outside the train split. Layer
+outputs carry thousands of targets per image (as in AdaRound and BRECQ). They come
+from the student's own graph with every quantizer off (the same ops, BatchNorm
+folded the same way: the float model to 1e-5), so each quantized activation has
+its float counterpart by module name.
 """
 
 from __future__ import annotations
 
-from edgetl.train import fake_quant
+from edgetl.export.qat import graph
 
 
 class FeatureTargets:
@@ -21,13 +19,13 @@ class FeatureTargets:
     def __init__(self, student, float_model, image_size: tuple[int, int], device):
         from torchao.quantization.pt2e import disable_fake_quant
 
-        self.float_graph = fake_quant.prepare(float_model, image_size).to(device)
+        self.float_graph = graph.prepare(float_model, image_size).to(device)
         self.float_graph.apply(disable_fake_quant)
-        fake_quant.observers(self.float_graph, False)
-        fake_quant.eval_mode(self.float_graph)
+        graph.observers(self.float_graph, False)
+        graph.eval_mode(self.float_graph)
         self.float_graph.requires_grad_(False)
         names = {id(m): n for n, m in student.named_modules()}
-        wanted = [names[id(m)] for m in fake_quant.activation_quantizers(student)]
+        wanted = [names[id(m)] for m in graph.activation_quantizers(student)]
         float_modules = dict(self.float_graph.named_modules())
         self.student_out: dict[str, object] = {}
         self.float_out: dict[str, object] = {}

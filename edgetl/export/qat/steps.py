@@ -1,18 +1,9 @@
-"""What QAT's optimizer may change, and by how much: the rounding neighbourhood, grid-step updates, learned ranges.
+"""One QAT optimizer step: the distillation loss, and what the optimizer may change and by how much.
 
 Adam moves every parameter by about its learning rate per step, whatever the
-parameter's scale; the three pieces here put the int8 student's parameters on
-their own scales, around each optimizer step of `edgetl.train.qat`:
-
-- `RoundingNeighbourhood` keeps each quantized weight within a fraction of a grid
-  step of its float value (QAT chooses roundings, as AdaRound does);
-- `ScaledUpdates` rescales a step's move per parameter: a weight's by its
-  channel's grid step, an activation range's by the range itself;
-- `learn_ranges` makes each activation quantizer's scale a trained parameter
-  (LSQ: the gradient of the rounding and clipping error), written where the
-  exporters read it, so the artifact runs the ranges training chose;
-- `build_optimizer` puts them together: AdamW over the trained groups with the
-  units each update is taken in, and the cosine schedule.
+parameter's scale; `RoundingNeighbourhood`, `ScaledUpdates` and `learn_ranges` put
+the int8 student's parameters on their own scales, and `build_optimizer` puts them
+together around each step of `loop`.
 """
 
 from __future__ import annotations
@@ -21,22 +12,42 @@ import math
 import types
 
 from edgetl.errors import BadInputError
-from edgetl.train import fake_quant
+from edgetl.export.qat import graph
+
+
+def distillation_loss(forward, optimizer, autocast, inputs, teacher_logits, temperature: float,
+                      features=None, feature_weight: float = 0.0):
+    """The KL loss of the student against the teacher (plus the layer-wise one), its gradients in place.
+
+    The step is the caller's.
+    """
+    import torch.nn.functional as F
+
+    with autocast():
+        logits = forward(inputs)
+    log_student = F.log_softmax(logits.float() / temperature, dim=1)
+    target = F.log_softmax(teacher_logits.float() / temperature, dim=1)
+    loss = F.kl_div(log_student, target, log_target=True, reduction="batchmean") * temperature ** 2
+    if features is not None:
+        features.float_logits(inputs)
+        loss = loss + feature_weight * features.loss()
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    return loss.detach()
 
 
 class RoundingNeighbourhood:
     """Keeps every quantized weight within `steps` grid steps of its float value (None: no bound).
 
-    Adam moves each weight by about the learning rate per step whatever its size: at lr 1e-4 a
-    pointwise weight of Lite0 (grid step ~4e-4) can wander dozens of grid steps in two epochs, and
-    the student then fits the train split's images instead of the float model. Bounded, QAT picks
-    each weight's rounding (and trains the float biases), as AdaRound does post-training.
+    Unbounded, Adam moves fine-grid weights by many grid steps and the student fits the train
+    split instead of the float model; bounded, QAT picks each weight's rounding (and trains the
+    float biases).
     """
 
     def __init__(self, student, steps: float | None):
         self.steps = steps
         self.pairs = [] if steps is None else [(param, quantizer, param.detach().clone())
-                                               for param, quantizer in fake_quant.weight_quantizers(student)]
+                                               for param, quantizer in graph.weight_quantizers(student)]
 
     def __call__(self) -> None:
         import torch
@@ -52,12 +63,9 @@ class RoundingNeighbourhood:
 class ScaledUpdates:
     """Around an optimizer step: each registered parameter's move multiplied by its own unit.
 
-    Lite0's weight grid steps span 25x (pointwise expansions ~4e-4, depthwise ~1e-2), so one
-    learning rate in weight units shook the fine grids and left the coarse ones where calibration
-    put them: after 4 epochs at lr 1e-4 the pointwise weights had moved 0.3 grid steps on average
-    and changed 30% of their roundings, the depthwise ones 0.05-0.1 steps and 5-10%. With a unit per
-    parameter, the group's learning rate is in those units: grid steps for weights, a fraction of
-    itself for a range.
+    Grid steps differ by 25x between a backbone's layers, so one learning rate in weight units
+    shakes the fine grids and leaves the coarse ones alone; with a unit per parameter the group's
+    learning rate is in those units: grid steps for weights, a fraction of itself for a range.
     """
 
     def __init__(self):
@@ -103,17 +111,15 @@ def move_to_group(groups: list[dict], params: list, lr: float) -> None:
 def learn_ranges(student) -> list:
     """Activation scales as trained parameters (LSQ), zero points fixed where calibration put them.
 
-    Moving-average min/max ranges follow the largest values seen, and every value below the top
-    pays for them in resolution; the learned scale trades clipping against rounding by the
-    distillation loss itself. The scale stays the quantizer's own `scale` entry (a parameter
-    instead of a buffer, same name), so checkpoints, `load_trained` and the exporters read it
-    unchanged. Called after calibration (or after a checkpoint is loaded): observers no longer
-    write the scale. Returns the new parameters, for the optimizer.
+    The learned scale trades clipping against rounding by the distillation loss itself. It stays
+    the quantizer's own `scale` entry (a parameter instead of a buffer, same name), so checkpoints,
+    `load_trained` and the exporters read it unchanged. Called after calibration (or after a
+    checkpoint is loaded): observers no longer write the scale. Returns the new parameters.
     """
     import torch
 
     scales = []
-    for module in fake_quant.activation_quantizers(student):
+    for module in graph.activation_quantizers(student):
         value = module.scale.detach().clone().float().reshape(1)
         del module._buffers["scale"]
         module.register_parameter("scale", torch.nn.Parameter(value))
@@ -144,7 +150,7 @@ def build_optimizer(student, data, settings):
     scaled = ScaledUpdates()
     if settings.weight_lr_steps is not None:
         trained = {id(p) for group in groups for p in group["params"]}
-        weights = [(p, q) for p, q in fake_quant.weight_quantizers(student) if id(p) in trained]
+        weights = [(p, q) for p, q in graph.weight_quantizers(student) if id(p) in trained]
         for param, quantizer in weights:
             scaled.add(param, grid_step_unit(param, quantizer))
         move_to_group(groups, [p for p, _ in weights], settings.weight_lr_steps)

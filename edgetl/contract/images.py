@@ -1,14 +1,15 @@
-"""Decoding any photo a user has into an upright 8-bit RGB image. No torch.
+"""Decoding any photo a user has into an upright 8-bit RGB image, and the image-size limits. No torch.
 
-Training, parity and the device all decode through `load_rgb`, so a photo means
-the same pixels everywhere. It handles what real folders contain: EXIF-rotated
-phone pictures, greyscale, 16-bit PNGs (scaled, not clipped), palette images
-with transparency, RGBA and LA (composited on white), and CMYK JPEGs. A file that
-cannot be fully decoded (a JPEG cut short passes `Image.verify()` but fails a
-full `load()`) raises `UnreadableImageError`, and so does a decompression bomb:
-an image whose header promises more than `max_pixels()` pixels is refused from
-its header, before a byte is decoded (a 175 KB PNG can claim 150 megapixels and
-take gigabytes to decode). Folder readers skip such a file with a warning.
+Training, parity and the device all decode through `load_rgb`, so a photo means the
+same pixels everywhere; it sits in the contract beside `preprocess.py`, which turns
+the decoded image into network input. It handles what real folders contain:
+EXIF-rotated phone pictures, greyscale, 16-bit PNGs (scaled, not clipped), palette
+images with transparency, RGBA and LA (composited on white), and CMYK JPEGs. A file
+that cannot be fully decoded (a JPEG cut short passes `Image.verify()` but fails a
+full `load()`) raises `UnreadableImageError`, and so does a decompression bomb: an
+image whose header promises more than `max_pixels()` pixels is refused from its
+header, before a byte is decoded (a 175 KB PNG can claim 150 megapixels and take
+gigabytes to decode). Folder readers skip such a file with a warning.
 """
 
 from __future__ import annotations
@@ -26,7 +27,17 @@ from edgetl.errors import BadInputError
 # Refuse truncated files instead of padding them with grey.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
-# 64 Mi pixels: a 64 MP phone photo (9248 x 6936) passes; decoded to RGB it is already ~260 MB.
+# The two image-size limits, which mean different things:
+# - the classifier's input side in pixels (`--img-size`, a recipe's input_size, a preprocess
+#   record's [H, W]): every photo is resized to it, so memory per image grows with its square. The
+#   recipes use 224-380; 1024 bounds it, so a typo or a crafted sidecar cannot ask for gigabytes per
+#   image. Training asks at least 16, as little is left to classify after a backbone's 32x
+#   downsampling; a record read from a file needs only a positive side to be computed;
+# - a decoded photo is far larger (it is resized before use) and is bounded by its pixel count only
+#   to refuse decompression bombs: 64 Mi pixels lets a 64 MP phone photo (9248 x 6936) pass, which
+#   decoded to RGB is already ~260 MB.
+MIN_INPUT_SIDE = 16
+MAX_INPUT_SIDE = 1024
 MAX_PIXELS = 1 << 26
 PIXELS_ENV = "EDGETL_MAX_IMAGE_PIXELS"
 # PIL warns (DecompressionBombWarning) above its own limit and raises only at twice that; edgetl

@@ -1,0 +1,78 @@
+"""Where a deploy goes: this machine under a folder, or a device over SSH, each one typed record.
+
+An SSH target is built in one place, `SshTarget.from_settings`, whether its settings come from the
+command line's flags or from an inventory entry over them, so every deploy, rollback and pick
+reaches a device with the same host, user, port, key, known_hosts, trust, folder, Python and timeout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, fields
+from typing import Iterator
+
+
+@dataclass(frozen=True)
+class LocalTarget:
+    """This machine as the device (`--local PATH`)."""
+
+    path: str
+    name = "local"
+
+    def connect(self):
+        from edgetl.deploy.local import LocalDevice
+
+        return LocalDevice()
+
+
+@dataclass(frozen=True)
+class SshTarget:
+    """One device over SSH: how to reach it, and where and with which Python to install there."""
+
+    host: str
+    user: str | None = None
+    port: int = 22
+    identity: str | None = None
+    known_hosts: str | None = None
+    accept_new_host_key: bool = False
+    path: str | None = None  # the install folder on the device
+    python: str | None = None  # the device's Python for the release's environment
+    timeout: float = 15.0  # seconds to reach the device
+
+    @classmethod
+    def from_settings(cls, settings: dict) -> "SshTarget":
+        """From typed settings (flags, an inventory entry read by `read_inventory`); unset ones keep the defaults
+        and keys that are not a target's are ignored."""
+        names = {field.name for field in fields(cls)}
+        given = {key: value for key, value in settings.items() if key in names and value is not None}
+        for key in ("host", "user", "identity", "known_hosts", "path", "python"):
+            if key in given:
+                given[key] = str(given[key])  # YAML may read a host or user as a number
+        return cls(**given)
+
+    @property
+    def name(self) -> str:
+        """How rows and messages name the device, as SshDevice does (several may share an address)."""
+        return f"{self.user + '@' if self.user else ''}{self.host}:{self.port}"
+
+    def connect(self):
+        from edgetl.deploy.ssh import SshDevice
+
+        return SshDevice(self.host, self.port, self.user, self.identity, self.known_hosts, self.accept_new_host_key,
+                         self.timeout, self.python)
+
+
+def ssh_targets(entries: list[dict], defaults: dict) -> list[SshTarget]:
+    """One target per entry (an inventory's hosts, or the one --host), its own settings over `defaults`."""
+    return [SshTarget.from_settings({**defaults, **{k: v for k, v in entry.items() if v is not None}})
+            for entry in entries]
+
+
+@contextlib.contextmanager
+def connected(target: LocalTarget | SshTarget) -> Iterator:
+    """The target's device, closed afterwards whatever happens."""
+    device = target.connect()
+    try:
+        yield device
+    finally:
+        device.close()
