@@ -26,6 +26,7 @@ from types import SimpleNamespace
 
 from edgetl.contract.sidecar import sha256_file
 from edgetl.deploy.host_keys import HostKeyPolicy, client_factory, one_line as _one_line
+from edgetl.deploy.target import device_label
 from edgetl.errors import BadInputError, CheckFailedError, require
 
 KEEPALIVE_INTERVAL = 5.0  # seconds of silence before asking the device whether it is still there
@@ -39,7 +40,7 @@ class SshDevice:
                  known_hosts: str | None = None, accept_new_host_key: bool = False, timeout: float = 15.0,
                  python: str | None = None):
         self.asyncssh = require("asyncssh", "deploy", "deploying over SSH")
-        self.name = f"{username + '@' if username else ''}{host}:{port}"
+        self.name = device_label(username, host, port)
         self.python = python
         self.known_hosts = Path(known_hosts or Path.home() / ".ssh" / "known_hosts").expanduser()
         self.policy = HostKeyPolicy(self.known_hosts, host, port, accept_new_host_key)

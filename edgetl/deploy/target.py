@@ -12,6 +12,11 @@ from dataclasses import dataclass, fields
 from typing import Iterator
 
 
+def device_label(user: str | None, host: str, port: int) -> str:
+    """How rows and messages name an SSH device: [USER@]HOST:PORT (several may share an address)."""
+    return f"{user + '@' if user else ''}{host}:{port}"
+
+
 @dataclass(frozen=True)
 class LocalTarget:
     """This machine as the device (`--local PATH`)."""
@@ -52,8 +57,7 @@ class SshTarget:
 
     @property
     def name(self) -> str:
-        """How rows and messages name the device, as SshDevice does (several may share an address)."""
-        return f"{self.user + '@' if self.user else ''}{self.host}:{self.port}"
+        return device_label(self.user, self.host, self.port)
 
     def connect(self):
         from edgetl.deploy.ssh import SshDevice
