@@ -5,6 +5,12 @@ through these helpers: the content goes to a temporary sibling (same folder, so
 the final rename stays on one filesystem), is flushed and fsync'ed, then renamed
 over the target. A process killed at any moment leaves either the old version or
 the new one, never a half-written file that looks complete.
+
+Only regular files and folders are published by rename. A target that is a character device or a
+FIFO (`--plot /dev/null`, a pipe a reader waits on) is written in place: renaming over `/dev/null`
+would replace the machine's null device with a regular file. A block device or a socket as the target
+is refused, and so is a symbolic link: replacing the link would silently cut it from the file it names,
+and writing through it would put edgetl's output wherever the link happens to point.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import contextlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -37,10 +44,63 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _target_mode(target: Path) -> int | None:
+    """`target`'s file type (lstat, links not followed), or None when nothing is there."""
+    try:
+        return os.lstat(target).st_mode
+    except FileNotFoundError:
+        return None
+
+
+def is_special(target: str | os.PathLike) -> bool:
+    """True for a character device or a FIFO: a target written in place, never renamed over."""
+    mode = _target_mode(Path(target))
+    return mode is not None and (stat.S_ISCHR(mode) or stat.S_ISFIFO(mode))
+
+
+def check_target(target: str | os.PathLike, what: str) -> None:
+    """One line for a target that neither a rename nor an in-place write may touch (callers check before
+    long work, so a refused `--plot` does not cost the benchmark)."""
+    from edgetl.errors import BadInputError
+
+    target = Path(target)
+    mode = _target_mode(target)
+    if mode is not None and stat.S_ISLNK(mode):
+        raise BadInputError(f"{target} is a symbolic link (to {os.readlink(target)}): refusing to replace it "
+                            f"with the {what}", "give the path the link points to, or another path")
+    if mode is not None and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode) or is_special(target)):
+        kind = "block device" if stat.S_ISBLK(mode) else "socket" if stat.S_ISSOCK(mode) else "special file"
+        raise BadInputError(f"{target} is a {kind}: refusing to write the {what} there", "choose another path")
+
+
+@contextlib.contextmanager
+def _in_place(target: Path) -> Iterator[Path]:
+    """Write to a temporary file elsewhere, then copy it into the device or FIFO `target` (opened as it is)."""
+    fd, tmp_name = tempfile.mkstemp(prefix="edgetl-", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        with open(tmp, "rb") as source, open(target, "wb") as sink:
+            shutil.copyfileobj(source, sink)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path to write; on success it replaces `target` atomically."""
+    """Yield a temporary path to write; on success it replaces `target` atomically (a regular file or
+    nothing), or is copied into it (a character device or FIFO). A link or other special file is refused."""
     target = Path(target)
+    check_target(target, "file")
+    if stat.S_ISDIR(_target_mode(target) or 0):
+        from edgetl.errors import BadInputError
+
+        raise BadInputError(f"{target} is a folder: refusing to replace it with a file", "give a file name")
+    if is_special(target):
+        with _in_place(target) as tmp:
+            yield tmp
+        return
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
@@ -83,10 +143,24 @@ MARKER = ".edgetl"
 """A small JSON file inside every folder edgetl makes: the only folders it will replace or delete."""
 
 
-def mark(folder: str | os.PathLike, kind: str) -> None:
+def marker_text(kind: str) -> str:
+    """The marker's content, for a folder of `kind`; also what a deploy writes on a device (no local path)."""
     from edgetl import __version__
 
-    write_json(Path(folder) / MARKER, {"made_by": "edgetl", "kind": kind, "version": __version__})
+    return json.dumps({"made_by": "edgetl", "kind": kind, "version": __version__}, indent=2) + "\n"
+
+
+def is_marker(text: str | None, kind: str) -> bool:
+    """Whether `text` (a marker file's content, None when absent) is edgetl's marker of a `kind` folder."""
+    try:
+        data = json.loads(text) if text else None
+    except json.JSONDecodeError:
+        return False
+    return isinstance(data, dict) and data.get("made_by") == "edgetl" and data.get("kind") == kind
+
+
+def mark(folder: str | os.PathLike, kind: str) -> None:
+    write_text(Path(folder) / MARKER, marker_text(kind))
 
 
 def made_by_edgetl(folder: str | os.PathLike) -> bool:
@@ -197,6 +271,12 @@ def atomic_dir(target: str | os.PathLike, kind: str | None = None) -> Iterator[P
     between the two renames. Contents are fsynced before the swap.
     """
     target = Path(target)
+    check_target(target, kind or "folder")
+    if is_special(target) or (target.exists() and not target.is_dir()):
+        from edgetl.errors import BadInputError
+
+        raise BadInputError(f"{target} exists and is not a folder: refusing to replace it with the "
+                            f"{kind or 'folder'}", "choose a new or empty folder")
     target.parent.mkdir(parents=True, exist_ok=True)
     recover_dir(target)
     if kind is not None:

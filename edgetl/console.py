@@ -14,6 +14,7 @@ import sys
 from typing import Any, Iterable, Iterator, TypeVar
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -22,6 +23,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.text import Text
 
 T = TypeVar("T")
 
@@ -38,13 +40,35 @@ def set_quiet(quiet: bool) -> None:
     _quiet = quiet
 
 
-def info(message: str) -> None:
+def printable(text: Any) -> str:
+    """`text` with every control or invisible formatting character (ESC, OSC, CR, LF, TAB, NUL, a bidi
+    override) written as its Python escape (`\\x1b`, `\\r`, `\\u202e`): a device, a sidecar or a file
+    name cannot move the cursor, retitle the terminal, hide a line or fake one."""
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+
+
+def printable_lines(text: Any) -> str:
+    """`printable` line by line: the line breaks edgetl's own multi-line messages put between named files
+    stay breaks (a device's words reach a message as one line: `_last_line`, `errors.first_line`)."""
+    return "\n".join(printable(line) for line in str(text).split("\n"))
+
+
+def plain(text: Any) -> Text:
+    """`text` as a Rich `Text`: printed as it is, its `[...]` and `:name:` never read as markup or emoji."""
+    return Text(printable(text))
+
+
+def info(message: Any, heading: str | None = None) -> None:
+    """A progress line, printed as plain text; `heading` (edgetl's own words) goes before it in bold."""
     if not _quiet:
-        console.print(message)
+        console.print(Text.assemble((heading, "bold"), " ", plain(message)) if heading else plain(message))
 
 
-def warn(message: str) -> None:
-    console.print(f"[yellow]warning:[/yellow] {message}")
+def warn(message: Any) -> None:
+    console.print(Text.assemble(("warning:", "yellow"), " ", plain(message)))
 
 
 def emit_json(obj: Any) -> None:
@@ -69,11 +93,12 @@ def progress_bar(description: str, total: int | None) -> Iterator[Any]:
         TextColumn("{task.fields[status]}"),
     ]
     with Progress(*columns, console=console, transient=False) as progress:
-        task = progress.add_task(description, total=total, status="")
+        task = progress.add_task(escape(printable(description)), total=total, status="")
 
         def advance(n: int = 1, **fields: Any) -> None:
             if fields:  # no fields: the last status stays shown
-                progress.update(task, advance=n, status=" ".join(f"{k}={v}" for k, v in fields.items()))
+                status = " ".join(f"{k}={v}" for k, v in fields.items())
+                progress.update(task, advance=n, status=escape(printable(status)))
             else:
                 progress.update(task, advance=n)
 
@@ -87,3 +112,8 @@ def track(items: Iterable[T], description: str, total: int | None = None) -> Ite
         for item in items:
             yield item
             advance()
+
+
+def say(message: Any) -> None:
+    """A result line on stderr (printed even with --quiet), as plain text: see `plain`."""
+    console.print(plain(message))

@@ -29,7 +29,7 @@ def run_demo(out: str | Path = "demo", epochs: int = 3, formats: list[str] | Non
     if run_dir.exists() or run_dir.is_symlink():
         atomic.ensure_replaceable(run_dir, "demo's run")  # the demo always shows a fresh run
         shutil.rmtree(run_dir)
-    info(f"[bold]1/6 finetune[/bold] efficientnet_lite0 (offline ImageNet weights) on {data_dir}")
+    info(f"efficientnet_lite0 (offline ImageNet weights) on {data_dir}", heading="1/6 finetune")
     summary = finetune(TrainConfig(
         data=str(data_dir), model="efficientnet_lite0", out=str(run_dir), epochs=epochs, img_size=64,
         batch_size=32, lr=0.003, backbone_lr_mult=0.5, strategy="finetune",
@@ -37,20 +37,20 @@ def run_demo(out: str | Path = "demo", epochs: int = 3, formats: list[str] | Non
     formats = formats or list(FORMATS)
     # The digits validation split is ~270 images (one image = 0.37 pp, judged on 3 shifted views of each):
     # the demo asks int8 to agree on 99% to leave the test split a margin under the 1 pp parity bound.
-    info(f"[bold]2/6 export[/bold] {', '.join(formats)} in fp32 and int8, gated at {max_drop} pp and "
-         f"{100 * DEMO_MIN_AGREEMENT:.0f}% agreement")
+    info(f"{', '.join(formats)} in fp32 and int8, gated at {max_drop} pp and "
+         f"{100 * DEMO_MIN_AGREEMENT:.0f}% agreement", heading="2/6 export")
     exported = export_run(run_dir, formats, ["fp32", "int8"],
                           ExportSettings(calib_size=300, max_drop=max_drop, min_agreement=DEMO_MIN_AGREEMENT))
-    info("[bold]3/6 parity[/bold] every artifact against the float model on the test split")
+    info("every artifact against the float model on the test split", heading="3/6 parity")
     parity = run_parity(run_dir, max_drop=max_drop)
-    info("[bold]4/6 bench[/bold] latency of every artifact through the device runtime")
+    info("latency of every artifact through the device runtime", heading="4/6 bench")
     from edgetl.bench import run_bench
 
     artifacts = [r["path"] for r in exported["artifacts"] if r["delivered"]]
     bench = run_bench(artifacts, runs=50, warmup=5, plot=run_dir / "bench.png")
-    info("[bold]5/6 run[/bold] the device runtime over the held-out images")
+    info("the device runtime over the held-out images", heading="5/6 run")
     held_out = _run_held_out(run_dir, artifacts[-1])
-    info("[bold]6/6 deploy[/bold] locally: bundle, install with no index, self-test, atomic switch")
+    info("locally: bundle, install with no index, self-test, atomic switch", heading="6/6 deploy")
     deployed = _deploy_locally(run_dir, out / "device")
     return {
         "finetune": {k: v for k, v in summary.items() if k not in ("confusion", "config")},

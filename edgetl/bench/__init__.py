@@ -33,6 +33,10 @@ def run_bench(paths: list[str], threads: int | None | list[int | None] = None, r
               seconds: float | None = None, warmup: int = 10, batch: int | list[int] = 1, layers: bool = False,
               device: str | None = None, plot: str | Path | None = None, end_to_end: str | None = None) -> dict:
     """One entry per (model, threads, batch): a sweep is lists of threads and batches."""
+    if plot:
+        from edgetl import atomic
+
+        atomic.check_target(plot, "figure")
     thread_settings = threads if isinstance(threads, list) else [threads]
     batch_settings = batch if isinstance(batch, list) else [batch]
     models = []
@@ -86,12 +90,17 @@ def sweep_summary(models: list[dict]) -> list[dict]:
 
 
 def figures(report: dict, plot: Path, seconds: float | None) -> dict:
-    """bench.png always; the sweep, the sustained timeline and the accuracy-latency picture when they apply."""
+    """bench.png always; the sweep, the sustained timeline and the accuracy-latency picture when they apply.
+    A device or FIFO as `plot` (`--plot /dev/null`) gets the latency figure only: its siblings would be
+    new files beside it (`/dev/null-sweep.png`)."""
+    from edgetl import atomic
     from edgetl.bench.report import plot_latency, plot_sweep, plot_timeline
     from edgetl.bench.tradeoff import plot_tradeoff
 
     models = report["models"]
     made = {"latency": str(plot_latency(models, plot))}
+    if atomic.is_special(plot):
+        return made
     if report["sweep"]:
         made["sweep"] = str(plot_sweep(models, plot.with_name(plot.stem + "-sweep.png")))
     if seconds:

@@ -31,13 +31,13 @@ def bench(models, threads, runs, seconds, warmup, batch, layers, device, plot, e
     """
     from edgetl.bench import run_bench
     from edgetl.bench.report import label
-    from edgetl.console import console, warn
+    from edgetl.console import say, warn
 
     report = run_bench(list(models), threads=threads or [None], runs=runs, seconds=seconds, warmup=warmup,
                        batch=batch, layers=layers, device=device, plot=plot or None,
                        end_to_end=end_to_end)
     cpu = report["cpu"]
-    console.print(f"CPU: {cpu['model']} ({cpu['logical_cores']} logical cores; {', '.join(cpu['features']) or '-'})"
+    say(f"CPU: {cpu['model']} ({cpu['logical_cores']} logical cores; {', '.join(cpu['features']) or '-'})"
                   + (f" - {cpu['note']}" if cpu["note"] else ""))
     table("bench", ["Model", "Format", "Precision", "Threads", "Batch", "Size MB", "Accuracy", "Load ms", "p50 ms",
                     "p99 ms", "vs fp32", "FPS", "RSS MB"],
@@ -52,20 +52,20 @@ def bench(models, threads, runs, seconds, warmup, batch, layers, device, plot, e
                                           for s in ("decode", "pre", "infer", "post")],
                 e["stages"]["total"]["p50_ms"], e["fps"]] for m in ends for e in [m["end_to_end"]]])
     for row in report["sweep"]:
-        console.print(f"fastest setting for {row['path']}: threads {row['best_threads']}, batch {row['best_batch']} "
+        say(f"fastest setting for {row['path']}: threads {row['best_threads']}, batch {row['best_batch']} "
                       f"({row['p50_ms_per_image']} ms per image at p50)")
     if report.get("tradeoff"):
-        console.print("best trade-offs (no other artifact is faster and at least as accurate): "
+        say("best trade-offs (no other artifact is faster and at least as accurate): "
                       + ", ".join(report["tradeoff"]["best"]))
     for name, figure in (report.get("figures") or {}).items():
-        console.print(f"figure ({name}): {figure}")
+        say(f"figure ({name}): {figure}")
     for model in report["models"]:
         layer = model.get("layers")
         if layer and layer.get("supported"):
             table(f"slowest layers: {label(model)}", ["Layer", "Op", "ms", "%"],
                   [[r["name"][-60:], r["op_type"], r["ms"], r["percent"]] for r in layer["top_layers"][:10]])
         elif layer:
-            console.print(f"{label(model)}: per-layer times unavailable: {layer['note']}")
+            say(f"{label(model)}: per-layer times unavailable: {layer['note']}")
     for message in report["warnings"]:  # what the device did to these timings (device_state.compare_states)
         warn(message)
     for model in report["models"]:

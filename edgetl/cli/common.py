@@ -15,7 +15,7 @@ from typing import Any, Callable, NoReturn
 import click
 from rich.table import Table
 
-from edgetl.console import console, emit_json, set_quiet, warn
+from edgetl.console import console, emit_json, plain, set_quiet, warn
 from edgetl.errors import BadInputError, EdgetlError
 
 QUIET_HELP = "No progress bars or info lines (warnings still print)."
@@ -154,12 +154,14 @@ def renamed_option(old: str, new: str, dest: str) -> Callable:
 
 
 def table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
-    grid = Table(title=title, title_justify="left", header_style="bold")
+    """A table on stderr; the title and every cell are plain text (`console.plain`): cells hold what devices,
+    sidecars and file names said, which must neither be read as markup nor reach the terminal as escapes."""
+    grid = Table(title=plain(title), title_justify="left", header_style="bold")
     for index, column in enumerate(columns):
         numeric = all(isinstance(row[index], (int, float)) or row[index] is None for row in rows) and rows
         grid.add_column(column, justify="right" if numeric and index else "left")
     for row in rows:
-        grid.add_row(*["-" if cell is None else str(cell) for cell in row])
+        grid.add_row(*[plain("-" if cell is None else cell) for cell in row])
     console.print(grid)
 
 

@@ -157,17 +157,17 @@ def artifact_for(source, profile):
 
 # -- rendering --------------------------------------------------------------------------------
 def _rolled_back(result):
-    from edgetl.console import console
+    from edgetl.console import say
 
-    console.print(f"rolled back {result['host']}:{result['path']}: current is now {result['release']} "
+    say(f"rolled back {result['host']}:{result['path']}: current is now {result['release']} "
                   f"(was {result['previous_release']})")
     return result
 
 
 def _bundle_written(result):
-    from edgetl.console import console
+    from edgetl.console import say
 
-    console.print(f"bundle {result['bundle']} for {result['device']}: {result['path']} "
+    say(f"bundle {result['bundle']} for {result['device']}: {result['path']} "
                   f"({result['files']} files, {len(result['wheels'])} wheels)")
     return result
 
@@ -177,7 +177,7 @@ def _golden(result):
 
 
 def _installed(result, profile_name):
-    from edgetl.console import console, warn
+    from edgetl.console import say, warn
 
     bench = result["bench"] or {}
     table(f"deployed {result['release']} to {result['path']} ({profile_name})",
@@ -185,7 +185,7 @@ def _installed(result, profile_name):
           [["passed" if result["self_test"]["passed"] else "FAILED", _golden(result), percent(result["accuracy"]),
             bench.get("p50_ms"), bench.get("p99_ms"), bench.get("fps"), result["previous_release"]]])
     if result.get("threads_sweep"):
-        console.print("thread sweep on the device (p50 ms): "
+        say("thread sweep on the device (p50 ms): "
                       + ", ".join(f"{row['threads']}: {row['p50_ms']}" for row in result["threads_sweep"])
                       + f"; fastest {result['recommended_threads']}, the service runs {result['service_threads']}")
     for message in result.get("warnings", []):  # what the device's state did to the self-test bench
@@ -240,11 +240,11 @@ def install(bundle, root, threads):
     import os
     from pathlib import Path
 
-    from edgetl.console import console
+    from edgetl.console import say
     from edgetl.deploy.local import LocalDevice, install_release
 
     result = install_release(Path(bundle), root, device=LocalDevice(python=os.environ.get("PYTHON")), threads=threads)
-    console.print(f"installed {result['release']} under {result['path']}: self-test passed "
+    say(f"installed {result['release']} under {result['path']}: self-test passed "
                   f"(golden {_golden(result)}, accuracy {percent(result['accuracy'])}), service {result['service']}")
     return result
 
@@ -256,12 +256,12 @@ def install(bundle, root, threads):
 @json_option
 def selftest(release, threads, runs):
     """Check RELEASE on this device: every file against the manifest, golden samples, latency, accuracy."""
-    from edgetl.console import console
+    from edgetl.console import say
     from edgetl.deploy.selftest import self_test
     from edgetl.errors import CheckFailedError
 
     result = self_test(release, threads=threads, runs=runs)
-    console.print(f"self-test {'passed' if result['passed'] else 'FAILED'}"
+    say(f"self-test {'passed' if result['passed'] else 'FAILED'}"
                   + (f": {result['reason']}" if result.get("reason") else ""))
     if not result["passed"]:
         fail(CheckFailedError(f"self-test of {release} failed", result.get("reason")), result)

@@ -13,7 +13,7 @@ from edgetl.cli.common import json_option, table
 @json_option
 def devices(action, name):
     """List the device profiles, or show one: architecture, Python, wheel tags, what it runs and how."""
-    from edgetl.console import console
+    from edgetl.console import say
     from edgetl.deploy.profiles import get_profile, list_profiles
     from edgetl.errors import BadInputError
 
@@ -32,7 +32,7 @@ def devices(action, name):
             ["wheel tags", ", ".join(profile.platform_tags)],
         ])
         if profile.tensorrt:
-            console.print(f"TensorRT engine built on the device: {profile.tensorrt.get('build')}")
+            say(f"TensorRT engine built on the device: {profile.tensorrt.get('build')}")
         return data
     profiles = [get_profile(n) for n in list_profiles()]
     table("device profiles", ["name", "arch", "python", "runs", "runtime", "threads", "camera"], [

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from edgetl.cli.common import json_option, max_drop_option, percent, table, threads_option
+from edgetl.console import printable
 from edgetl.contract.formats import DEFAULT_PRECISIONS, FORMATS
 from edgetl.export import gate
 
@@ -62,10 +63,10 @@ def export(run_dir, formats, precisions, calib_size, calib_data, max_drop, min_a
             percent(r["val_accuracy"]), r["drop_pp"], percent(r["agreement"]), len(r.get("float_layers") or []),
             r.get("latency_ms"), r.get("latency_ratio")] for r in rows])
     for note in report.get("notes", []):
-        click.echo(f"note: {note}", err=True)
+        click.echo(f"note: {printable(note)}", err=True)
     for row in rows:
         if row["message"]:
-            click.echo(f"{row['format']}-{row['precision']}: {row['message']}", err=True)
+            click.echo(f"{row['format']}-{row['precision']}: {printable(row['message'])}", err=True)
     summary = {"out": report["out"], "float_val_accuracy": report["float_val_accuracy"],
                "max_drop": report["max_drop"], "min_agreement": report["min_agreement"], "notes": report["notes"],
                "artifacts": [
@@ -117,7 +118,7 @@ def parity(run_dir, data, artifacts, max_drop, report_dir, threads):
            for r in result["artifacts"]])
     for row in result["artifacts"]:
         if row.get("detail") or row.get("error"):
-            click.echo(f"{artifact_name(row)}: {row['status']}: {row.get('detail') or row.get('error')}",
+            click.echo(printable(f"{artifact_name(row)}: {row['status']}: {row.get('detail') or row.get('error')}"),
                        err=True)
     summary = {"images": result["images"], "source": result["source"], "float": result["float"],
                "max_drop": max_drop, "passed": result["passed"],

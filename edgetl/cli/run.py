@@ -40,7 +40,7 @@ def run(model, source, topk, threads, device, json_lines, show, save, serve, ser
     Capture, preprocessing and inference overlap; live sources drop stale frames, files never do.
     The live page (--serve) shows the camera: off loopback it needs a token, printed with its URL.
     """
-    from edgetl.console import console, info
+    from edgetl.console import info, say
     from edgetl.runtime.app import classify_source
     from edgetl.runtime.sources import parse_size
 
@@ -67,5 +67,5 @@ def run(model, source, topk, threads, device, json_lines, show, save, serve, ser
         table(f"run: {summary['source']}", ["frames", "FPS", "model FPS", "infer p50 ms", "infer p99 ms", "dropped"],
               [[summary["frames"], summary["fps"], summary.get("model_fps"), infer.get("p50_ms"), infer.get("p99_ms"),
                 summary["dropped"]]])
-        console.print(f"model {summary['model']} ({summary['format']} {summary['precision']})")
+        say(f"model {summary['model']} ({summary['format']} {summary['precision']})")
     return {"summary": summary}

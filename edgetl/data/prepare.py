@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from rich.markup import escape
 
 from edgetl.console import info, warn
 from edgetl.contract.images import shrink
@@ -103,8 +102,8 @@ def _check_counts(counts: dict[str, dict[str, int]], kept: dict[str, list[Sample
     if ratio >= IMBALANCE_WARNING:
         small = min(counts["train"], key=counts["train"].get)
         large = max(counts["train"], key=counts["train"].get)
-        warn(escape(f"classes are imbalanced {ratio:.1f}:1 in train ({large}: {counts['train'][large]}, "
-                    f"{small}: {counts['train'][small]}); per-class accuracy in the report shows who suffers"))
+        warn(f"classes are imbalanced {ratio:.1f}:1 in train ({large}: {counts['train'][large]}, "
+             f"{small}: {counts['train'][small]}); per-class accuracy in the report shows who suffers")
     return ratio
 
 
@@ -112,7 +111,7 @@ def prepare_data(cfg, preprocess: Preprocess, colour_in_workers: bool = True) ->
     folder = scan_image_folder(cfg.data)
     if folder.ignored_files:
         warn(f"ignored {len(folder.ignored_files)} file(s) that are not images by name, "
-             f"e.g. {escape(folder.ignored_files[0])}")
+             f"e.g. {folder.ignored_files[0]}")
     splits = _initial_splits(cfg, folder)
     cache_side = _train_cache(cfg, preprocess, len(splits["train"]))
     decoded = _decode_splits(cfg, folder.root, splits, preprocess, cache_side)

@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import Callable
 
 from PIL import Image
-from rich.markup import escape
 
-from edgetl.console import progress_bar, warn
+from edgetl.console import printable, progress_bar, say, warn
 from edgetl.contract.images import UnreadableImageError, load_rgb
 from edgetl.data.folder import Sample
 from edgetl.errors import DatasetError
@@ -54,7 +53,7 @@ def check_images(
                 result.kept.append(sample)
             advance()
     if result.skipped:
-        lines = [f"  {path}: {reason}" for path, reason in result.skipped[:MAX_NAMED]]
+        lines = [f"  {printable(path)}: {printable(reason)}" for path, reason in result.skipped[:MAX_NAMED]]
         more = len(result.skipped) - MAX_NAMED
         if more > 0:
             lines.append(f"  ... and {more} more")
@@ -63,6 +62,7 @@ def check_images(
                 f"{len(result.skipped)} unreadable image file(s) in {root} (--strict):\n" + "\n".join(lines),
                 "remove or repair them, or drop --strict to skip them with a warning",
             )
-        # The console renders rich markup: escape names like "[draft] cat.jpg" so they print verbatim.
-        warn(escape(f"skipped {len(result.skipped)} unreadable file(s) of {len(samples)}:\n" + "\n".join(lines)))
+        warn(f"skipped {len(result.skipped)} unreadable file(s) of {len(samples)}:")
+        for line in lines:  # one plain line each (console.plain): "[draft] cat.jpg" prints verbatim
+            say(line)
     return result

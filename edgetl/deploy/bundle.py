@@ -13,14 +13,22 @@ exported (when none is, `edgetl deploy` exports it first: this module never impo
 exporter, so a device-side or deploy-only install needs no torch). Wheels come from `pip download` with the
 profile's platform tags and Python version, so an aarch64 Pi bundle can be built
 on an x86 laptop.
+
+Nothing outside the artifact folder enters a bundle. A symbolic link in the artifact is copied as the
+regular file it names when that file lies inside the artifact folder; a link to anything outside it, a
+link to a folder, and anything that is neither a regular file nor a folder (a FIFO, a device) stop the
+build with one line. A shared artifact with `samples/0000.png -> ~/.ssh/id_ed25519` would otherwise put
+the key into the tarball and onto every device.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import shlex
 import shutil
+import stat
 import subprocess
 import sys
 import tarfile
@@ -78,6 +86,52 @@ def choose_artifact(source: Path, profile: DeviceProfile) -> Path:
     if found is None:
         raise NoArtifactError(source, profile)
     return found
+
+
+class OutsideArtifactError(BadInputError):
+    """A link or special file in an artifact folder that a bundle must not follow or copy."""
+
+    def __init__(self, path: Path, why: str):
+        super().__init__(f"{path} {why}: refusing to bundle it",
+                         "copy the file itself into the artifact folder, or remove it")
+
+
+def _opened_path(fd: int, path: Path) -> Path:
+    """The file an open descriptor really reads (Linux's /proc names it after every link and rename)."""
+    try:
+        return Path(os.readlink(f"/proc/self/fd/{fd}"))
+    except OSError:
+        return Path(os.path.realpath(path))
+
+
+def _copy_file(source: Path, root: Path, destination: Path) -> None:
+    """Copy `source` as a regular file, refusing one whose opened file is not inside `root` (checked on the
+    descriptor that is read, so a link swapped in meanwhile is caught too)."""
+    try:
+        fd = os.open(source, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO must not block the build
+    except OSError as exc:
+        raise OutsideArtifactError(source, f"cannot be read ({exc.strerror})") from exc
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OutsideArtifactError(source, "is not a regular file")
+        opened = _opened_path(fd, source)
+        if not opened.is_relative_to(root):
+            raise OutsideArtifactError(source, f"is a link to {opened}, outside the artifact folder")
+        with open(destination, "wb") as out:
+            shutil.copyfileobj(handle, out)
+
+
+def copy_artifact(artifact: Path, destination: Path) -> None:
+    """The artifact folder's files into `destination`, links resolved only inside it (see the module doc)."""
+    root = artifact.resolve()
+    for folder, subfolders, names in os.walk(root):
+        here = Path(folder)
+        (destination / here.relative_to(root)).mkdir(parents=True, exist_ok=True)
+        for name in subfolders:
+            if (here / name).is_symlink():
+                raise OutsideArtifactError(here / name, "is a link to a folder")
+        for name in names:
+            _copy_file(here / name, root, destination / here.relative_to(root) / name)
 
 
 def _samples(artifact: Path, folder: Path, count: int) -> int:
@@ -205,8 +259,8 @@ def build_bundle(source: str | Path, profile: DeviceProfile, out: str | Path, sa
     bundle_id = (datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + sidecar.files[sidecar.model_file][:8]
                  + "-" + secrets.token_hex(2))
     with atomic.atomic_dir(out, kind="bundle") as tmp:
-        shutil.copytree(artifact, tmp / "model")
-        sample_count = _samples(artifact, tmp / "samples", samples)
+        copy_artifact(artifact, tmp / "model")
+        sample_count = _samples(tmp / "model", tmp / "samples", samples)  # from the checked copy
         wheel_names = _wheels(profile, tmp / "wheels", extra) if wheels else []
         requirement = shlex.quote(f"edgetl[device,{extra}]" if not profile.runtime.get("preinstalled")
                                   else "edgetl[device]")

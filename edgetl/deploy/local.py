@@ -6,6 +6,13 @@
     ROOT/state.json               current and previous release, history (written atomically)
     ROOT/edgetl.service           the systemd unit, written for this ROOT
     ROOT/.deploy.lock             held (flock) by the one deploy or rollback at work
+    ROOT/.edgetl                  edgetl's marker (atomic.MARKER, kind "deploy-root"), from the first deploy
+
+edgetl only works in a root it made. A missing or empty root is marked on the first deploy; a
+root without the marker whose `current` links to releases/X, where X's manifest.json names X, is
+an earlier edgetl's and is adopted (marked); any other non-empty root is refused before anything
+is written there. Inside a root, pruning and cleanup touch only release folders whose
+manifest.json names them (`<id>` or `<id>.partial`: the deploy writes the manifest first).
 
 The steps are written once against a small `Device` interface (run a command, upload a
 folder, read/write a small file, hold a lock), so `--local` and SSH deploys do exactly
@@ -32,7 +39,8 @@ import subprocess
 import sys
 from pathlib import Path, PurePosixPath
 
-from edgetl.console import info, warn
+from edgetl import atomic
+from edgetl.console import info, printable, warn
 from edgetl.deploy.bundle import CHECKSUMS, MANIFEST
 from edgetl.deploy.lock import device_lock
 from edgetl.deploy.service import SERVICE_NAME, plain_path, service_unit
@@ -40,6 +48,10 @@ from edgetl.errors import BadInputError, CheckFailedError
 
 KEEP_RELEASES = 3
 RELEASE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+ROOT_KIND = "deploy-root"
+OWNED = ('owned() { [ -f "$1/manifest.json" ] && grep -qF "\\"bundle\\": \\"$(basename "${1%.partial}")\\"" '
+         '"$1/manifest.json"; }; ')
+"""Shell: `owned DIR` succeeds when DIR's manifest.json names DIR (without .partial): edgetl's release."""
 FAULT_ENV = "EDGETL_FAULT_AT"
 """Fault injection for the crash tests: the deploying process kills itself (SIGKILL) at this step."""
 
@@ -153,18 +165,54 @@ def _write_state(device, root: str, state: dict) -> None:
 
 
 def releases(device, root: str) -> list[str]:
-    """Finished releases, oldest first: folders with a release id and a manifest; nothing else counts."""
-    script = (f"cd {shlex.quote(root + '/releases')} 2>/dev/null || exit 0; "
-              "for d in */; do d=${d%/}; [ -f \"$d/manifest.json\" ] && printf '%s\\n' \"$d\"; done; exit 0")
+    """Finished releases, oldest first: folders with a release id whose manifest names them; nothing else
+    counts (a folder of someone else's, even one with a manifest.json, is never a target or pruned)."""
+    script = (f"{OWNED}cd {shlex.quote(root + '/releases')} 2>/dev/null || exit 0; "
+              "for d in */; do d=${d%/}; owned \"$d\" && printf '%s\\n' \"$d\"; done; exit 0")
     listed = device.run(["sh", "-c", script]).stdout.splitlines()
     return sorted(n for n in listed if RELEASE_ID.fullmatch(n) and not n.endswith(".partial"))
 
 
 def _clean_leftovers(device, root: str) -> None:
-    """What killed deploys left: `.partial` releases and temporary links (we hold the lock)."""
-    script = (f"cd {shlex.quote(root)} 2>/dev/null || exit 0; rm -rf releases/*.partial; "
+    """What killed deploys left (we hold the lock): `.partial` releases whose manifest names them, and
+    temporary links and state files."""
+    script = (f"{OWNED}cd {shlex.quote(root)} 2>/dev/null || exit 0; "
+              "for d in releases/*.partial; do owned \"$d\" && rm -rf \"$d\"; done; "
               "rm -f .current.*.tmp state.json.*.tmp; exit 0")
     device.run(["sh", "-c", script])
+
+
+ROOT_PROBE = """cd {root} 2>/dev/null || {{ [ -e {root} ] && echo notdir || echo empty; exit 0; }}
+other=0
+for e in .[!.]* ..?* *; do
+  [ -e "$e" ] || [ -L "$e" ] || continue
+  case $e in .deploy.lock) ;; releases) [ -z "$(ls -A releases)" ] || other=1 ;; *) other=1 ;; esac
+done
+[ $other = 0 ] && {{ echo empty; exit 0; }}
+case $(readlink current) in releases/*) release=$(readlink current) ;; *) echo foreign; exit 0 ;; esac
+owned "$release" && echo earlier || echo foreign
+"""
+"""What ROOT is: `empty` (missing, or only an empty releases/ and a lock), `earlier` (an edgetl install
+from before the marker: `current` -> releases/X, X's manifest names X), `notdir` or `foreign`."""
+
+
+def claim_root(device, root: str, create: bool = True) -> None:
+    """Make sure `root` is edgetl's before anything is written there: marked, or marked now when empty
+    (`create`) or an earlier edgetl's; any other folder is refused with one line."""
+    if atomic.is_marker(device.read_text(f"{root}/{atomic.MARKER}"), ROOT_KIND):
+        return
+    verdict = device.run(["sh", "-c", OWNED + ROOT_PROBE.format(root=shlex.quote(root))]).stdout.strip()
+    if verdict == "empty" and not create:
+        return
+    if verdict in ("empty", "earlier"):
+        device.run(["mkdir", "-p", root], check=True)
+        device.write_text(f"{root}/{atomic.MARKER}", atomic.marker_text(ROOT_KIND))
+        if verdict == "earlier":
+            info(f"{device.name}:{root} is an earlier edgetl's install folder: marked it ({atomic.MARKER})")
+        return
+    what = "is not a folder" if verdict == "notdir" else "is not empty and was not made by edgetl"
+    raise BadInputError(f"{device.name}:{root} {what} (no {atomic.MARKER} marker): refusing to deploy into it",
+                        "choose a new or empty folder (--path on the device, --local here)")
 
 
 def _prune(device, root: str, keep: int, state: dict) -> None:
@@ -200,7 +248,8 @@ def _self_test(device, release_dir: str, threads: int | None, runs: int | None =
         raise CheckFailedError(f"self-test could not run on {device.name}: {_last_line(result.stderr)}") from None
     if not isinstance(report, dict) or not report.get("passed"):
         reason = report.get("reason", "see the report") if isinstance(report, dict) else "unreadable report"
-        raise CheckFailedError(f"self-test of {PurePosixPath(release_dir).name} failed on {device.name}: {reason}")
+        raise CheckFailedError(f"self-test of {PurePosixPath(release_dir).name} failed on {device.name}: "
+                               f"{printable(reason)}")  # the device's words: one line, escapes visible
     return report
 
 
@@ -226,6 +275,7 @@ def install_release(bundle: Path, root: Path | str, device=None, keep: int = KEE
     manifest = read_manifest(bundle)
     release = manifest["bundle"]
     partial, final = f"{root}/releases/{release}.partial", f"{root}/releases/{release}"
+    claim_root(device, root)
     device.run(["mkdir", "-p", f"{root}/releases"], check=True)
     with device_lock(device, root):
         _clean_leftovers(device, root)
@@ -234,6 +284,7 @@ def install_release(bundle: Path, root: Path | str, device=None, keep: int = KEE
             raise BadInputError(f"release {release} is already installed on {device.name}", "build a new bundle")
         device.run(["mkdir", "-p", partial], check=True)
         try:
+            device.write_text(f"{partial}/{MANIFEST}", (bundle / MANIFEST).read_text())  # marks it edgetl's
             info(f"uploading release {release} to {device.name}:{root}")
             device.upload(bundle, partial)  # resumes: files already there with the right digest are kept
             _fault("uploaded")
@@ -320,6 +371,7 @@ def rollback(root: Path | str, device=None, threads: int | None = None) -> dict:
     """Switch `current` back to the previous release, once it proves intact (no run directory needed)."""
     device = device or LocalDevice()
     root = resolve_root(root, device)
+    claim_root(device, root, create=False)
     with device_lock(device, root):
         current = current_release(root, device)
         if current is None:

@@ -97,10 +97,8 @@ def load_calibration(root: Path, samples: list[Sample], preprocess: Preprocess, 
                 unreadable.append(sample.path)
             advance()
     if unreadable:
-        from rich.markup import escape
-
-        warn(escape(f"calibration skipped {len(unreadable)} unreadable or missing image(s) of {source}, "
-                    f"e.g. {unreadable[0]}"))
+        warn(f"calibration skipped {len(unreadable)} unreadable or missing image(s) of {source}, "
+             f"e.g. {unreadable[0]}")
     if len(pixels) < minimum:
         raise BadInputError(
             f"only {len(pixels)} readable calibration images in {source} (at least {minimum} needed for int8)",
