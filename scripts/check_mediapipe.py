@@ -7,8 +7,8 @@ prints JSON of each image's top-1. It needs a Python with mediapipe and Pillow, 
 imports nothing of edgetl: run it from MediaPipe's own environment (its pins clash
 with the export toolchain), e.g.
 
-    python3.11 -m venv /work/mp-venv && /work/mp-venv/bin/pip install mediapipe
-    /work/mp-venv/bin/python scripts/check_mediapipe.py ARTIFACT_DIR IMAGES [--limit N]
+    mp=$(scripts/mediapipe_env.sh | tail -1)    # builds ~/.cache/edgetl/mediapipe-venv once
+    "$mp" scripts/check_mediapipe.py ARTIFACT_DIR IMAGES [--limit N]
 
 The one step the metadata cannot carry is edgetl's resize geometry: MediaPipe
 stretches its region of interest to the input size. The region given here is the

@@ -256,8 +256,11 @@ def test_a_file_name_in_an_error_line_cannot_drive_the_terminal(tmp_path):
     assert "\x1b" not in result.stderr and "\x07" not in result.stderr
 
 
-def test_warnings_and_info_lines_print_markup_characters_as_they_are(capsys):
+def test_warnings_and_info_lines_print_markup_characters_as_they_are(capsys, monkeypatch):
+    from edgetl import console
     from edgetl.console import info, warn
+
+    monkeypatch.setattr(console, "_quiet", False)  # an earlier in-process `-q` command leaves it set
 
     warn("pip install 'edgetl[device,onnx]' on [/opt/edgetl]\x1b[31m")
     info("label [red]stop[/red]\ttab")

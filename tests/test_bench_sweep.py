@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from conftest import run_cli
@@ -12,6 +13,7 @@ from edgetl.runtime.timing import per_second, slowdown
 from test_device_state import _tiny_artifact
 
 
+@pytest.mark.slow
 def test_threads_sweep_with_seconds_gives_one_entry_per_setting_with_a_timeline_and_device_block(tmp_path):
     artifact = _tiny_artifact(tmp_path / "artifact")
     result = run_cli("bench", str(artifact), "--threads", "1,2", "--batch", "1,4", "--seconds", "3", "--json",

@@ -119,6 +119,7 @@ def test_rerun_skips_unchanged_and_redoes_tampered(exported, trained_run, monkey
     assert export_run(trained_run["run_dir"], ["onnx"], ["fp32"], out=out)["artifacts"][0]["status"] == "up-to-date"
 
 
+@pytest.mark.slow
 def test_gate_falls_back_on_a_broken_calibration_and_records_attempts(trained_run, tmp_path):
     calib = tmp_path / "calib"
     calib.mkdir()
@@ -136,6 +137,7 @@ def test_gate_falls_back_on_a_broken_calibration_and_records_attempts(trained_ru
     assert sidecar.attempts == row["attempts"] and sidecar.requested_precision == "int8"
 
 
+@pytest.mark.slow
 def test_a_spent_time_budget_skips_int8_attempts_but_never_the_fp16_fallback(trained_run, tmp_path):
     """The budget bounds the int8 search; fp16 costs one conversion and must not be traded for fp32."""
     calib = tmp_path / "calib"

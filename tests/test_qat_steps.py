@@ -115,12 +115,12 @@ def test_layer_targets_are_the_float_models_activations():
 
 def _kept_epoch(history: list[tuple[float, float]]) -> int:
     """Replay QAT's per-epoch choice over (agreement, sqnr_db) rows, epoch 0 (the calibrated start) first."""
-    from edgetl.export.qat.loop import _keep_if_better
+    from edgetl.export.qat.loop import keep_if_better
 
     rows = [{"agreement": agreement, "sqnr_db": sqnr} for agreement, sqnr in history]
     state = {"best": rows[0], "best_epoch": 0, "top_agreement": rows[0]["agreement"]}
     for epoch, measured in enumerate(rows[1:], start=1):
-        _keep_if_better(state, measured, epoch)
+        keep_if_better(state, measured, epoch)
     return state["best_epoch"]
 
 

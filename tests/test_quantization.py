@@ -81,9 +81,10 @@ def strict(trained_run, tmp_path_factory) -> dict:
     """A gate no recipe alone can pass (no drop, full agreement): the search and mixed precision must run."""
     out = tmp_path_factory.mktemp("strict") / "export"
     return export_run(trained_run["run_dir"], ["onnx", "tflite"], ["int8"],
-                      ExportSettings(calib_size=32, max_drop=0.0, min_agreement=1.0), out=out)
+                      ExportSettings(calib_size=32, max_drop=0.0, min_agreement=1.0, qat="off"), out=out)
 
 
+@pytest.mark.slow
 def test_gate_searches_recipes_then_keeps_the_measured_worst_layers_float(strict):
     for row in strict["artifacts"]:
         stages = [a.get("stage") for a in row["attempts"]]
@@ -100,7 +101,7 @@ def test_gate_searches_recipes_then_keeps_the_measured_worst_layers_float(strict
         for count, attempt in zip((1, 2, 3, 5, 8), mixed):  # the k most sensitive layers, in ranking order
             assert ", ".join(ranking[:count]) in attempt["what"], (attempt["what"], ranking[:count])
         order = [s for i, s in enumerate(stages) if s not in stages[:i]]
-        assert order == ["recipe", "mixed", "qat", "fallback"][:len(order)], stages  # QAT after mixed, before fp16
+        assert order == ["recipe", "mixed", "fallback"][:len(order)], stages  # (QAT's place: test_chain.py)
         if row["status"] == "mixed precision":
             assert sidecar.precision == "int8" and sidecar.sensitivity["float_layers"] == row["float_layers"]
             assert row["float_layers"] == ranking[:len(row["float_layers"])]
@@ -108,16 +109,42 @@ def test_gate_searches_recipes_then_keeps_the_measured_worst_layers_float(strict
             if row["format"] == "onnx":  # what any onnxruntime needs to keep them float; edgetl's reads it
                 assert sidecar.quantization["onnxruntime_disabled_optimizers"] == ["WeightBiasQuantization"]
                 assert load_runner(row["path"]).disabled_optimizers == ["WeightBiasQuantization"]
-        elif row["status"] == "qat":
-            assert sidecar.precision == "int8" and sidecar.quantization["method"] == "qat"
-            if row["format"] == "onnx" and not row["float_layers"]:  # QAT files need the rewrite (float biases)
-                assert load_runner(row["path"]).disabled_optimizers == []
         else:
-            assert "qat" in stages, stages
             assert row["delivered"] in ("fp16", "fp32") and ranking[0] in row["message"], row["message"]
             assert sidecar.sensitivity["float_layers"] == []  # the ranking says what held int8 back
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["onnx", "tflite"])
+def test_mixed_precision_is_delivered_with_its_float_layers_recorded(trained_run, tmp_path, monkeypatch, fmt):
+    """The mixed-precision path, forced: every plain recipe's measurement is read as a 100 pp drop, so the
+    chain must go on to the best recipe with its most sensitive layers float, and that is what ships."""
+    from edgetl.export import chain
+
+    real = chain.next_step
+
+    def plain_recipes_miss(plan, results, seconds, ranking=None):
+        doctored = [chain.Result(r.attempt, {**r.metrics, "drop_pp": 100.0})
+                    if r.metrics is not None and r.attempt.stage == "recipe" else r for r in results]
+        return real(plan, doctored, seconds, ranking)
+
+    monkeypatch.setattr(chain, "next_step", plain_recipes_miss)
+    exported = export_run(trained_run["run_dir"], [fmt], ["int8"],
+                          ExportSettings(calib_size=32, max_drop=50.0, min_agreement=None, qat="off", speed_gate=False),
+                          out=tmp_path / "export")
+    row = exported["artifacts"][0]
+    assert row["status"] == "mixed precision" and row["delivered"] == "int8", row["attempts"]
+    sidecar = Sidecar.read(row["path"])
+    ranking = [layer["layer"] for layer in sidecar.sensitivity["layers"]]
+    assert row["float_layers"] == ranking[:1]  # the first count tried, the worst layer
+    assert sidecar.precision == "int8" and sidecar.sensitivity["float_layers"] == row["float_layers"]
+    assert sidecar.quantization["float_layers"] == row["float_layers"]
+    if fmt == "onnx":  # what any onnxruntime needs to keep them float; edgetl's reads it
+        assert sidecar.quantization["onnxruntime_disabled_optimizers"] == ["WeightBiasQuantization"]
+        assert load_runner(row["path"]).disabled_optimizers == ["WeightBiasQuantization"]
+
+
+@pytest.mark.slow
 def test_parity_lists_the_sensitivity_of_each_artifact_that_asked_for_int8(strict, trained_run, tmp_path):
     """Delivered int8 or fallen back to fp16/fp32: parity shows the measured ranking of each."""
     args = ["parity", trained_run["run_dir"], "--max-drop", "100", "--report", str(tmp_path / "rep"), "--json"]
@@ -134,9 +161,11 @@ def test_parity_lists_the_sensitivity_of_each_artifact_that_asked_for_int8(stric
     assert (tmp_path / "rep" / "sensitivity.png").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_export_gates_int8_by_default_and_none_turns_it_off(trained_run, tmp_path):
     gated = json_out(run_cli("export", trained_run["run_dir"], "--format", "onnx", "--precision", "int8",
-                             "--calib-size", "32", "--out", str(tmp_path / "gated"), "--json", check=True))
+                             "--calib-size", "32", "--no-qat", "--out", str(tmp_path / "gated"), "--json",
+                             check=True))  # (QAT's place in the chain: test_chain.py; QAT itself: test_qat.py)
     assert gated["max_drop"] == 1.0 and gated["min_agreement"] == 0.985
     row = gated["artifacts"][0]
     assert len([a for a in row["attempts"] if a.get("stage") == "recipe"]) >= 2

@@ -244,7 +244,7 @@ def test_a_command_that_outlives_its_timeout_fails_and_is_killed(sshd):
         device.close()
 
 
-@pytest.mark.parametrize("how", ["sshd killed", "device frozen"])
+@pytest.mark.parametrize("how", ["sshd killed", pytest.param("device frozen", marks=pytest.mark.slow)])
 def test_a_device_lost_mid_command_fails_within_a_bound(tmp_path, how):
     """Killed: the TCP connection resets. Frozen (SIGSTOP, as a device off the network): TCP stays
     open and silent, and only the keepalives can tell."""

@@ -6,8 +6,8 @@ int8; seconds), and the file is read back with the real LiteRT interpreter, the
 TFLite flatbuffer schema of ai-edge-litert, the vendored metadata schema and zipfile.
 
 The second part runs MediaPipe's own `ImageClassifier` (scripts/check_mediapipe.py)
-in MediaPipe's own environment, named by EDGETL_MEDIAPIPE_PYTHON (default
-/work/mp-venv/bin/python), on a real fine-tune of EfficientNet-Lite0 over the photo
+in MediaPipe's own environment (scripts/mediapipe_env.sh builds it; EDGETL_MEDIAPIPE_PYTHON
+names another), on a real fine-tune of EfficientNet-Lite0 over the photo
 set and its held-out test images; skipped when no such Python has mediapipe.
 """
 
@@ -233,8 +233,12 @@ def test_what_the_standard_cannot_say():
 
 
 # -- MediaPipe's own ImageClassifier ---------------------------------------------------------------------------
+MEDIAPIPE_VENV = Path(os.environ.get("EDGETL_MEDIAPIPE_VENV") or Path.home() / ".cache/edgetl/mediapipe-venv")
+
+
 def _mediapipe_python() -> str | None:
-    python = os.environ.get("EDGETL_MEDIAPIPE_PYTHON") or "/work/mp-venv/bin/python"
+    """EDGETL_MEDIAPIPE_PYTHON, else the venv scripts/mediapipe_env.sh builds (.ci/run builds it once)."""
+    python = os.environ.get("EDGETL_MEDIAPIPE_PYTHON") or str(MEDIAPIPE_VENV / "bin" / "python")
     if not Path(python).is_file():
         return None
     probe = subprocess.run([python, "-c", "import mediapipe.tasks.python.vision"], capture_output=True, timeout=120)
@@ -245,7 +249,7 @@ def _mediapipe_python() -> str | None:
 def mediapipe_python() -> str:
     python = _mediapipe_python()
     if python is None:
-        pytest.skip("no Python with mediapipe (set EDGETL_MEDIAPIPE_PYTHON, or create /work/mp-venv)")
+        pytest.skip("no Python with mediapipe: run scripts/mediapipe_env.sh (or set EDGETL_MEDIAPIPE_PYTHON)")
     return python
 
 

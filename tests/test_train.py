@@ -132,6 +132,7 @@ def test_existing_run_is_not_overwritten(trained_run):
     assert result.returncode == 2 and "--resume" in result.stderr
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_ends_where_an_uninterrupted_run_would(digits_dir, tmp_path):
     args = ["finetune", str(digits_dir), *FAST, "--epochs", "5", "--patience", "0", "--seed", "3"]
     reference = run_cli(*args, "--out", str(tmp_path / "whole"), "--json", check=True)
@@ -151,6 +152,7 @@ def test_resume_after_sigkill_ends_where_an_uninterrupted_run_would(digits_dir, 
     assert json_out(resumed)["best_val_accuracy"] == json_out(reference)["best_val_accuracy"]
 
 
+@pytest.mark.slow
 def test_augmentation_on_the_device_resumes_after_sigkill_exactly(digits_dir, tmp_path):
     """The GPU path (training images as one device tensor, crops/flips/colour cut there), run on the
     CPU with --augment-on device: a run killed after epoch 1 and resumed replays the same crops."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from edgetl.cli.common import json_option, max_drop_option, percent, table, threads_option
+from edgetl.cli.common import fail, json_option, max_drop_option, percent, table, threads_option
 from edgetl.console import printable
 from edgetl.contract.formats import DEFAULT_PRECISIONS, FORMATS
 from edgetl.export import gate
@@ -77,13 +77,11 @@ def export(run_dir, formats, precisions, calib_size, calib_data, max_drop, min_a
     if failed:
         # The others were delivered and stay; the exit code must still say a requested artifact is missing,
         # or a script that exports then deploys ships whatever the last good export left.
-        from edgetl.console import emit_json
         from edgetl.errors import CheckFailedError
 
-        if click.get_current_context().params.get("as_json"):
-            emit_json(summary)
-        raise CheckFailedError(f"export failed for {', '.join(failed)} (the other artifacts were written)",
-                               "see the message above for each; fix it and rerun: finished artifacts are skipped")
+        fail(CheckFailedError(f"export failed for {', '.join(failed)} (the other artifacts were written)",
+                              "see the message above for each; fix it and rerun: finished artifacts are skipped"),
+             summary)
     return summary
 
 
@@ -105,6 +103,7 @@ def parity(run_dir, data, artifacts, max_drop, report_dir, threads):
     runtime mismatch (golden samples) is reported as such. Writes report.md, report.json and
     parity.png. Exit code 1 when an artifact fails.
     """
+    from edgetl.errors import CheckFailedError
     from edgetl.parity import gate, run_parity
     from edgetl.parity.report import artifact_name, golden_cell
 
@@ -127,11 +126,8 @@ def parity(run_dir, data, artifacts, max_drop, report_dir, threads):
                                           "kl", "cosine", "worst_class", "top5", "golden", "detail",
                                           "float_layers", "sensitivity")}
                    for r in result["artifacts"]]}
-    if not result["passed"]:
-        from edgetl.console import emit_json
-
-        ctx = click.get_current_context()
-        if ctx.params.get("as_json"):
-            emit_json(summary)
+    try:
         gate(result)
+    except CheckFailedError as error:
+        fail(error, summary)
     return summary

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
+import sys
+import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,7 +58,8 @@ def quiet_converters() -> Iterator[None]:
     """Converters print progress and INFO logs by the page; keep only real errors."""
     import logging
 
-    loggers = [logging.getLogger(name) for name in ("nncf", "onnxruntime", "root")]
+    names = ("nncf", "onnxruntime", "root", "torch.utils.cpp_extension", "torch.utils._pytree")
+    loggers = [logging.getLogger(name) for name in names]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
         logger.setLevel(logging.ERROR)
@@ -66,3 +70,24 @@ def quiet_converters() -> Iterator[None]:
     finally:
         for logger, level in zip(loggers, levels):
             logger.setLevel(level)
+
+
+@contextlib.contextmanager
+def quiet_native():
+    """Swallow converters' and their imports' chatter (Python and C++ stdout/stderr: absl, TensorFlow,
+    warnings); replay it if they fail."""
+    sys.stdout.flush(), sys.stderr.flush()
+    text, saved = io.StringIO(), [os.dup(1), os.dup(2)]
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 1), os.dup2(sink.fileno(), 2)
+        try:
+            with contextlib.redirect_stdout(text), contextlib.redirect_stderr(text), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                yield
+        except BaseException:
+            os.dup2(saved[0], 1), os.dup2(saved[1], 2)
+            sink.seek(0)
+            sys.stderr.write((text.getvalue() + sink.read().decode("utf-8", "replace"))[-6000:])
+            raise
+        finally:
+            os.dup2(saved[0], 1), os.dup2(saved[1], 2), os.close(saved[0]), os.close(saved[1])

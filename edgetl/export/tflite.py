@@ -47,15 +47,10 @@ pointing fds 1/2 at a temp file for the call (process-wide), replayed on failure
 
 from __future__ import annotations
 
-import contextlib
 import importlib.metadata
-import io
 import json
 import os
 import re
-import sys
-import tempfile
-import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -63,7 +58,7 @@ from edgetl.contract.formats import FORMATS, PRECISIONS
 from edgetl.contract.sidecar import TensorInfo
 from edgetl.errors import BadInputError, require
 from edgetl.export import tflite_metadata
-from edgetl.export.base import ExportedModel, ExportRequest
+from edgetl.export.base import ExportedModel, ExportRequest, quiet_native
 from edgetl.export.gate import Attempt, calibration_sizes
 
 FORMAT = FORMATS["tflite"]  # its row of the backend table: model file, layout
@@ -84,26 +79,6 @@ def int8_recipes(calib_size: int, calib_all: int, searched: bool = True) -> list
             for images in calibration_sizes(calib_size, calib_all, searched)]
 
 
-@contextlib.contextmanager
-def _quiet():
-    """Swallow the converters' chatter (Python and C++ stdout/stderr, warnings); replay it if they fail."""
-    sys.stdout.flush(), sys.stderr.flush()
-    text, saved = io.StringIO(), [os.dup(1), os.dup(2)]
-    with tempfile.TemporaryFile() as sink:
-        os.dup2(sink.fileno(), 1), os.dup2(sink.fileno(), 2)
-        try:
-            with contextlib.redirect_stdout(text), contextlib.redirect_stderr(text), warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                yield
-        except BaseException:
-            os.dup2(saved[0], 1), os.dup2(saved[1], 2)
-            sink.seek(0)
-            sys.stderr.write((text.getvalue() + sink.read().decode("utf-8", "replace"))[-6000:])
-            raise
-        finally:
-            os.dup2(saved[0], 1), os.dup2(saved[1], 2), os.close(saved[0]), os.close(saved[1])
-
-
 def _tool() -> str:
     return f"ai-edge-quantizer {importlib.metadata.version('ai-edge-quantizer')}"
 
@@ -117,7 +92,7 @@ def float_tflite(request: ExportRequest) -> Path:
 
     height, width = request.preprocess.size
     tmp = path.with_suffix(".partial")
-    with _quiet(), torch.no_grad():
+    with quiet_native(), torch.no_grad():
         litert_torch = require("litert_torch", "export", "TFLite conversion")
         wrapped = litert_torch.to_channel_last_io(request.model, args=[0]).eval()
         litert_torch.convert(wrapped, (torch.zeros(1, height, width, 3),)).export(str(tmp))
@@ -211,7 +186,7 @@ def _quantize_int8(request: ExportRequest, source: Path) -> tuple[bytes, dict]:
     from ai_edge_litert.interpreter import Interpreter
 
     quantizer = require("ai_edge_quantizer.quantizer", "export", "TFLite int8 quantization")
-    with _quiet():
+    with quiet_native():
         signature, inputs = next(iter(Interpreter(model_path=str(source)).get_signature_list().items()))
     input_name = inputs["inputs"][0]
     data = [{input_name: batch} for batch in request.calibration.batches(
@@ -219,7 +194,7 @@ def _quantize_int8(request: ExportRequest, source: Path) -> tuple[bytes, dict]:
     float_layers = list(request.options.get("float_layers") or [])
     model_bytes = source.read_bytes()
     entries = _float_entries(model_bytes, float_layers) if float_layers else []
-    with _quiet():
+    with quiet_native():
         integer_hard_swish = request.options.get("hard_swish", "float") == "int8"
         quant = quantizer.Quantizer(model_bytes, _recipe(RECIPES[recipe_name], io_dtype, entries, integer_hard_swish))
         calibration = quant.calibrate({signature: data}, num_threads=os.cpu_count() or 1)
@@ -238,7 +213,7 @@ def _fp16(source: Path) -> tuple[bytes, dict]:
     manager = recipe_manager.RecipeManager()
     manager.add_weight_only_config(".*", qtyping.TFLOperationName.ALL_SUPPORTED, num_bits=16,
                                    algorithm_key=algorithm_manager.AlgorithmName.FLOAT_CASTING)
-    with _quiet():
+    with quiet_native():
         quant = quantizer.Quantizer(source.read_bytes(), manager.get_quantization_recipe())
         result = quant.quantize(enable_progress_report=False)
     return bytes(result.quantized_model), {
@@ -335,7 +310,7 @@ def finish(request: ExportRequest, model_bytes: bytes, quantization: dict | None
     notes.append(f"labels/preprocessing JSON in flatbuffer metadata '{METADATA_NAME}'")
     notes.append(f"TFLite Model Metadata '{tflite_metadata.METADATA_NAME}' (NormalizationOptions, "
                  f"{tflite_metadata.LABELS_FILE}) for MediaPipe Tasks / the TFLite Task Library")
-    with _quiet():
+    with quiet_native():
         interpreter = require("ai_edge_litert.interpreter", "export", "checking TFLite models").Interpreter(
             model_path=str(target))
         interpreter.allocate_tensors()
@@ -362,7 +337,7 @@ def convert_qat(request: ExportRequest, student, summary: dict) -> ExportedModel
     path = cache_path(request, "tflite-qat-int8", ".tflite")
     if not path.is_file():
         tmp = path.with_suffix(".partial")
-        with _quiet(), torch.no_grad(), nhwc_constant_pads():
+        with quiet_native(), torch.no_grad(), nhwc_constant_pads():
             wrapped = litert_torch.to_channel_last_io(converted(student, float_layers(request)),
                                                       args=[0])  # no .eval(): an exported graph
             litert_torch.convert(wrapped, (torch.zeros(1, height, width, 3),),

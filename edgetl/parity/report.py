@@ -24,12 +24,16 @@ def _pct(value) -> str:
     return "-" if value is None else f"{100 * value:.2f}%"
 
 
+def _gate_text(max_drop: float | None) -> str:
+    return f"drop <= {max_drop} pp" if max_drop is not None else "off (--max-drop none)"
+
+
 def markdown(result: dict) -> str:
     lines = [
         f"# Parity report: {result['run_dir']}",
         "",
         f"{result['images']} held-out images ({result['source']}); float model accuracy "
-        f"{_pct(result['float']['accuracy'])}; gate: drop <= {result['max_drop']} pp. "
+        f"{_pct(result['float']['accuracy'])}; gate: {_gate_text(result['max_drop'])}. "
         f"Verdict: **{'passed' if result['passed'] else 'FAILED'}**.",
         "",
         "| artifact | status | top-1 | drop (pp) | agreement | KL | cosine | worst class | golden |",
@@ -76,24 +80,44 @@ def sensitivity_markdown(result: dict, rows: int = 10) -> list[str]:
     return lines
 
 
+def sensitivity_groups(result: dict, rows: int = 10) -> list[tuple[list[dict], list[dict]]]:
+    """The int8 artifacts that share one measured ranking (an export session measures it once, on the
+    float model, for every format), as (ranking's worst `rows` layers, those artifacts)."""
+    groups: dict[tuple, tuple[list[dict], list[dict]]] = {}
+    for row in result["artifacts"]:
+        if row.get("sensitivity"):
+            layers = row["sensitivity"][:rows]
+            key = tuple((x["layer"], x["sqnr_db"]) for x in layers)
+            groups.setdefault(key, (layers, []))[1].append(row)
+    return list(groups.values())
+
+
 def plot_sensitivity(result: dict, path: Path, rows: int = 10) -> bool:
-    """sensitivity.png: SQNR of the worst layers per int8 artifact (lower = more sensitive)."""
-    artifacts = [r for r in result["artifacts"] if r.get("sensitivity")]
-    if not artifacts:
+    """sensitivity.png: the SQNR of the worst layers (lower = more sensitive), one panel per measured
+    ranking, each bar naming the artifacts that kept that layer float."""
+    groups = sensitivity_groups(result, rows)
+    if not groups:
         return False
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(artifacts), figsize=(5.5 * len(artifacts), 0.35 * rows + 1.8), squeeze=False)
-    for ax, row in zip(axes[0], artifacts):
-        layers = row["sensitivity"][:rows]
-        floats = set(row.get("float_layers") or [])
-        ax.barh([x["layer"] for x in layers], [x["sqnr_db"] for x in layers],
-                color=["tab:orange" if x["layer"] in floats else "tab:blue" for x in layers])
+    fig, axes = plt.subplots(1, len(groups), figsize=(7 * len(groups), 0.4 * rows + 2), squeeze=False)
+    for ax, (layers, artifacts) in zip(axes[0], groups):
+        kept = [[artifact_name(r) for r in artifacts if x["layer"] in (r.get("float_layers") or [])]
+                for x in layers]
+        bars = ax.barh([x["layer"] for x in layers], [x["sqnr_db"] for x in layers],
+                       color=["tab:orange" if names else "tab:blue" for names in kept])
+        for bar, names in zip(bars, kept):
+            if names:
+                ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, "  float in " + ", ".join(names),
+                        va="center", fontsize=7)
         ax.invert_yaxis()
-        ax.set(xlabel="logit SQNR with only this layer int8 (dB)", title=f"{artifact_name(row)} (orange: kept float)")
+        ax.margins(x=0.45)
+        ax.set(xlabel="logit SQNR with only this layer int8 (dB; lower = more sensitive)",
+               title="int8 sensitivity, worst layers first: " + ", ".join(artifact_name(r) for r in artifacts))
+        ax.title.set_fontsize(9)
         ax.tick_params(axis="y", labelsize=8)
     fig.tight_layout()
     atomic.write_with(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))

@@ -20,6 +20,7 @@ zero point and observed range.
 from __future__ import annotations
 
 from edgetl.errors import MissingBackendError
+from edgetl.export.base import quiet_native
 
 PAD_OPS = ("constant_pad_nd.default", "pad.default")
 ADD_OPS = ("add.Tensor", "add_.Tensor")
@@ -29,7 +30,8 @@ CLAMP_OPS = ("hardtanh.default", "hardtanh_.default", "relu6.default", "clamp.de
 def quantizer():
     """The LiteRT PT2E quantizer (QAT, per-channel weights), annotating as the backends' fused kernels run."""
     try:
-        _import_litert_quantizer()
+        with quiet_native():  # TensorFlow's absl and oneDNN lines on import
+            _import_litert_quantizer()
     except ImportError as exc:
         raise MissingBackendError("litert_torch", "export",
                                   "quantization-aware training (the LiteRT PT2E quantizer)") from exc

@@ -13,7 +13,7 @@ recipe (docs/qat.md gives the measurements behind each choice):
 - every weight within half an int8 grid step of its float value, BatchNorm folded
   and frozen, the classifier head kept as the float model's (`steps.py`);
 - validation after every epoch, the calibrated start (epoch 0) included, and the
-  student closest to float kept (`_keep_if_better`).
+  student closest to float kept (`keep_if_better`).
 
 The epochs run on the shared loop (`edgetl.train.loop`): `RUN_DIR/qat/` holds
 `last.pt` (resumable after kill -9), `best.pt`, `metrics.jsonl` and `summary.json`.
@@ -173,7 +173,7 @@ class _QatEpochs:
                 self.student, device_ids=[self.dist.local_rank] if self.device.type == "cuda" else None)
 
     def steps(self) -> EpochSteps:
-        return EpochSteps(train=self.train_epoch, evaluate=self.evaluate, keep=_keep_if_better, line=self.line,
+        return EpochSteps(train=self.train_epoch, evaluate=self.evaluate, keep=keep_if_better, line=self.line,
                           report=self.report, best=self.best_payload, last=self.last_payload)
 
     def _observe(self, epoch: int) -> None:
@@ -240,7 +240,7 @@ def load_trained(run_dir: str | Path, float_model, image_size: tuple[int, int]):
     return student
 
 
-def _keep_if_better(state: dict, measured: dict, epoch: int) -> bool:
+def keep_if_better(state: dict, measured: dict, epoch: int) -> bool:
     """One epoch's validation into the run's state: the top agreement seen, and the kept best if
     `measured` is closer to float (`_better`). True when it became the best."""
     state["top_agreement"] = max(state["top_agreement"], measured["agreement"])
