@@ -63,3 +63,15 @@ def test_end_to_end_times_each_stage_on_real_images(tmp_path):
     assert stages["decode"]["p50_ms"] > stages["infer"]["p50_ms"]
     assert abs(sum(ends["share"].values()) - 1.0) < 0.02
     assert "end to end on 4 image(s)" in result.stderr
+
+
+def test_figures_go_beside_the_artifact_folders_never_into_the_working_directory(tmp_path):
+    artifact = _tiny_artifact(tmp_path / "export" / "onnx-fp32")
+    here = tmp_path / "cwd"
+    here.mkdir()
+    result = run_cli("bench", str(artifact), "--runs", "3", "--json", cwd=here, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert list(here.iterdir()) == []
+    assert json.loads(result.stdout)["plot"] == str(tmp_path / "export" / "bench.png")
+    assert (tmp_path / "export" / "bench.png").read_bytes()[:4] == b"\x89PNG"
+    assert not (artifact / "bench.png").exists()

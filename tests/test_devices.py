@@ -66,3 +66,14 @@ def test_devices_cli_lists_and_shows_as_json():
     assert shown["targets"][0] == {"format": "tflite", "precision": "int8"}
     missing = run_cli("devices", "show", "nope")
     assert missing.returncode == 2 and "unknown device profile" in missing.stderr
+
+
+def test_an_engine_cache_outside_the_model_folder_is_refused(tmp_path, monkeypatch):
+    """`engine_cache: ../..` would put the engine, and what TensorRT reads back, anywhere on the device."""
+    monkeypatch.setenv("EDGETL_DEVICES_PATH", str(tmp_path))
+    text = open(get_profile("jetson-orin-nano").source_file).read()
+    for name, cache in (("up-board", "../.."), ("abs-board", "/etc"), ("dot-board", ".")):
+        (tmp_path / f"{name}.yaml").write_text(text.replace("name: jetson-orin-nano", f"name: {name}")
+                                               .replace("engine_cache: trt_cache", f"engine_cache: {cache}"))
+        with pytest.raises(BadInputError, match="tensorrt.engine_cache"):
+            get_profile(name)

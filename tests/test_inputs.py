@@ -253,6 +253,14 @@ CRAFTED = [
     ({"input.shape": [10 ** 9, 32, 32, 3]}, "input.shape[0]", "fixed batch"),
     ({"input.shape": [0, 32, 32, 3]}, "input.shape[0]", "positive size"),
     ({"input.shape": [1, 32.5, 32, 3]}, "input.shape[1]", "positive size"),
+    # each bound alone holds; their product is 12 GiB of input per call
+    ({"input.shape": [1024, 1024, 1024, 3]}, "input.shape", "values per call"),
+    ({"labels": ["cat", "dog\nfox: 99%"]}, "labels[1]", "control or invisible character '\\n'"),
+    ({"labels": ["cat", "\x1b]0;owned\x07dog"]}, "labels[1]", "control or invisible"),
+    ({"labels": ["cat", "tab\there"]}, "labels[1]", "control or invisible"),
+    ({"labels": ["cat", " "]}, "labels[1]", "is empty"),
+    ({"labels": ["cat", "x" * 1024]}, "labels[1]", "more than 200"),
+    ({"labels": [f"c{i}" for i in range(50_001)]}, "labels", "more than 50000"),
 ]
 
 
@@ -446,3 +454,45 @@ def test_calibration_says_which_images_it_could_not_read(tmp_path, capsys):
     err = capsys.readouterr()
     assert "calibration skipped 1 unreadable or missing image(s) of folder [train], e.g. cat/3.png" in \
         " ".join((err.out + err.err).split())
+
+
+def test_a_class_folder_whose_name_cannot_be_a_label_is_refused(tmp_path):
+    """Class folder names become the artifact's labels: the same rule as a sidecar's, at the start."""
+    for name in ("cat", "dog\x1b[2Jcow"):
+        (tmp_path / name).mkdir()
+        for i in range(2):
+            Image.new("RGB", (8, 8), (i * 90, 0, 0)).save(tmp_path / name / f"{i}.png")
+    with pytest.raises(DatasetError) as caught:
+        scan_image_folder(tmp_path)
+    assert "class folder 'dog\\x1b[2Jcow'" in caught.value.message and "control" in caught.value.message
+    (tmp_path / "dog\x1b[2Jcow").rename(tmp_path / "dog")
+    assert scan_image_folder(tmp_path).classes == ["cat", "dog"]
+
+
+def test_pick_leaves_out_a_parity_record_whose_drop_is_not_a_number(tmp_path):
+    """A NaN drop compares False with every bound, so it would pass `--max-drop`; a string would crash."""
+    from edgetl.deploy.pick import candidates
+
+    for name, drop in (("nan", "NaN"), ("text", '"0.1"'), ("huge", "1e999"), ("good", "0.25")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "model.json").write_text("{}")
+        (tmp_path / name / "parity.json").write_text('{"drop_pp": %s, "accuracy": 0.9}' % drop)
+    chosen, left_out = candidates(tmp_path, max_drop=1.0)
+    assert [p.name for p in chosen] == ["good"]
+    assert sorted(x["artifact"] for x in left_out) == ["huge", "nan", "text"]
+    assert all("no valid drop_pp" in x["reason"] for x in left_out), left_out
+
+
+def test_a_tensorrt_engine_cache_shipped_inside_an_artifact_is_refused(tmp_path):
+    """An engine is code for one GPU and TensorRT version: built on the device, never shipped."""
+    from test_device_state import _tiny_artifact
+
+    from edgetl.deploy.bundle import build_bundle
+    from edgetl.deploy.profiles import get_profile
+
+    artifact = _tiny_artifact(tmp_path / "artifact")
+    (artifact / "trt_cache").mkdir()
+    (artifact / "trt_cache" / "model.engine").write_bytes(b"not from this device")
+    with pytest.raises(BadInputError, match="TensorRT engine cache inside the artifact"):
+        build_bundle(artifact, get_profile("jetson-orin-nano"), tmp_path / "bundle", wheels=False)
+    assert not (tmp_path / "bundle").exists()

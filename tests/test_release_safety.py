@@ -233,6 +233,12 @@ def test_generated_scripts_and_units_quote_every_value(tmp_path):
     assert ran.returncode == 0, ran.stderr
     assert ran.stdout.splitlines() == [f"{release}/model/{hostile}", f"{release}/model/trt cache/model.engine"]
     assert not list(tmp_path.rglob("pwned*")) and (release / "model" / "trt cache").is_dir()
+    # text around a placeholder is part of the same word: quoted too
+    glued = dataclasses.replace(profile, tensorrt={"build": "printf '%s\\n' --onnx=`id`$(id)$HOME{model}"})
+    (release / "build_engine.sh").write_text(engine_script(glued, "m.onnx"))
+    ran = subprocess.run(["sh", str(release / "build_engine.sh")], capture_output=True, text=True, cwd=tmp_path)
+    assert ran.stdout.splitlines() == [f"--onnx=`id`$(id)$HOME{release}/model/m.onnx"], ran.stdout + ran.stderr
+    assert not list(tmp_path.rglob("pwned*"))
 
     assert systemd_quote('rtsp://cam/a b"%$x') == '"rtsp://cam/a b\\"%%$$x"'
     with pytest.raises(BadInputError, match="line break"):

@@ -185,21 +185,54 @@ def test_a_browser_with_the_token_url_plays_the_page_and_shows_labels_as_text(tm
 # --- connections -----------------------------------------------------------------------------------------------
 
 
-def test_connections_over_the_cap_get_503_and_the_page_recovers():
-    with fed(LiveServer(0, "127.0.0.1", max_connections=3, socket_timeout=60)) as server:
-        idle = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(3)]
-        extra = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(3)]
+def test_slow_sockets_that_never_authenticate_do_not_lock_viewers_out():
+    """Silent or trickling connections hold no viewer's place and are dropped within the header deadline."""
+    with fed(LiveServer(0, "127.0.0.1", max_connections=2, socket_timeout=60)) as server:
+        silent = [socket.create_connection(("127.0.0.1", server.port), timeout=15) for _ in range(8)]
         try:
-            for sock in extra:  # accepted in order: the first three hold every slot, silently
-                assert read_until_closed(sock).startswith(b"HTTP/1.0 503 "), "over the cap, a 503 and a close"
+            silent[0].sendall(b"GET /predictions.json HTTP/1.0\r\nHo")  # trickles, never finishes
+            assert get(server.port, "/predictions.json")[0] == 200  # at once, though 8 > 2 are open
+            started = time.monotonic()
+            for sock in silent:
+                assert read_until_closed(sock) == b"", "dropped without an answer"
+            assert time.monotonic() - started < 12
         finally:
-            for sock in idle + extra:
+            for sock in silent:
                 sock.close()
+
+
+def test_viewers_over_the_cap_get_503_and_the_page_recovers():
+    with fed(LiveServer(0, "127.0.0.1", max_connections=1, socket_timeout=60)) as server:
+        viewer = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        try:
+            viewer.sendall(b"GET /stream.mjpg HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += viewer.recv(1)
+            assert head.startswith(b"HTTP/1.0 200")  # it holds the only viewer slot while it watches
+            code, _, body = get(server.port, "/predictions.json")
+            assert code == 503 and b"1 viewers already" in body
+        finally:
+            viewer.close()
         deadline, code = time.monotonic() + 30, None
-        while code != 200 and time.monotonic() < deadline:  # the idle ones' threads notice they left
+        while code != 200 and time.monotonic() < deadline:  # the stream's thread notices the viewer left
             code = get(server.port, "/predictions.json")[0]
             time.sleep(0.05)
         assert code == 200
+
+
+def test_connections_over_the_connection_cap_get_503_from_the_accept_loop(monkeypatch):
+    from edgetl.runtime import serve_http
+
+    monkeypatch.setattr(serve_http, "PENDING_CONNECTIONS", 3)
+    with fed(LiveServer(0, "127.0.0.1", max_connections=1, socket_timeout=60)) as server:
+        held = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(3)]
+        extra = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        try:
+            assert read_until_closed(extra).startswith(b"HTTP/1.0 503 ")
+        finally:
+            for sock in held + [extra]:
+                sock.close()
 
 
 def test_a_silent_client_is_disconnected_after_the_socket_timeout():

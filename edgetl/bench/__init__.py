@@ -29,6 +29,15 @@ def parity_accuracy(model_path: str) -> float | None:
     return summary.get("accuracy") if summary else None
 
 
+def default_figure(paths: list[str]) -> Path:
+    """Where `edgetl bench` puts its figures unless told: `bench.png` beside the artifact folders (their
+    common parent, e.g. RUN_DIR/export/), never inside one and never in the working directory."""
+    import os
+
+    folders = [Path(p).resolve() if Path(p).is_dir() else Path(p).resolve().parent for p in paths]
+    return Path(os.path.commonpath([f.parent for f in folders])) / "bench.png"
+
+
 def run_bench(paths: list[str], threads: int | None | list[int | None] = None, runs: int | None = None,
               seconds: float | None = None, warmup: int = 10, batch: int | list[int] = 1, layers: bool = False,
               device: str | None = None, plot: str | Path | None = None, end_to_end: str | None = None) -> dict:

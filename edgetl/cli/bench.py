@@ -19,8 +19,9 @@ from edgetl.cli.common import CountType, json_option, percent, table, threads_op
               help="Also time decode + preprocessing + inference + top-k on this image or folder, stage by stage.")
 @click.option("--layers", is_flag=True, help="Add a per-layer time breakdown (onnxruntime, OpenVINO).")
 @click.option("--device", help="Execution device: cpu, cuda, tensorrt, openvino (ONNX); CPU, GPU, NPU (OpenVINO).")
-@click.option("--plot", type=click.Path(dir_okay=False), default="bench.png", show_default=True,
-              help="Latency distribution figure ('' for none).")
+@click.option("--plot", type=click.Path(dir_okay=False),
+              help="Latency distribution figure; siblings hold the sweep and trade-off figures ('' for none). "
+                   "Default: bench.png beside the artifact folders.")
 @json_option
 def bench(models, threads, runs, seconds, warmup, batch, layers, device, plot, end_to_end):
     """Benchmark MODELS (model files or artifact folders) through edgetl's runtime.
@@ -29,12 +30,13 @@ def bench(models, threads, runs, seconds, warmup, batch, layers, device, plot, e
     timed runs, FPS, peak memory increase and size; the CPU features are printed beside them
     (int8 is only faster than fp32 on CPUs with int8 dot-product instructions).
     """
-    from edgetl.bench import run_bench
+    from edgetl.bench import default_figure, run_bench
     from edgetl.bench.report import label
     from edgetl.console import say, warn
 
     report = run_bench(list(models), threads=threads or [None], runs=runs, seconds=seconds, warmup=warmup,
-                       batch=batch, layers=layers, device=device, plot=plot or None,
+                       batch=batch, layers=layers, device=device,
+                       plot=default_figure(list(models)) if plot is None else plot or None,
                        end_to_end=end_to_end)
     cpu = report["cpu"]
     say(f"CPU: {cpu['model']} ({cpu['logical_cores']} logical cores; {', '.join(cpu['features']) or '-'})"

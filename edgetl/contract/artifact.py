@@ -41,13 +41,26 @@ def read_samples(artifact: str | Path) -> dict[str, str]:
 
 
 def read_parity(artifact: str | Path) -> dict | None:
-    """The artifact's own parity summary, or None before `edgetl parity` ran on it."""
+    """The artifact's own parity summary, or None before `edgetl parity` ran on it; a number that is not a
+    finite number (NaN, a string) reads as missing."""
     path = Path(artifact) / PARITY_FILE
     try:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return None
-    return {k: data.get(k) for k in PARITY_FIELDS} if isinstance(data, dict) else None
+    if not isinstance(data, dict):
+        return None
+    return {k: data.get(k) if k not in _PARITY_NUMBERS or _finite(data.get(k)) else None for k in PARITY_FIELDS}
+
+
+_PARITY_NUMBERS = ("images", "accuracy", "float_accuracy", "drop_pp", "agreement", "int8_over_fp32")
+
+
+def _finite(value) -> bool:
+    """A real, finite number (a parity.json is untrusted: NaN compares False with every bound)."""
+    import math
+
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def int8_over_fp32(sidecar) -> float | None:

@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from edgetl.contract.fields import Fields, finite
 from edgetl.contract.formats import FORMATS, PRECISIONS
+from edgetl.contract.labels import labels_problem
 from edgetl.contract.preprocess import Preprocess
 from edgetl.errors import BadInputError
 
@@ -37,6 +39,9 @@ TENSOR_DTYPES = {"float32": None, "float16": None, "int8": (-128, 127), "uint8":
                  "int16": (-32768, 32767), "int32": (-2**31, 2**31 - 1)}
 # A fixed batch is padded up to on every call: bound it so a crafted shape cannot allocate gigabytes.
 MAX_FIXED_BATCH = 1024
+# ... and the whole input a call is padded up to: a fixed batch of 1024 at 1024 x 1024 would pass both
+# bounds alone and ask for 12 GiB; 2**28 values (1 GiB of float32) is a batch of 85 at 1024 x 1024 x 3.
+MAX_INPUT_ELEMENTS = 2 ** 28
 
 
 @dataclass
@@ -109,7 +114,7 @@ class Sidecar:
                 fields.fail(name, "is missing")
         fields.choice(data["format"], FORMAT_NAMES, "format")
         fields.choice(data["precision"], PRECISIONS, "precision")
-        labels = fields.strings(data, "labels", at_least=2, what="class names")
+        labels = _read_labels(fields, data)
         fields.mapping(data["preprocess"], "preprocess", what="a JSON object")
         try:
             preprocess = Preprocess.from_dict(data["preprocess"])
@@ -151,6 +156,16 @@ class Sidecar:
         return cls.from_dict(data, str(path))
 
 
+def _read_labels(fields: Fields, data: dict) -> list[str]:
+    """The class names, each one printable line, their count bounded (contract/labels.py)."""
+    labels = fields.strings(data, "labels", at_least=2, what="class names")
+    problem = labels_problem(labels)
+    if problem is not None:
+        index, why = problem
+        fields.fail("labels" if index is None else f"labels[{index}]", why)
+    return labels
+
+
 def _read_tensor(fields: Fields, data: Any, batch_dim: bool) -> TensorInfo:
     """A tensor record, its numbers bounded: a fixed batch (padded up to on every call) by MAX_FIXED_BATCH,
     a zero point by its dtype's range."""
@@ -171,6 +186,9 @@ def _read_tensor(fields: Fields, data: Any, batch_dim: bool) -> TensorInfo:
         if i == 0 and batch_dim and dim > MAX_FIXED_BATCH:
             fields.fail("shape[0]", f"is a fixed batch of {dim}, more than {MAX_FIXED_BATCH}")
         tensor.shape[i] = int(dim)
+    fixed = math.prod(d for d in tensor.shape if isinstance(d, int))
+    if batch_dim and fixed > MAX_INPUT_ELEMENTS:
+        fields.fail("shape", f"is {tensor.shape}: {fixed:,} values per call, more than {MAX_INPUT_ELEMENTS:,}")
     fields.choice(tensor.dtype, TENSOR_DTYPES, "dtype")
     if tensor.scale is not None and not (finite(tensor.scale) and tensor.scale > 0):
         fields.fail("scale", f"is {tensor.scale!r}; a quantization scale must be a finite positive number")

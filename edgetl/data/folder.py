@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgetl.contract.images import is_image_name
+from edgetl.contract.labels import labels_problem
 from edgetl.errors import DatasetError
 
 SPLIT_NAMES = ("train", "val", "test")
@@ -142,6 +143,12 @@ def scan_image_folder(root: str | Path) -> ImageFolder:
 
 
 def _check_classes(folder: ImageFolder, counts: dict[str, int], where: str) -> None:
+    problem = labels_problem(list(counts))
+    if problem is not None:  # the names become the artifact's labels, which readers refuse otherwise
+        index, why = problem
+        what = f"class folder {where}{list(counts)[index]!r}" if index is not None else "the data"
+        raise DatasetError(f"{what} in {folder.root} {why}",
+                           "rename it: class names are one printable line of at most 200 characters")
     if sum(counts.values()) == 0:
         raise DatasetError(f"{folder.root} has class folders but no images in them", LAYOUT_HELP)
     empty = [c for c, n in counts.items() if n == 0]

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shlex
 import shutil
@@ -232,18 +233,24 @@ mkdir -p "$here"/model/{cache}
 """
 
 
+def _refuse_engines(artifact: Path, profile: DeviceProfile) -> None:
+    """A TensorRT engine cache inside an artifact: the device's TensorRT would load it as it is, and an engine
+    is code built for one GPU and TensorRT version, so it is only ever built on the device itself."""
+    for name in {"trt_cache", profile.tensorrt.get("engine_cache", "trt_cache")}:
+        if (artifact / name).exists() or (artifact / name).is_symlink():
+            raise BadInputError(f"{artifact / name} is a TensorRT engine cache inside the artifact: refusing to "
+                                "bundle it (engines are built on the device)", f"delete {artifact / name}")
+
+
 def engine_script(profile: DeviceProfile, model_file: str) -> str:
     """The device-side TensorRT build command from the profile's template, every path quoted."""
     template = profile.tensorrt["build"]
     cache = profile.tensorrt.get("engine_cache", "trt_cache")
     model = '"$here"/model/' + shlex.quote(model_file)
     engine = '"$here"/model/' + shlex.quote(f"{cache}/model.engine")
-    parts = []
-    for part in shlex.split(template):
-        if "{model}" in part or "{engine}" in part:
-            parts.append(part.replace("{model}", model).replace("{engine}", engine))  # paths already quoted
-        else:
-            parts.append(shlex.quote(part))
+    paths = {"{model}": model, "{engine}": engine}  # already quoted
+    parts = ["".join(paths.get(piece) or shlex.quote(piece) for piece in re.split(r"(\{model\}|\{engine\})", part)
+                     if piece) for part in shlex.split(template)]  # the text around a placeholder is quoted too
     return ENGINE_SH.format(cache=shlex.quote(cache), command=" ".join(parts))
 
 
@@ -253,11 +260,15 @@ def build_bundle(source: str | Path, profile: DeviceProfile, out: str | Path, sa
     artifact folder (its model, sidecar, golden and held-out samples), never from the run directory."""
     artifact = choose_artifact(Path(source), profile)
     sidecar = Sidecar.read(artifact)
+    _refuse_engines(artifact, profile)
     extra = get_format(sidecar.format).device_extra
+    digest = sidecar.files.get(sidecar.model_file)
+    if not digest:
+        raise BadInputError(f"{artifact} records no sha256 of its model file {sidecar.model_file}: the device "
+                            "could not verify it", "re-export the artifact with `edgetl export`")
     # Time first (releases sort by age), then the model's digest, then randomness: two bundles of one
     # model built in the same second are still two releases.
-    bundle_id = (datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + sidecar.files[sidecar.model_file][:8]
-                 + "-" + secrets.token_hex(2))
+    bundle_id = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + digest[:8] + "-" + secrets.token_hex(2)
     with atomic.atomic_dir(out, kind="bundle") as tmp:
         copy_artifact(artifact, tmp / "model")
         sample_count = _samples(tmp / "model", tmp / "samples", samples)  # from the checked copy

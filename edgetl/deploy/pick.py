@@ -42,7 +42,8 @@ def candidates(source: Path, max_drop: float | None) -> tuple[list[Path], list[d
     for artifact in found:
         summary = read_parity(artifact)
         if summary is None or summary.get("drop_pp") is None:
-            left_out.append({"artifact": artifact.name, "reason": "no parity.json: run `edgetl parity` on it"})
+            why = "no parity.json" if summary is None else "its parity.json has no valid drop_pp"
+            left_out.append({"artifact": artifact.name, "reason": f"{why}: run `edgetl parity` on it"})
         elif max_drop is not None and summary["drop_pp"] > max_drop:
             left_out.append({"artifact": artifact.name,
                              "reason": f"drop {summary['drop_pp']:.2f} pp > --max-drop {max_drop}"})

@@ -10,6 +10,7 @@ Validation errors name the file and the field. No torch.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -143,8 +144,26 @@ def parse_profile(path: Path) -> DeviceProfile:
         fallbacks=tuple(_target(path, f"fallbacks[{i}]", f) for i, f in enumerate(fallbacks)),
         runtime=dict(runtime), threads=threads, execution_device=str(data.get("execution_device", "cpu")),
         camera=dict(camera), install_path=install_path, service_user=str(data.get("service_user", "edgetl")),
-        tensorrt=dict(data.get("tensorrt") or {}), source_file=str(path),
+        tensorrt=_tensorrt(path, data.get("tensorrt")), source_file=str(path),
     )
+
+
+ENGINE_CACHE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+
+
+def _tensorrt(path: Path, data) -> dict:
+    """The TensorRT block: `build` a command template, `engine_cache` one folder name inside the release's
+    model folder (a `../..` would put the engine, and TensorRT's reads, anywhere on the device)."""
+    if not data:
+        return {}
+    if not isinstance(data, dict):
+        _fail(path, "tensorrt", "must be a mapping with build and engine_cache")
+    if not isinstance(data.get("build"), str) or "{model}" not in data["build"]:
+        _fail(path, "tensorrt.build", "must be a command template containing {model} (and {engine})")
+    cache = data.get("engine_cache", "trt_cache")
+    if not isinstance(cache, str) or not ENGINE_CACHE_NAME.fullmatch(cache):
+        _fail(path, "tensorrt.engine_cache", f"must be one folder name (letters, digits, - and _), got {cache!r}")
+    return dict(data)
 
 
 SHIPPED = SHIPPED_RECIPES / "devices"

@@ -53,6 +53,8 @@ def _sha256(text: str) -> str:
 CSP = (f"default-src 'none'; img-src 'self'; connect-src 'self'; script-src {_sha256(SCRIPT)}; "
        f"style-src {_sha256(STYLE)}; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 PLAIN_TEXT = "text/plain; charset=utf-8"
+HEADER_SECONDS = 5.0  # from connect to a complete request (or the socket timeout, when shorter)
+PENDING_CONNECTIONS = 64  # open connections at once, authenticated or not (at least the viewer cap)
 
 
 class LiveRequestHandler(BaseHTTPRequestHandler):
@@ -66,8 +68,27 @@ class LiveRequestHandler(BaseHTTPRequestHandler):
     def log_message(self, *args) -> None:  # keep the terminal for results
         pass
 
+    def setup(self) -> None:
+        """The request and its token must arrive within HEADER_SECONDS, however slowly it trickles in:
+        a connection that has not authenticated never holds a viewer's place."""
+        super().setup()
+        self.deadline = threading.Timer(min(HEADER_SECONDS, self.timeout), self._drop)
+        self.deadline.daemon = True
+        self.deadline.start()
+
+    def _drop(self) -> None:
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def finish(self) -> None:
+        self.deadline.cancel()
+        super().finish()
+
     def do_GET(self) -> None:  # noqa: N802 - http.server's name
         url = urlsplit(self.path)
+        self.deadline.cancel()  # the request is in; answering it is bounded by the socket timeout
         if not self.live.host_allowed(self.headers.get("Host")):
             self._send(403, PLAIN_TEXT, b"forbidden: unexpected Host header\n")
             return
@@ -75,6 +96,16 @@ class LiveRequestHandler(BaseHTTPRequestHandler):
             self._send(403, PLAIN_TEXT, b"forbidden: this live page needs its token; "
                        b"open the URL edgetl run printed (it ends in ?token=...)\n")
             return
+        if not self.server.slots.acquire(blocking=False):
+            body = f"the live page has {self.server.max_connections} viewers already; try again later\n"
+            self._send(503, PLAIN_TEXT, body.encode())
+            return
+        try:
+            self._answer(url)
+        finally:
+            self.server.slots.release()
+
+    def _answer(self, url) -> None:
         if url.path in ("/", "/index.html"):
             self._send(200, "text/html; charset=utf-8", self.page, cookie=self.live.token is not None)
         elif url.path == "/predictions.json":
@@ -148,8 +179,11 @@ class CappedHTTPServer(ThreadingHTTPServer):
 
     def __init__(self, address, handler, max_connections: int):
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-        self.slots = threading.BoundedSemaphore(max_connections)
+        self.slots = threading.BoundedSemaphore(max_connections)  # authenticated viewers (the handler's)
         self.max_connections = max_connections
+        self.max_pending = max(PENDING_CONNECTIONS, max_connections)
+        self.pending = threading.BoundedSemaphore(self.max_pending)  # every open connection, each bounded
+        # in time until it authenticates (HEADER_SECONDS), so slow sockets cannot keep viewers out
         self.starved = False
         super().__init__(address, handler)
 
@@ -175,25 +209,25 @@ class CappedHTTPServer(ThreadingHTTPServer):
         return request
 
     def process_request(self, request, client_address) -> None:
-        if not self.slots.acquire(blocking=False):
+        if not self.pending.acquire(blocking=False):
             self._refuse(request)
             self.shutdown_request(request)
             return
         try:
             super().process_request(request, client_address)
         except BaseException:
-            self.slots.release()
+            self.pending.release()
             raise
 
     def process_request_thread(self, request, client_address) -> None:
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self.slots.release()
+            self.pending.release()
 
     def _refuse(self, request) -> None:
-        """Over the cap: a 503 written from the accept loop, without a thread, never blocking."""
-        body = f"the live page has {self.max_connections} viewers already; try again later\n".encode()
+        """Over the connection cap: a 503 written from the accept loop, without a thread, never blocking."""
+        body = f"the live page has {self.max_pending} connections open; try again later\n".encode()
         try:
             request.setblocking(False)
             try:
