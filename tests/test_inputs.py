@@ -496,3 +496,14 @@ def test_a_tensorrt_engine_cache_shipped_inside_an_artifact_is_refused(tmp_path)
     with pytest.raises(BadInputError, match="TensorRT engine cache inside the artifact"):
         build_bundle(artifact, get_profile("jetson-orin-nano"), tmp_path / "bundle", wheels=False)
     assert not (tmp_path / "bundle").exists()
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "PA"])
+def test_transparent_images_are_composited_on_white_exactly(mode):
+    """What PIL's alpha_composite onto opaque white gives, pixel for pixel, for every transparent mode."""
+    rng = np.random.default_rng(3)
+    rgba = Image.fromarray(rng.integers(0, 256, (40, 30, 4), dtype=np.uint8), "RGBA")
+    source = rgba if mode == "RGBA" else rgba.convert("LA") if mode == "LA" else rgba.convert("PA")
+    white = Image.new("RGBA", source.size, (255, 255, 255, 255))
+    expected = np.asarray(Image.alpha_composite(white, source.convert("RGBA")).convert("RGB"))
+    assert np.array_equal(np.asarray(to_rgb(source)), expected)
