@@ -175,20 +175,15 @@ def _installable_bundle(tmp_path: Path, name: str) -> Path:
     import sys
 
     pytest.importorskip("onnxruntime")
-    from onnx import TensorProto, helper, save
+    from onnx import save
+    from test_device_state import mean_per_channel_onnx
     from PIL import Image
 
     from edgetl.contract.sidecar import GoldenSample
     from edgetl.deploy.bundle import CHECKSUMS, MANIFEST
 
     artifact = _artifact(tmp_path / f"{name}-artifact")
-    graph = helper.make_graph(
-        [helper.make_node("GlobalAveragePool", ["x"], ["pooled"]), helper.make_node("Flatten", ["pooled"], ["y"])],
-        "mean_per_channel", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    save(model, str(artifact / "model.onnx"))
+    save(mean_per_channel_onnx(), str(artifact / "model.onnx"))
     (artifact / "golden").mkdir()
     Image.new("RGB", (8, 8), (255, 0, 0)).save(artifact / "golden" / "00.png")
     sidecar = Sidecar.read(artifact)

@@ -334,14 +334,9 @@ def test_powersave_governor_and_clock_below_max(tmp_path):
 
 # -- edgetl bench and the self-test on a real ONNX graph -------------------------------------------
 
-def _tiny_artifact(folder: Path) -> Path:
-    """[1,3,8,8] -> GlobalAveragePool -> Flatten -> [1,3], with its edgetl sidecar."""
-    onnx = pytest.importorskip("onnx")
-    pytest.importorskip("onnxruntime")
+def mean_per_channel_onnx():
+    """[1,3,8,8] -> GlobalAveragePool -> Flatten -> [1,3]: a real ONNX model that loads in milliseconds."""
     from onnx import TensorProto, helper
-
-    from edgetl.contract.preprocess import Preprocess
-    from edgetl.contract.sidecar import Sidecar, TensorInfo
 
     graph = helper.make_graph(
         [helper.make_node("GlobalAveragePool", ["x"], ["pooled"]), helper.make_node("Flatten", ["pooled"], ["y"])],
@@ -349,8 +344,19 @@ def _tiny_artifact(folder: Path) -> Path:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
+    return model
+
+
+def _tiny_artifact(folder: Path) -> Path:
+    """[1,3,8,8] -> GlobalAveragePool -> Flatten -> [1,3], with its edgetl sidecar."""
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+
+    from edgetl.contract.preprocess import Preprocess
+    from edgetl.contract.sidecar import Sidecar, TensorInfo
+
     folder.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, str(folder / "model.onnx"))
+    onnx.save(mean_per_channel_onnx(), str(folder / "model.onnx"))
     sidecar = Sidecar(format="onnx", precision="fp32", requested_precision="fp32", model_file="model.onnx",
                       labels=["red", "green", "blue"], preprocess=Preprocess(size=(8, 8)),
                       input=TensorInfo("x", [1, 3, 8, 8], "float32"), output=TensorInfo("y", [1, 3], "float32"))

@@ -79,7 +79,6 @@ def plot_tradeoff(result: dict, path: Path, where: str = "") -> Path:
     return path
 
 
-
 def _number_points(ax, points: list[dict]) -> None:
     """A number beside each point and, right of the plot, one key line per number (name, p50, accuracy):
     names written at the points overlap as soon as two artifacts are about as fast and as accurate."""

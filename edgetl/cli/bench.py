@@ -40,7 +40,7 @@ def bench(models, threads, runs, seconds, warmup, batch, layers, device, plot, e
                        end_to_end=end_to_end)
     cpu = report["cpu"]
     say(f"CPU: {cpu['model']} ({cpu['logical_cores']} logical cores; {', '.join(cpu['features']) or '-'})"
-                  + (f" - {cpu['note']}" if cpu["note"] else ""))
+        + (f" - {cpu['note']}" if cpu["note"] else ""))
     table("bench", ["Model", "Format", "Precision", "Threads", "Batch", "Size MB", "Accuracy", "Load ms", "p50 ms",
                     "p99 ms", "vs fp32", "FPS", "RSS MB"],
           [[label(m), m["format"], m["precision"], m["threads"], m["batch"], m["size_mb"], percent(m["accuracy"]),
@@ -55,10 +55,10 @@ def bench(models, threads, runs, seconds, warmup, batch, layers, device, plot, e
                 e["stages"]["total"]["p50_ms"], e["fps"]] for m in ends for e in [m["end_to_end"]]])
     for row in report["sweep"]:
         say(f"fastest setting for {row['path']}: threads {row['best_threads']}, batch {row['best_batch']} "
-                      f"({row['p50_ms_per_image']} ms per image at p50)")
+            f"({row['p50_ms_per_image']} ms per image at p50)")
     if report.get("tradeoff"):
         say("best trade-offs (no other artifact is faster and at least as accurate): "
-                      + ", ".join(report["tradeoff"]["best"]))
+            + ", ".join(report["tradeoff"]["best"]))
     for name, figure in (report.get("figures") or {}).items():
         say(f"figure ({name}): {figure}")
     for model in report["models"]:

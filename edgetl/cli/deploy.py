@@ -160,7 +160,7 @@ def _rolled_back(result):
     from edgetl.console import say
 
     say(f"rolled back {result['host']}:{result['path']}: current is now {result['release']} "
-                  f"(was {result['previous_release']})")
+        f"(was {result['previous_release']})")
     return result
 
 
@@ -168,7 +168,7 @@ def _bundle_written(result):
     from edgetl.console import say
 
     say(f"bundle {result['bundle']} for {result['device']}: {result['path']} "
-                  f"({result['files']} files, {len(result['wheels'])} wheels)")
+        f"({result['files']} files, {len(result['wheels'])} wheels)")
     return result
 
 
@@ -186,8 +186,8 @@ def _installed(result, profile_name):
             bench.get("p50_ms"), bench.get("p99_ms"), bench.get("fps"), result["previous_release"]]])
     if result.get("threads_sweep"):
         say("thread sweep on the device (p50 ms): "
-                      + ", ".join(f"{row['threads']}: {row['p50_ms']}" for row in result["threads_sweep"])
-                      + f"; fastest {result['recommended_threads']}, the service runs {result['service_threads']}")
+            + ", ".join(f"{row['threads']}: {row['p50_ms']}" for row in result["threads_sweep"])
+            + f"; fastest {result['recommended_threads']}, the service runs {result['service_threads']}")
     for message in result.get("warnings", []):  # what the device's state did to the self-test bench
         warn(message)
     return result
@@ -245,7 +245,7 @@ def install(bundle, root, threads):
 
     result = install_release(Path(bundle), root, device=LocalDevice(python=os.environ.get("PYTHON")), threads=threads)
     say(f"installed {result['release']} under {result['path']}: self-test passed "
-                  f"(golden {_golden(result)}, accuracy {percent(result['accuracy'])}), service {result['service']}")
+        f"(golden {_golden(result)}, accuracy {percent(result['accuracy'])}), service {result['service']}")
     return result
 
 
@@ -262,7 +262,7 @@ def selftest(release, threads, runs):
 
     result = self_test(release, threads=threads, runs=runs)
     say(f"self-test {'passed' if result['passed'] else 'FAILED'}"
-                  + (f": {result['reason']}" if result.get("reason") else ""))
+        + (f": {result['reason']}" if result.get("reason") else ""))
     if not result["passed"]:
         fail(CheckFailedError(f"self-test of {release} failed", result.get("reason")), result)
     return result
