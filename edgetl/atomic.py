@@ -88,9 +88,10 @@ def _in_place(target: Path) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(target: str | os.PathLike, mode: int | None = None) -> Iterator[Path]:
     """Yield a temporary path to write; on success it replaces `target` atomically (a regular file or
-    nothing), or is copied into it (a character device or FIFO). A link or other special file is refused."""
+    nothing), or is copied into it (a character device or FIFO). A link or other special file is refused.
+    `mode` (e.g. 0o600 for a private key) instead of the umask's: the file never has wider permissions."""
     target = Path(target)
     check_target(target, "file")
     if stat.S_ISDIR(_target_mode(target) or 0):
@@ -109,7 +110,7 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; published files get normal permissions
+        os.chmod(tmp, 0o666 & ~_umask() if mode is None else mode)  # mkstemp makes 0600
         os.replace(tmp, target)
         _fsync_dir(target.parent)
     finally:
@@ -117,8 +118,8 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
             tmp.unlink()
 
 
-def write_bytes(target: str | os.PathLike, data: bytes) -> Path:
-    with atomic_path(target) as tmp:
+def write_bytes(target: str | os.PathLike, data: bytes, mode: int | None = None) -> Path:
+    with atomic_path(target, mode) as tmp:
         tmp.write_bytes(data)
     return Path(target)
 

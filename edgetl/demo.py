@@ -76,7 +76,7 @@ def _deploy_locally(run_dir: Path, device_dir: Path) -> dict:
     from edgetl.deploy.bundle import build_bundle
     from edgetl.deploy.local import install_release
     from edgetl.deploy.profiles import get_profile
-
+    
     profile = get_profile("linux-aarch64" if platform.machine() in ("aarch64", "arm64") else "linux-x86")
     with tempfile.TemporaryDirectory(prefix="edgetl-demo-bundle-") as tmp:
         bundle = Path(tmp) / "bundle"

@@ -18,7 +18,7 @@ dest=${1:-${EDGETL_ARM64_ROOTFS:-$HOME/.cache/edgetl/arm64-bookworm}}
 MARKER=.edgetl-arm64-rootfs
 BINFMT=/proc/sys/fs/binfmt_misc
 SUITE=bookworm
-PACKAGES=python3,python3-venv
+PACKAGES=python3,python3-venv,openssl
 export PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin${PATH:+:$PATH}"
 
 fail() { echo "arm64_rootfs.sh: $*" >&2; exit 1; }

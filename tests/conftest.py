@@ -11,6 +11,10 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+if not os.environ.get("EDGETL_KEEP_CONFIG"):  # bundles are signed with a key of the test run's, never the user's
+    import tempfile
+
+    os.environ["EDGETL_CONFIG_DIR"] = tempfile.mkdtemp(prefix="edgetl-test-config-")
 
 
 def run_cli(*args: str, cwd: str | Path | None = None, timeout: float = 600, env: dict | None = None,
@@ -104,4 +108,18 @@ def variant(bundle: Path, tmp_path: Path, release: str) -> Path:
     manifest = json.loads((copy / MANIFEST).read_text())
     manifest["bundle"] = release
     (copy / MANIFEST).write_text(json.dumps(manifest))
+    resign(copy)
     return copy
+
+
+def resign(bundle: Path) -> None:
+    """SHA256SUMS recomputed for every file and signed again with the test run's key: what the bundle's
+    builder does for a new version (an attacker without the key can recompute, not sign)."""
+    from edgetl.contract.sidecar import sha256_file
+    from edgetl.deploy.bundle import CHECKSUMS
+    from edgetl.deploy.signing import SIGNATURE, sign_bundle
+
+    listed = [line.split("  ", 1)[1] for line in (bundle / CHECKSUMS).read_text().splitlines()]
+    (bundle / CHECKSUMS).write_text("".join(f"{sha256_file(bundle / name)}  {name}\n" for name in listed))
+    if (bundle / SIGNATURE).is_file():
+        sign_bundle(bundle)

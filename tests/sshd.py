@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SSHD = next((p for p in ("/usr/sbin/sshd", "/usr/bin/sshd") if Path(p).exists()), None)
+SFTP_SERVER = next((p for p in ("/usr/lib/openssh/sftp-server", "/usr/libexec/sftp-server",
+                                "/usr/lib/ssh/sftp-server") if Path(p).exists()), None)
 
 
 @dataclass
@@ -29,7 +31,8 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_sshd(folder: Path) -> Sshd:
+def start_sshd(folder: Path, sftp: str = "internal-sftp") -> Sshd:
+    """`sftp`: the sftp subsystem's command (a test may put a wrapper around OpenSSH's sftp-server)."""
     folder.mkdir(parents=True, exist_ok=True)
     for name in ("host_key", "client_key"):
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(folder / name)], check=True)
@@ -40,7 +43,7 @@ def start_sshd(folder: Path) -> Sshd:
         f"Port {port}", "ListenAddress 127.0.0.1", f"HostKey {folder / 'host_key'}",
         f"AuthorizedKeysFile {folder / 'authorized_keys'}", "PubkeyAuthentication yes",
         "PasswordAuthentication no", "KbdInteractiveAuthentication no", "PermitRootLogin yes", "StrictModes no",
-        "UsePAM no", f"PidFile {folder / 'sshd.pid'}", "Subsystem sftp internal-sftp", "LogLevel ERROR",
+        "UsePAM no", f"PidFile {folder / 'sshd.pid'}", f"Subsystem sftp {sftp}", "LogLevel ERROR",
         "MaxStartups 30", "MaxSessions 30",
     ]) + "\n")
     Path("/run/sshd").mkdir(parents=True, exist_ok=True)  # privilege separation directory

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -11,21 +12,29 @@ from pathlib import Path
 
 import pytest
 
-from conftest import artifact, json_out, run_cli, variant as _variant
+from conftest import artifact, json_out, resign, run_cli, variant as _variant
 from edgetl.contract.sidecar import sha256_file
 from edgetl.deploy.bundle import CHECKSUMS, MANIFEST, build_bundle, verify_bundle
-from edgetl.deploy.local import current_release, install_release, rollback
+from edgetl.deploy.local import current_release, install_release
+from edgetl.deploy.rollback import rollback
 from edgetl.deploy.profiles import get_profile
+from edgetl.deploy.signing import TRUSTED_KEYS, public_key
 from edgetl.errors import CheckFailedError
 
 pytestmark = pytest.mark.slow
 
 
-def _rehash(bundle: Path) -> None:
+def _rehash(bundle: Path, sign: bool = True) -> None:
+    """The manifest's and SHA256SUMS' digests recomputed; signed again (`sign`, the builder) or not (an
+    attacker who changed files but has no signing key)."""
     manifest = json.loads((bundle / MANIFEST).read_text())
     manifest["files"] = {name: sha256_file(bundle / name) for name in manifest["files"]}
     (bundle / MANIFEST).write_text(json.dumps(manifest))
-    (bundle / CHECKSUMS).write_text("".join(f"{d}  {n}\n" for n, d in manifest["files"].items()))
+    if sign:
+        resign(bundle)
+    else:
+        listed = [line.split("  ", 1)[1] for line in (bundle / CHECKSUMS).read_text().splitlines()]
+        (bundle / CHECKSUMS).write_text("".join(f"{sha256_file(bundle / n)}  {n}\n" for n in listed))
 
 
 def test_bundle_is_complete_and_verifies(x86_bundle):
@@ -136,8 +145,19 @@ def test_ssh_deploy_corrupt_resume_and_rollback(x86_bundle, sshd, tmp_path):
     root = str(tmp_path / "remote" / "opt" / "edgetl")
     device = _ssh(sshd)
     try:
-        v1 = install_release(_variant(x86_bundle, tmp_path, "20260201-000000-v1"), root, device=device)
+        first = _variant(x86_bundle, tmp_path, "20260201-000000-v1")
+        v1 = install_release(first, root, device=device)
         assert v1["host"].endswith(f"127.0.0.1:{sshd.port}") and v1["self_test"]["passed"]
+        assert current_release(root, device) == "20260201-000000-v1"
+        # The first deploy over the authenticated connection left the deployer's key as the root's trust.
+        assert [p.name for p in Path(root, TRUSTED_KEYS).iterdir()] == [f"{public_key()['key_id']}.pem"]
+
+        # One file changed, the manifest and SHA256SUMS recomputed, no signing key: refused on the device.
+        tampered = _variant(x86_bundle, tmp_path, "20260201-000001-tampered")
+        (tampered / "samples" / "labels.json").write_text("{}")
+        _rehash(tampered, sign=False)
+        with pytest.raises(CheckFailedError, match="signature of SHA256SUMS does not verify"):
+            install_release(tampered, root, device=device)
         assert current_release(root, device) == "20260201-000000-v1"
 
         corrupted = _variant(x86_bundle, tmp_path, "20260202-000000-v2")
@@ -147,12 +167,18 @@ def test_ssh_deploy_corrupt_resume_and_rollback(x86_bundle, sshd, tmp_path):
         assert current_release(root, device) == "20260201-000000-v1"
         assert not list(Path(root, "releases").glob("*.partial"))
 
-        # An upload killed midway leaves a partial release; the next deploy resumes it.
+        # An upload killed midway leaves a partial release, manifest first as a deploy writes it, a complete
+        # file, a torn one and a half-built venv; the next deploy of that release resumes the upload.
         v3 = _variant(x86_bundle, tmp_path, "20260203-000000-v3")
         partial = Path(root, "releases", "20260203-000000-v3.partial")
         shutil.copytree(v3 / "model", partial / "model")
+        shutil.copyfile(v3 / MANIFEST, partial / MANIFEST)
         (partial / "model" / "model.onnx").write_bytes((v3 / "model" / "model.onnx").read_bytes()[:5000])
+        os.utime(partial / "model" / "model.json", (946684800, 946684800))  # complete: must not be sent again
+        (partial / "venv" / "bin").mkdir(parents=True)
+        (partial / "venv" / "bin" / "python").write_text("torn")
         result = install_release(v3, root, device=device)
+        assert Path(root, "current", "model", "model.json").stat().st_mtime == 946684800
         assert result["previous_release"] == "20260201-000000-v1"
         assert current_release(root, device) == "20260203-000000-v3"
         assert Path(root, "current", "model", "model.onnx").read_bytes() == (v3 / "model" / "model.onnx").read_bytes()

@@ -18,7 +18,9 @@ import pytest
 
 from conftest import run_cli, variant
 from edgetl import atomic
-from edgetl.deploy.local import LocalDevice, current_release, install_release, read_state, releases, rollback
+from edgetl.contract.sidecar import sha256_file
+from edgetl.deploy.local import LocalDevice, current_release, install_release, read_state, releases
+from edgetl.deploy.rollback import rollback
 from edgetl.deploy.lock import device_lock
 from edgetl.errors import BadInputError, CheckFailedError
 
@@ -31,6 +33,11 @@ def _install(bundle: Path, root: Path, fault: str | None = None, env: dict | Non
         full["EDGETL_FAULT_AT"] = fault
     return subprocess.run([sys.executable, "-m", "edgetl", "install", str(bundle), "--root", str(root), "--json"],
                           capture_output=True, text=True, env=full, timeout=900)
+
+
+def _recompute_checksums(bundle: Path) -> None:
+    listed = [line.split("  ", 1)[1] for line in (bundle / "SHA256SUMS").read_text().splitlines()]
+    (bundle / "SHA256SUMS").write_text("".join(f"{sha256_file(bundle / n)}  {n}\n" for n in listed))
 
 
 def _leftovers(root: Path) -> list[str]:
@@ -106,20 +113,50 @@ def test_a_second_deploy_while_one_holds_the_lock_fails_in_one_line(x86_bundle, 
         rollback(root)
 
 
-def test_a_failed_service_restart_is_a_failed_deploy(x86_bundle, tmp_path):
-    """systemd cannot run here: a `systemctl` on PATH that has the unit and fails to restart it."""
-    root, shims = tmp_path / "device", tmp_path / "bin"
+def _failing_restarts(tmp_path: Path, root: Path) -> Path:
+    """systemd cannot run here: a `systemctl` on PATH that has the unit and fails to restart it while
+    `current` points at a release listed in ROOT.failing (one id per line)."""
+    shims = tmp_path / "bin"
     shims.mkdir()
-    (shims / "systemctl").write_text('#!/bin/sh\ncase "$1" in restart) echo "Job for edgetl.service failed" >&2; '
-                                     'exit 1;; *) exit 0;; esac\n')
+    (shims / "systemctl").write_text(
+        '#!/bin/sh\ncase "$1" in restart)\n'
+        f'  r=$(basename "$(readlink {root}/current)")\n'
+        f'  if grep -qx "$r" {root}.failing 2>/dev/null; then echo "Job for edgetl.service failed" >&2; exit 1; fi;;\n'
+        'esac\nexit 0\n')
     (shims / "systemctl").chmod(0o755)
-    install_release(variant(x86_bundle, tmp_path, "20260301-000000-ok"), root)
-    failed = _install(variant(x86_bundle, tmp_path, "20260301-000001-bad"), root,
-                      env={"PATH": f"{shims}:{os.environ['PATH']}"})
+    return shims
+
+
+def test_a_failed_restart_is_recorded_bad_and_rollback_goes_to_the_last_known_good(x86_bundle, tmp_path,
+                                                                                     monkeypatch):
+    root = tmp_path / "device"
+    shims = _failing_restarts(tmp_path, root)
+    monkeypatch.setenv("PATH", f"{shims}:{os.environ['PATH']}")
+    (root.parent / f"{root.name}.failing").write_text("20260301-000002-bad\n")
+    ids = ["20260301-000000-ok1", "20260301-000001-ok2", "20260301-000002-bad"]
+    for release in ids[:2]:
+        assert install_release(variant(x86_bundle, tmp_path, release), root)["service"] == "restarted"
+    failed = _install(variant(x86_bundle, tmp_path, ids[2]), root)
     assert failed.returncode == 1, failed.stderr[-2000:]
-    assert "did not restart" in failed.stderr and "switched back to 20260301-000000-ok" in failed.stderr
-    assert current_release(root) == "20260301-000000-ok"
-    assert read_state(LocalDevice(), str(root))["current"] == "20260301-000000-ok"
+    assert "did not restart" in failed.stderr and f"switched back to {ids[1]}" in failed.stderr
+    assert current_release(root) == ids[1]
+    state = read_state(LocalDevice(), str(root))
+    assert state["current"] == ids[1] and state["bad"] == [ids[2]] and state["good"] == ids[:2]
+    assert ids[2] in releases(LocalDevice(), str(root))  # kept on disk, for its logs
+
+    # The failed release is the newest one on disk; rollback passes over it to the last good one.
+    back = rollback(root)
+    assert back["release"] == ids[0] and back["previous_release"] == ids[1] and current_release(root) == ids[0]
+
+    # A rollback whose restart fails is a failed rollback: non-zero, the device back on what served.
+    (root.parent / f"{root.name}.failing").write_text(f"{ids[2]}\n{ids[1]}\n")
+    with pytest.raises(CheckFailedError, match=f"rollback to {ids[1]} failed .*switched back to {ids[0]}"):
+        rollback(root)
+    assert current_release(root) == ids[0]
+    assert read_state(LocalDevice(), str(root))["bad"] == [ids[2], ids[1]]
+    refused = run_cli("deploy", "--rollback", "--local", str(root))
+    assert refused.returncode == 2 and "no earlier release known to be good" in refused.stderr, refused.stderr
+    assert "Traceback" not in refused.stderr and current_release(root) == ids[0]
 
 
 def test_offline_install_verifies_then_builds_the_deploy_layout(x86_bundle, tmp_path):
@@ -132,13 +169,33 @@ def test_offline_install_verifies_then_builds_the_deploy_layout(x86_bundle, tmp_
     bundle = unpacked / "bundle"
     env = {**os.environ, "PYTHON": sys.executable}
 
-    corrupt = tmp_path / "corrupt"
-    subprocess.run(["cp", "-a", str(bundle), str(corrupt)], check=True)
+    def copy(name: str) -> Path:
+        subprocess.run(["cp", "-a", str(bundle), str(tmp_path / name)], check=True)
+        return tmp_path / name
+
+    def install_sh(folder: Path, root: Path, *flags: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["sh", str(folder / "install.sh"), "--root", str(root), *flags], capture_output=True,
+                              text=True, env=env, timeout=900)
+
+    corrupt = copy("corrupt")
     (corrupt / "samples" / "labels.json").write_text("{}")
-    refused = subprocess.run(["sh", str(corrupt / "install.sh"), "--root", str(tmp_path / "never")],
-                             capture_output=True, text=True, env=env, timeout=300)
+    refused = install_sh(corrupt, tmp_path / "never")
     assert refused.returncode == 1 and "differ from SHA256SUMS" in refused.stderr
-    assert not (tmp_path / "never").exists()  # nothing ran before the check
+    # The same change with SHA256SUMS recomputed, as someone without the signing key would: the signature
+    # no longer matches. Nothing ran before either check, and no key was trusted.
+    tampered = copy("tampered")
+    (tampered / "samples" / "labels.json").write_text("{}")
+    _recompute_checksums(tampered)
+    refused = install_sh(tampered, tmp_path / "never")
+    assert refused.returncode == 1 and "signature of SHA256SUMS does not verify" in refused.stderr
+    unsigned = copy("unsigned")
+    (unsigned / "SHA256SUMS.sig").unlink()
+    refused = install_sh(unsigned, tmp_path / "never")
+    assert refused.returncode == 1 and "not signed: refusing it" in refused.stderr and "--allow-unsigned" in refused.stderr
+    (unsigned / "samples" / "labels.json").write_text("{}")  # past the signature with the flag, still checksummed
+    refused = install_sh(unsigned, tmp_path / "never", "--allow-unsigned")
+    assert "UNSIGNED bundle" in refused.stderr and "differ from SHA256SUMS" in refused.stderr
+    assert not (tmp_path / "never").exists()
 
     root = tmp_path / "opt-edgetl"
     done = subprocess.run(["sh", str(bundle / "install.sh"), "--root", str(root)], capture_output=True, text=True,
@@ -147,6 +204,20 @@ def test_offline_install_verifies_then_builds_the_deploy_layout(x86_bundle, tmp_
     assert current_release(root) == "20260401-000000-offline"
     assert (root / "current" / "venv" / "bin" / "python").exists() and (root / "edgetl.service").is_file()
     assert json.loads((root / "state.json").read_text())["current"] == "20260401-000000-offline"
+    # The first offline install trusted the bundle's signer; a bundle signed by another key is refused.
+    assert "now trusts key" in done.stderr and len(list((root / "trusted-keys").glob("*.pem"))) == 1
+    stranger = copy("stranger")
+    resign_as = ("import sys; from pathlib import Path; from edgetl.deploy import signing; b = Path(sys.argv[1]); "
+                 "(b / signing.SIGNER).write_text(signing.public_key()['public_pem'])")
+    subprocess.run([sys.executable, "-c", resign_as, str(stranger)], check=True,
+                   env={**env, "EDGETL_CONFIG_DIR": str(tmp_path / "someone-else")})
+    _recompute_checksums(stranger)
+    subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; from edgetl.deploy.signing import "
+                    "sign_bundle; sign_bundle(Path(sys.argv[1]))", str(stranger)], check=True,
+                   env={**env, "EDGETL_CONFIG_DIR": str(tmp_path / "someone-else")})
+    refused = install_sh(stranger, root)
+    assert refused.returncode == 1 and "which " + str(root) + " does not trust" in refused.stderr, refused.stderr
+    assert current_release(root) == "20260401-000000-offline"
 
 
 def test_edgetl_replaces_only_folders_it_made(tmp_path):

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from edgetl.errors import BadInputError, CheckFailedError, EdgetlError
-from sshd import SSHD, free_port, start_sshd
+from sshd import SFTP_SERVER, SSHD, free_port, start_sshd
 
 pytestmark = pytest.mark.skipif(SSHD is None, reason="needs OpenSSH's sshd (.ci/run installs openssh-server)")
 
@@ -192,6 +192,8 @@ def test_inventory_booleans_ports_and_timeouts_are_parsed_strictly(tmp_path):
                                                 '  - {host: d}\n'))
     assert [h.get("accept_new_host_key") for h in hosts] == [False, True, False, None]
     assert hosts[2]["port"] == 2222 and hosts[2]["timeout"] == 2.5
+    timed = read_inventory(_inventory(tmp_path, '  - {host: a, stall_timeout: "5", host_timeout: 900}\n'))
+    assert timed[0]["stall_timeout"] == 5.0 and timed[0]["host_timeout"] == 900.0
     for body, field in [('  - {host: a}\n  - {host: b, accept_new_host_key: "maybe"}\n',
                          "hosts[1].accept_new_host_key"),
                         ("  - {host: a, port: 70000}\n", "hosts[0].port"),
@@ -274,6 +276,75 @@ def test_a_device_lost_mid_command_fails_within_a_bound(tmp_path, how):
         _signal_all(stuck, signal.SIGCONT)
         server.process.kill()
         server.process.wait(timeout=10)
+
+
+def stalling_sshd(folder: Path):
+    """An sshd whose sftp-server is frozen (SIGSTOP) 0.3 s after it starts: a hung SD card or a hostile
+    device. sshd stays alive and answers keepalives; only the transfer stops."""
+    folder.mkdir(parents=True)
+    wrapper = folder / "stalling-sftp-server"
+    wrapper.write_text(f"#!/bin/sh\n(sleep 0.3; kill -STOP $$) &\nexec {SFTP_SERVER}\n")
+    wrapper.chmod(0o755)
+    return start_sshd(folder / "server", sftp=str(wrapper))
+
+
+def _stop_frozen(server) -> None:
+    stuck = _descendants(server.process.pid)
+    _signal_all(stuck, signal.SIGKILL)
+    _signal_all(stuck, signal.SIGCONT)
+    server.process.kill()
+    server.process.wait(timeout=10)
+
+
+@pytest.mark.skipif(SFTP_SERVER is None, reason="needs OpenSSH's sftp-server")
+def test_a_stalled_sftp_server_fails_its_host_and_the_fleet_finishes(sshd, tmp_path):
+    from edgetl.deploy.fleet import deploy_fleet, read_inventory
+    from edgetl.deploy.target import ssh_targets
+
+    stalled = stalling_sshd(tmp_path / "stalled")
+    try:
+        inventory = _inventory(tmp_path, "".join(
+            f"  - {{host: 127.0.0.1, port: {server.port}, known_hosts: {server.known_hosts}, identity: "
+            f"{server.identity}, user: root, timeout: 5, stall_timeout: 2, path: {tmp_path / name}}}\n"
+            for server, name in ((sshd, "d0"), (stalled, "d1"), (sshd, "d2"))))
+        started = time.monotonic()
+        rows = deploy_fleet(_failing_bundle(tmp_path / "bundle"), ssh_targets(read_inventory(inventory),
+                                                                               {"python": sys.executable}))
+        assert time.monotonic() - started < 60  # a liveness bound: without the watchdog it never returns
+        assert [r["ok"] for r in rows] == [False] * 3
+        assert "checksum mismatch" in rows[0]["error"] and "checksum mismatch" in rows[2]["error"]  # they finished
+        assert rows[1]["host"] == f"root@127.0.0.1:{stalled.port}"
+        assert "stalled: no progress for 2 s" in rows[1]["error"] and "--stall-timeout" in rows[1]["hint"], rows[1]
+    finally:
+        _stop_frozen(stalled)
+
+
+@pytest.mark.skipif(SFTP_SERVER is None, reason="needs OpenSSH's sftp-server")
+def test_an_upload_into_a_frozen_sftp_server_fails_and_closing_does_not_hang(tmp_path):
+    stalled = stalling_sshd(tmp_path / "stalled")
+    try:
+        device = _ssh(stalled, stall_timeout=1)
+        time.sleep(0.6)  # the sftp-server is frozen now; sshd and the shell still answer
+        started = time.monotonic()
+        with pytest.raises(CheckFailedError, match=r"upload of \S+ to .* stalled: no progress for 1 s"):
+            device.upload(_failing_bundle(tmp_path / "bundle"), str(tmp_path / "up"))
+        device.close()
+        assert time.monotonic() - started < 30
+    finally:
+        _stop_frozen(stalled)
+
+
+def test_every_step_ends_by_the_hosts_deadline(sshd):
+    device = _ssh(sshd, host_timeout=3)
+    try:
+        started = time.monotonic()
+        with pytest.raises(CheckFailedError, match=r"ran past its 3 s deadline \(during `sleep 30`\)") as info:
+            device.run(["sleep", "30"])  # its own timeout (300 s) is far away; the host's deadline is not
+        assert time.monotonic() - started < 20 and "--host-timeout" in info.value.hint
+        with pytest.raises(CheckFailedError, match="deadline"):  # and every later step, at once
+            device.run(["echo", "late"])
+    finally:
+        device.close()
 
 
 @pytest.fixture(scope="module")

@@ -38,7 +38,7 @@ def cli(debug: bool) -> None:
 
 
 def _register() -> None:
-    from edgetl.cli import bench, demo, deploy, devices, export, models, run, train
+    from edgetl.cli import bench, demo, deploy, devices, export, keys, models, run, train
 
     cli.add_command(train.finetune)
     cli.add_command(export.export)
@@ -48,6 +48,7 @@ def _register() -> None:
     cli.add_command(deploy.deploy)
     cli.add_command(deploy.selftest)
     cli.add_command(deploy.install)
+    cli.add_command(keys.keys)
     cli.add_command(models.models)
     cli.add_command(devices.devices)
     cli.add_command(demo.demo)

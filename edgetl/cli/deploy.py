@@ -13,7 +13,8 @@ import click
 
 from edgetl.cli.common import fail, json_option, max_drop_option, percent, renamed_option, table, threads_option
 
-SSH_SETTINGS = ("port", "identity", "known_hosts", "accept_new_host_key", "path", "python", "timeout")
+SSH_SETTINGS = ("port", "identity", "known_hosts", "accept_new_host_key", "path", "python", "timeout", "stall_timeout",
+                "host_timeout")
 SSH_OPTIONS = (
     click.option("--host", "host_spec", help="[USER@]HOST of the device (SSH)."),
     click.option("--port", type=int, default=22, show_default=True, help="SSH port of the device."),
@@ -27,6 +28,10 @@ SSH_OPTIONS = (
     click.option("--path", help="Install folder on the device (default: the profile's install_path)."),
     click.option("--python", help="Python on the device for the release venv (default: pythonX.Y of the profile)."),
     click.option("--timeout", type=float, default=15, show_default=True, help="Seconds to reach a device."),
+    click.option("--stall-timeout", type=click.FloatRange(min=0, min_open=True), default=60, show_default=True,
+                 help="Seconds a file upload may make no progress before that device fails."),
+    click.option("--host-timeout", type=click.FloatRange(min=0, min_open=True), default=3600, show_default=True,
+                 help="Seconds for one device's whole deploy (upload, install, self-test, switch)."),
 )
 
 
@@ -230,8 +235,10 @@ def _picked(result, profile, max_drop):
 @click.argument("bundle", type=click.Path(exists=True, file_okay=False))
 @click.option("--root", required=True, type=click.Path(file_okay=False), help="Install folder (releases/, current).")
 @threads_option("the profile's", note="For the self-test bench.")
+@click.option("--allow-unsigned", is_flag=True, help="Install a bundle without a signature. Its origin is then "
+              "unverified: whoever can change its files and recompute SHA256SUMS can run code here.")
 @json_option
-def install(bundle, root, threads):
+def install(bundle, root, threads, allow_unsigned):
     """Install BUNDLE under ROOT exactly as `edgetl deploy` does: verify, install, self-test, switch.
 
     `sh bundle/install.sh --root DIR` verifies SHA256SUMS, builds a temporary environment from the
@@ -243,6 +250,8 @@ def install(bundle, root, threads):
     from edgetl.console import say
     from edgetl.deploy.local import LocalDevice, install_release
 
+    if allow_unsigned:
+        os.environ["EDGETL_ALLOW_UNSIGNED"] = "1"  # read by the release's install.sh
     result = install_release(Path(bundle), root, device=LocalDevice(python=os.environ.get("PYTHON")), threads=threads)
     say(f"installed {result['release']} under {result['path']}: self-test passed "
         f"(golden {_golden(result)}, accuracy {percent(result['accuracy'])}), service {result['service']}")

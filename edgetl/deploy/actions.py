@@ -64,7 +64,7 @@ def ship_fleet(artifact: Path, profile: DeviceProfile, targets: list[SshTarget],
 
 
 def roll_back(target: LocalTarget | SshTarget) -> dict:
-    from edgetl.deploy.local import rollback
+    from edgetl.deploy.rollback import rollback
 
     with connected(target) as device:
         return rollback(target.path, device)

@@ -6,7 +6,9 @@
       wheels/           edgetl's wheel and every dependency for the device's platform and Python
       install.sh        creates the release's own venv from wheels/ (pip --no-index)
       edgetl.service    systemd unit running `edgetl run` on the camera at boot
-      manifest.json     bundle id, profile, artifact, sha256 of every file
+      manifest.json     bundle id, profile, artifact, sha256 of every file, the signer's key id
+      SHA256SUMS        sha256 of every file (manifest.json included), for `sha256sum -c`
+      SHA256SUMS.sig    the Ed25519 signature of SHA256SUMS; signer.pub.pem: the signer's public key
 
 The artifact is the folder given, or the first of the profile's targets that the run has
 exported (when none is, `edgetl deploy` exports it first: this module never imports an
@@ -41,6 +43,7 @@ from edgetl.console import info
 from edgetl.contract.artifact import LABELS_FILE, SAMPLES_DIR, int8_over_fp32, read_samples
 from edgetl.contract.formats import get_format
 from edgetl.contract.sidecar import SIDECAR_NAME, Sidecar, sha256_file
+from edgetl.deploy import signing
 from edgetl.deploy.profiles import DeviceProfile
 from edgetl.deploy.service import SERVICE_NAME, service_unit
 from edgetl.errors import BadInputError
@@ -192,21 +195,59 @@ INSTALL_SH = """#!/bin/sh
 #   sh install.sh              what `edgetl deploy` runs in ROOT/releases/ID.partial: builds venv/ here
 #   sh install.sh --root DIR   offline: the same releases/ + current layout, self-test and switch as a
 #                              deploy, through the bundle's own edgetl (PYTHON=python3.X to choose Python)
-# Every file is checked against SHA256SUMS before anything from the bundle runs.
+# Before anything from the bundle runs: SHA256SUMS must carry a signature by a key that ROOT trusts
+# (ROOT/trusted-keys/ID.pem; `edgetl deploy` puts its own there on first contact, and an offline first
+# install into a root with no keys trusts the bundle's signer, as SSH's first contact does), checked with
+# the device's OpenSSL, and every file must match SHA256SUMS.
+# --allow-unsigned (or EDGETL_ALLOW_UNSIGNED=1) accepts a bundle without a signature: then anyone who
+# can change the bundle's files and recompute SHA256SUMS can run code on this device.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 python=${{PYTHON:-python{python}}}
-if ! (cd "$here" && sha256sum --quiet -c SHA256SUMS); then
-  echo "install.sh: files differ from SHA256SUMS: this bundle is corrupt or incomplete; copy it again" >&2
-  exit 1
+fail() {{ echo "install.sh: $*" >&2; exit 1; }}
+root=$(cd "$here/../.." && pwd)
+offline=""
+unsigned=${{EDGETL_ALLOW_UNSIGNED:-0}}
+while [ $# -gt 0 ]; do
+  case $1 in
+    --root) [ -n "${{2:-}}" ] || {{ echo "usage: sh install.sh [--root DIR] [--allow-unsigned]" >&2; exit 2; }}
+            offline=$2; root=$2; shift 2 ;;
+    --allow-unsigned) unsigned=1; shift ;;
+    *) echo "usage: sh install.sh [--root DIR] [--allow-unsigned]" >&2; exit 2 ;;
+  esac
+done
+keys="$root/{trusted}"
+trusted=$(ls "$keys" 2>/dev/null | grep -c '^[0-9a-f]\\{{16\\}}\\.pem$' || true)
+if [ ! -f "$here/{signature}" ]; then
+  [ "$unsigned" = 1 ] || fail "this bundle is not signed: refusing it (rebuild it with edgetl deploy ... --bundle-only, which signs it, or pass --allow-unsigned to install it unverified)"
+  echo "install.sh: installing an UNSIGNED bundle (--allow-unsigned): its origin is not verified" >&2
+else
+  command -v openssl >/dev/null 2>&1 || fail "openssl is needed to check the bundle's signature (apt install openssl)"
+  id=$(openssl pkey -pubin -in "$here/{signer}" -outform DER 2>/dev/null | tail -c 32 | sha256sum | cut -c1-16)
+  case $id in *[!0-9a-f]*|"") fail "{signer} is not an Ed25519 public key" ;; esac
+  if [ ! -f "$keys/$id.pem" ]; then
+    [ -n "$offline" ] && [ "$trusted" = 0 ] || fail "signed by key $id, which $root does not trust (its keys: $keys)"
+    key="$here/{signer}"
+  else
+    key="$keys/$id.pem"
+  fi
+  openssl pkeyutl -verify -pubin -inkey "$key" -rawin -in "$here/SHA256SUMS" -sigfile "$here/{signature}" >/dev/null 2>&1 \\
+    || fail "the signature of SHA256SUMS does not verify with key $id: the bundle was changed after it was signed"
 fi
-if [ "${{1:-}}" = "--root" ]; then
-  [ -n "${{2:-}}" ] || {{ echo "usage: sh install.sh --root DIR" >&2; exit 2; }}
+if ! (cd "$here" && sha256sum --quiet -c SHA256SUMS); then
+  fail "files differ from SHA256SUMS: this bundle is corrupt or incomplete; copy it again"
+fi
+if [ -f "$here/{signature}" ] && [ "$key" = "$here/{signer}" ]; then
+  mkdir -p "$keys"
+  cp "$here/{signer}" "$keys/$id.pem.tmp" && mv "$keys/$id.pem.tmp" "$keys/$id.pem"
+  echo "install.sh: $root had no trusted keys: it now trusts key $id, this bundle's signer" >&2
+fi
+if [ -n "$offline" ]; then
   boot=$(mktemp -d)
   trap 'rm -rf "$boot"' EXIT
   "$python" -m venv {venv_flags}"$boot/venv"
   "$boot/venv/bin/pip" install --no-index --find-links "$here/wheels" --disable-pip-version-check -q {requirement}
-  PYTHON=$python "$boot/venv/bin/python" -m edgetl install "$here" --root "$2"
+  EDGETL_ALLOW_UNSIGNED=$unsigned PYTHON=$python "$boot/venv/bin/python" -m edgetl install "$here" --root "$offline"
   exit 0
 fi
 "$python" -m venv {venv_flags}"$here/venv"
@@ -255,9 +296,10 @@ def engine_script(profile: DeviceProfile, model_file: str) -> str:
 
 
 def build_bundle(source: str | Path, profile: DeviceProfile, out: str | Path, samples: int = 50,
-                 wheels: bool = True) -> dict:
+                 wheels: bool = True, sign: bool = True) -> dict:
     """Write the bundle folder `out` (atomically) and return its manifest. Everything comes from the
-    artifact folder (its model, sidecar, golden and held-out samples), never from the run directory."""
+    artifact folder (its model, sidecar, golden and held-out samples), never from the run directory.
+    `sign`: with this user's signing key (`signing.py`; created on first use)."""
     artifact = choose_artifact(Path(source), profile)
     sidecar = Sidecar.read(artifact)
     _refuse_engines(artifact, profile)
@@ -278,23 +320,31 @@ def build_bundle(source: str | Path, profile: DeviceProfile, out: str | Path, sa
         # A preinstalled runtime (JetPack's onnxruntime-gpu) is reached through the system site-packages.
         venv_flags = "--system-site-packages " if profile.runtime.get("preinstalled") else ""
         gstreamer = profile.camera.get("pipeline") == "gstreamer" and bool(venv_flags)
-        (tmp / "install.sh").write_text(INSTALL_SH.format(python=profile.python, requirement=requirement,
-                                                          venv_flags=venv_flags,
-                                                          system_opencv=SYSTEM_OPENCV if gstreamer else ""))
+        (tmp / "install.sh").write_text(INSTALL_SH.format(
+            python=profile.python, requirement=requirement, venv_flags=venv_flags, trusted=signing.TRUSTED_KEYS,
+            signature=signing.SIGNATURE, signer=signing.SIGNER, system_opencv=SYSTEM_OPENCV if gstreamer else ""))
         (tmp / "install.sh").chmod(0o755)
         if profile.tensorrt.get("build") and sidecar.format == "onnx":
             (tmp / "build_engine.sh").write_text(engine_script(profile, sidecar.model_file))
             (tmp / "build_engine.sh").chmod(0o755)
         # Deploy rewrites the unit for the root it installs to; this copy is for the profile's install_path.
         (tmp / SERVICE_NAME).write_text(service_unit(profile.to_dict(), profile.install_path))
+        signer = signing.public_key() if sign else None
+        if signer:
+            (tmp / signing.SIGNER).write_text(signer["public_pem"])
         files = {p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
-        # The same digests for `sha256sum -c` on a device that has coreutils but no edgetl yet.
-        (tmp / CHECKSUMS).write_text("".join(f"{digest}  {name}\n" for name, digest in files.items()))
         manifest = {"bundle": bundle_id, "edgetl_version": __version__, "profile": profile.to_dict(),
                     "artifact": {"format": sidecar.format, "precision": sidecar.precision,
                                  "model_file": sidecar.model_file, "source": sidecar.source},
-                    "samples": sample_count, "wheels": wheel_names, "files": files}
+                    "samples": sample_count, "wheels": wheel_names, "files": files,
+                    "signed_by": signer["key_id"] if signer else None}
         atomic.write_json(tmp / MANIFEST, manifest)
+        # The digests for `sha256sum -c` on a device that has coreutils but no edgetl yet, the manifest's
+        # included: the signature over this file then covers every byte of the bundle.
+        listed = {**files, MANIFEST: sha256_file(tmp / MANIFEST)}
+        (tmp / CHECKSUMS).write_text("".join(f"{digest}  {name}\n" for name, digest in sorted(listed.items())))
+        if signer:
+            signing.sign_bundle(tmp)
     return manifest
 
 

@@ -42,9 +42,11 @@ def _checked(settings: dict, fields: Fields) -> dict:
     if out.get("port") is not None:
         out["port"] = fields.number(out["port"], "port", 1, 65535, integer=True, text=True,
                                     hint="the device's SSH port: 22 unless its sshd listens elsewhere")
-    if out.get("timeout") is not None:
-        out["timeout"] = float(fields.number(out["timeout"], "timeout", 0, low_open=True, text=True,
-                                             hint="the SSH connection timeout in seconds, e.g. 15"))
+    for key, example in (("timeout", "the SSH connection timeout in seconds, e.g. 15"),
+                         ("stall_timeout", "seconds a file transfer may make no progress, e.g. 60"),
+                         ("host_timeout", "seconds for one device's whole deploy, e.g. 3600")):
+        if out.get(key) is not None:
+            out[key] = float(fields.number(out[key], key, 0, low_open=True, text=True, hint=example))
     return out
 
 

@@ -3,7 +3,7 @@
     ROOT/releases/<id>.partial/   while uploading, verifying, installing and self-testing
     ROOT/releases/<id>/           a release that passed its self-test (has manifest.json)
     ROOT/current -> releases/<id> switched with one rename of a fresh symlink: atomic
-    ROOT/state.json               current and previous release, history (written atomically)
+    ROOT/state.json               current, previous, history, releases proven good or bad (state.py)
     ROOT/edgetl.service           the systemd unit, written for this ROOT
     ROOT/.deploy.lock             held (flock) by the one deploy or rollback at work
     ROOT/.edgetl                  edgetl's marker (atomic.MARKER, kind "deploy-root"), from the first deploy
@@ -22,12 +22,13 @@ the same thing. What a crash at any step leaves (kill -9 included):
   next deploy deletes under the lock; a `.partial` is never a rollback target;
 - after the switch: the new, self-tested release, its data synced before `current` moved.
 
-A restart of the service that fails is a failed deploy: `current` goes back. Rollback
-checks its target (manifest, checksums, a short self-test) before switching to it.
+A restart of the service that fails is a failed deploy: `current` goes back and the release is
+recorded bad. `rollback.py` goes back to the newest release recorded good, once it proves intact.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -40,10 +41,12 @@ import sys
 from pathlib import Path, PurePosixPath
 
 from edgetl import atomic
-from edgetl.console import info, printable, warn
+from edgetl.console import info, printable
 from edgetl.deploy.bundle import CHECKSUMS, MANIFEST
+from edgetl.deploy import signing
 from edgetl.deploy.lock import device_lock
 from edgetl.deploy.service import SERVICE_NAME, plain_path, service_unit
+from edgetl.deploy.state import last_good, mark, read_state, write_state
 from edgetl.errors import BadInputError, CheckFailedError
 
 KEEP_RELEASES = 3
@@ -145,25 +148,6 @@ def switch(device, root: str, release: str) -> None:
     device.run(["sync"])
 
 
-def read_state(device, root: str) -> dict:
-    """state.json, or an empty history when it is missing or torn (the symlink is the truth)."""
-    text = device.read_text(f"{root}/state.json")
-    try:
-        state = json.loads(text) if text else {}
-    except json.JSONDecodeError:
-        warn(f"{device.name}:{root}/state.json is unreadable; continuing from the `current` link")
-        state = {}
-    if not isinstance(state, dict):
-        state = {}
-    history = state.get("history")
-    state["history"] = [h for h in history if isinstance(h, str)] if isinstance(history, list) else []
-    return state
-
-
-def _write_state(device, root: str, state: dict) -> None:
-    device.write_text(f"{root}/state.json", json.dumps(state, indent=2) + "\n")
-
-
 def releases(device, root: str) -> list[str]:
     """Finished releases, oldest first: folders with a release id whose manifest names them; nothing else
     counts (a folder of someone else's, even one with a manifest.json, is never a target or pruned)."""
@@ -173,11 +157,13 @@ def releases(device, root: str) -> list[str]:
     return sorted(n for n in listed if RELEASE_ID.fullmatch(n) and not n.endswith(".partial"))
 
 
-def _clean_leftovers(device, root: str) -> None:
-    """What killed deploys left (we hold the lock): `.partial` releases whose manifest names them, and
-    temporary links and state files."""
+def _clean_leftovers(device, root: str, resume: str | None = None) -> None:
+    """What killed deploys left (we hold the lock): `.partial` releases whose manifest names them, but the
+    one of `resume` (the release being installed again: its upload resumes), and temporary links and
+    state files."""
+    mine = shlex.quote(f"releases/{resume}.partial")
     script = (f"{OWNED}cd {shlex.quote(root)} 2>/dev/null || exit 0; "
-              "for d in releases/*.partial; do owned \"$d\" && rm -rf \"$d\"; done; "
+              f"for d in releases/*.partial; do [ \"$d\" = {mine} ] || {{ owned \"$d\" && rm -rf \"$d\"; }}; done; "
               "rm -f .current.*.tmp state.json.*.tmp; exit 0")
     device.run(["sh", "-c", script])
 
@@ -186,7 +172,7 @@ ROOT_PROBE = """cd {root} 2>/dev/null || {{ [ -e {root} ] && echo notdir || echo
 other=0
 for e in .[!.]* ..?* *; do
   [ -e "$e" ] || [ -L "$e" ] || continue
-  case $e in .deploy.lock) ;; releases) [ -z "$(ls -A releases)" ] || other=1 ;; *) other=1 ;; esac
+  case $e in .deploy.lock|trusted-keys) ;; releases) [ -z "$(ls -A releases)" ] || other=1 ;; *) other=1 ;; esac
 done
 [ $other = 0 ] && {{ echo empty; exit 0; }}
 case $(readlink current) in releases/*) release=$(readlink current) ;; *) echo foreign; exit 0 ;; esac
@@ -216,8 +202,10 @@ def claim_root(device, root: str, create: bool = True) -> None:
 
 
 def _prune(device, root: str, keep: int, state: dict) -> None:
-    protected = {state.get("current"), state.get("previous")}
-    for old in releases(device, root)[:-keep]:
+    """Delete the oldest releases beyond `keep`; never current, previous, or the rollback target."""
+    installed = releases(device, root)
+    protected = {state.get("current"), state.get("previous"), last_good(state, installed, state.get("current"))}
+    for old in installed[:-keep]:
         if old not in protected:
             device.run(["rm", "-rf", f"{root}/releases/{old}"])
 
@@ -235,7 +223,7 @@ def read_manifest(bundle: Path) -> dict:
     return manifest
 
 
-def _self_test(device, release_dir: str, threads: int | None, runs: int | None = None) -> dict:
+def self_test_release(device, release_dir: str, threads: int | None, runs: int | None = None) -> dict:
     command = [f"{release_dir}/venv/bin/python", "-m", "edgetl", "selftest", release_dir, "--json", "--quiet"]
     if threads:
         command += ["--threads", str(threads)]
@@ -253,13 +241,29 @@ def _self_test(device, release_dir: str, threads: int | None, runs: int | None =
     return report
 
 
-def _verify_checksums(device, folder: str) -> None:
+def verify_checksums(device, folder: str) -> None:
     checked = device.run(["sh", "-c", f"cd {shlex.quote(folder)} && sha256sum --quiet -c {CHECKSUMS}"], timeout=600)
     if checked.returncode != 0:
         bad = [line.split(":")[0] for line in checked.stdout.splitlines() if "FAILED" in line]
         raise CheckFailedError(f"checksum mismatch on {device.name} in {len(bad) or 'some'} file(s) of "
                                f"{PurePosixPath(folder).name}" + (f", e.g. {bad[0]}" if bad else ""),
                                "the files were corrupted in transit or on disk; deploy again")
+
+
+def trust_first_key(device, root: str, bundle: Path) -> None:
+    """Trust the bundle's signer in a root that trusts no key yet, once its signature verifies here: the
+    first contact, as SSH's known_hosts learns a host's key (over SSH, an authenticated connection; the
+    deployer signed the bundle it just built). A root that trusts keys already is left as it is:
+    install.sh then checks the bundle against those."""
+    public_pem = signing.bundle_signer(bundle)
+    if not public_pem or not signing.can_verify() or not signing.verify_bundle_signature(bundle, public_pem.encode()):
+        return
+    listed = device.run(["sh", "-c", f"ls {shlex.quote(root + '/' + signing.TRUSTED_KEYS)} 2>/dev/null; exit 0"])
+    if any(re.fullmatch(r"[0-9a-f]{16}\.pem", name) for name in listed.stdout.split()):
+        return
+    device.run(["mkdir", "-p", f"{root}/{signing.TRUSTED_KEYS}"], check=True)
+    device.write_text(signing.trusted_key_path(root, public_pem), public_pem)
+    info(f"{device.name}:{root} now trusts bundles signed by key {signing.key_id(public_pem)}")
 
 
 def install_release(bundle: Path, root: Path | str, device=None, keep: int = KEEP_RELEASES,
@@ -269,7 +273,8 @@ def install_release(bundle: Path, root: Path | str, device=None, keep: int = KEE
     `activate=False` stops after the self-test: the release is complete in releases/ but not
     current (what `--pick` measures each candidate with before it activates the fastest).
     `service_threads` sets the camera service's --threads: a count, or "best" for the self-test's
-    thread sweep's fastest on this device (default: the profile's)."""
+    thread sweep's fastest on this device (default: the profile's). A root that trusts no signing key
+    yet trusts the bundle's signer (`trust_first_key`)."""
     device = device or LocalDevice()
     root = resolve_root(root, device)
     manifest = read_manifest(bundle)
@@ -278,29 +283,32 @@ def install_release(bundle: Path, root: Path | str, device=None, keep: int = KEE
     claim_root(device, root)
     device.run(["mkdir", "-p", f"{root}/releases"], check=True)
     with device_lock(device, root):
-        _clean_leftovers(device, root)
+        _clean_leftovers(device, root, resume=release)
+        trust_first_key(device, root, bundle)
         previous = current_release(root, device)
         if release in releases(device, root):
             raise BadInputError(f"release {release} is already installed on {device.name}", "build a new bundle")
+        device.run(["rm", "-rf", f"{partial}/venv"], check=True)  # a half-built environment is never reused
         device.run(["mkdir", "-p", partial], check=True)
         try:
             device.write_text(f"{partial}/{MANIFEST}", (bundle / MANIFEST).read_text())  # marks it edgetl's
             info(f"uploading release {release} to {device.name}:{root}")
             device.upload(bundle, partial)  # resumes: files already there with the right digest are kept
             _fault("uploaded")
-            _verify_checksums(device, partial)
+            verify_checksums(device, partial)
             python = getattr(device, "python", None) or f"python{manifest['profile']['python']}"
             installed = device.run(["env", f"PYTHON={python}", "sh", f"{partial}/install.sh"], timeout=1800)
             if installed.returncode != 0:
                 raise CheckFailedError(f"install failed on {device.name}: {_last_line(installed.stderr)}",
                                        "check the bundle's wheels match the device's platform and Python")
             _fault("installed")
-            report = _self_test(device, partial, threads)
+            report = self_test_release(device, partial, threads)
             _fault("self-tested")
             device.run(["sync"])  # the release is on disk before it can become current
             device.run(["mv", "-T", partial, final], check=True)
         except BaseException:
-            device.run(["rm", "-rf", partial])
+            with contextlib.suppress(Exception):  # on a lost link the partial stays; the next deploy resumes it
+                device.run(["rm", "-rf", partial])
             raise
         _fault("finalized")
         if not activate:
@@ -333,7 +341,7 @@ def activate_release(device, root: str, release: str, previous: str | None, prof
     _fault("switched")
     state = read_state(device, root)
     state.update(current=release, previous=previous, history=[*state["history"], release][-20:])
-    _write_state(device, root, state)
+    write_state(device, root, state)
     _fault("state-written")
     device.write_text(f"{root}/{SERVICE_NAME}", service_unit(profile, root))
     service = restart_service(device)
@@ -342,6 +350,7 @@ def activate_release(device, root: str, release: str, previous: str | None, prof
         raise CheckFailedError(f"{SERVICE_NAME} did not restart on {device.name} with release {release} "
                                f"({service}); switched back to {previous or 'no release'}",
                                f"see `journalctl -u {SERVICE_NAME}` on the device")
+    write_state(device, root, mark(state, release, good=True))
     _prune(device, root, keep, state)
     return service
 
@@ -352,7 +361,7 @@ def _switch_back(device, root: str, release: str, previous: str | None, state: d
     else:
         switch(device, root, previous)
     state.update(current=previous, previous=None, history=[h for h in state["history"] if h != release])
-    _write_state(device, root, state)
+    write_state(device, root, mark(state, release, good=False))
     if previous is not None:
         restart_service(device)
 
@@ -365,33 +374,3 @@ def restart_service(device) -> str:
     device.run(["systemctl", "daemon-reload"], timeout=60)  # the unit file may have been rewritten
     restarted = device.run(["systemctl", "restart", SERVICE_NAME], timeout=120)
     return "restarted" if restarted.returncode == 0 else f"restart failed: {_last_line(restarted.stderr)}"
-
-
-def rollback(root: Path | str, device=None, threads: int | None = None) -> dict:
-    """Switch `current` back to the previous release, once it proves intact (no run directory needed)."""
-    device = device or LocalDevice()
-    root = resolve_root(root, device)
-    claim_root(device, root, create=False)
-    with device_lock(device, root):
-        current = current_release(root, device)
-        if current is None:
-            raise BadInputError(f"{device.name}:{root} has no current release to roll back from")
-        state = read_state(device, root)
-        candidates = [r for r in releases(device, root) if r != current]
-        # After a crash between the switch and state.json, state still names the release that served before.
-        prior = state.get("current") if state.get("current") != current else state.get("previous")
-        target = prior if prior in candidates else (candidates[-1] if candidates else None)
-        if target is None:
-            raise BadInputError(f"{device.name}:{root} keeps no earlier release to roll back to")
-        folder = f"{root}/releases/{target}"
-        try:
-            _verify_checksums(device, folder)
-            _self_test(device, folder, threads, runs=5)
-        except CheckFailedError as exc:
-            raise CheckFailedError(f"refusing to roll back to {target}: {exc.message}; current stays {current}",
-                                   "deploy a new bundle instead") from None
-        switch(device, root, target)
-        state.update(current=target, previous=current)
-        _write_state(device, root, state)
-        service = restart_service(device)
-    return {"host": device.name, "path": root, "release": target, "previous_release": current, "service": service}

@@ -10,13 +10,17 @@
   passphrase-protected one works through ssh-agent.
 - Uploads resume: files already on the device with the right sha256 are kept.
 - Nothing hangs: an unreachable host fails within `timeout` s, keepalives notice a device
-  gone off the network in ~15 s, every command has a timeout; each failure is one line.
+  gone off the network in ~15 s, every command has a timeout, a file transfer that makes no
+  progress for `stall_timeout` s fails (a hung SD card or sftp-server answers keepalives: sshd
+  is alive, the transfer is not), and every step ends by the host's overall deadline
+  (`host_timeout` s from connecting). Each failure is one line.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import time
 import secrets
 import shlex
 import subprocess
@@ -33,18 +37,22 @@ KEEPALIVE_INTERVAL = 5.0  # seconds of silence before asking the device whether 
 KEEPALIVE_COUNT_MAX = 3  # unanswered asks before the link counts as lost: ~15 s for a vanished device
 COMMAND_TIMEOUT = 300.0  # run()'s default; long steps (install.sh, a self-test) pass their own
 SHORT_TIMEOUT = 120.0  # listings, mkdir, mv, cat: a live device answers these in seconds
+STALL_TIMEOUT = 60.0  # seconds a file transfer may go without progress (a Pi's SD card can pause ~10 s)
+HOST_TIMEOUT = 3600.0  # one host's whole deploy: upload, install.sh from wheels and a self-test on a Pi 4
 
 
 class SshDevice:
     def __init__(self, host: str, port: int = 22, username: str | None = None, identity: str | None = None,
                  known_hosts: str | None = None, accept_new_host_key: bool = False, timeout: float = 15.0,
-                 python: str | None = None):
+                 python: str | None = None, stall_timeout: float = STALL_TIMEOUT, host_timeout: float = HOST_TIMEOUT):
         self.asyncssh = require("asyncssh", "deploy", "deploying over SSH")
         self.name = device_label(username, host, port)
         self.python = python
+        self.stall_timeout, self.host_timeout = stall_timeout, host_timeout
+        self.deadline = time.monotonic() + host_timeout
         self.known_hosts = Path(known_hosts or Path.home() / ".ssh" / "known_hosts").expanduser()
         self.policy = HostKeyPolicy(self.known_hosts, host, port, accept_new_host_key)
-        self.encrypted_key, self.sftp = None, None
+        self.encrypted_key, self.sftp, self.stalled = None, None, False
         options = dict(port=port, username=username, connect_timeout=timeout, known_hosts=self.policy,
                        server_host_key_algs=self.policy.algorithms(), keepalive_interval=KEEPALIVE_INTERVAL,
                        keepalive_count_max=KEEPALIVE_COUNT_MAX, **self._client_keys(identity))
@@ -126,15 +134,35 @@ class SshDevice:
         return CheckFailedError(f"{step} failed on {self.name}: {_one_line(exc)}",
                                 "check the device's free disk space and that the install folder is writable")
 
+    def remaining(self) -> float:
+        """Seconds left before this host's overall deadline."""
+        return self.deadline - time.monotonic()
+
+    def _past_deadline(self, step: str) -> CheckFailedError:
+        return CheckFailedError(f"the deploy to {self.name} ran past its {self.host_timeout:g} s deadline "
+                                f"(during {step})", "the device is too slow or hangs; raise --host-timeout if "
+                                "it is only slow")
+
     def await_step(self, step: str, coroutine, timeout: float | None = None, grace: float = 0.0):
-        """Await a remote step; `grace` lets a step's own, cleaner timeout fire first."""
+        """Await a remote step; `grace` lets a step's own, cleaner timeout fire first. No step outlives
+        the host's deadline."""
+        limit = timeout + grace if timeout else None
+        left = self.remaining()
+        by_deadline = limit is None or left < limit
+        if left <= 0:
+            coroutine.close()
+            raise self._past_deadline(step)
         try:
-            return self.wait_for(coroutine, timeout + grace if timeout else None)
+            return self.wait_for(coroutine, left if by_deadline else limit)
         except (asyncio.TimeoutError, TimeoutError) as exc:
-            if self.client.lost or not timeout:
+            if self.client.lost:
                 raise self._failure(step, exc) from exc
+            if by_deadline:
+                raise self._past_deadline(step) from exc
             raise CheckFailedError(f"{step} on {self.name} timed out after {timeout:g} s",
                                    "the device is overloaded or the step hangs there") from exc
+        except CheckFailedError:
+            raise  # a step's own one-line verdict (a stalled transfer)
         except Exception as exc:
             raise self._failure(step, exc) from exc
 
@@ -196,7 +224,37 @@ class SshDevice:
         for path in files:
             name = path.relative_to(bundle).as_posix()
             if present.get(name) != sha256_file(path):
-                self.await_step(f"upload of {name}", self.sftp.put(str(path), f"{target}/{name}"))  # bounded by keepalives
+                self.await_step(f"upload of {name}", self._put(path, f"{target}/{name}", name))
+
+    async def _put(self, path: Path, remote: str, name: str) -> None:
+        """sftp.put, failing after `stall_timeout` s without a block written."""
+        progress = []
+        await self._watched(self.sftp.put(str(path), remote, progress_handler=lambda *_: progress.append(1)),
+                            f"upload of {name}", lambda: len(progress))
+
+    async def _watched(self, coroutine, what: str, progress) -> None:
+        """Await an SFTP coroutine while `progress()` keeps changing at least every `stall_timeout` s.
+
+        A stalled one is abandoned, not awaited: cancelling it would wait for the dead sftp-server to
+        answer a close; close() drops the connection under it instead."""
+        task = asyncio.ensure_future(coroutine)
+        task.add_done_callback(lambda done: done.cancelled() or done.exception())  # an abandoned one stays quiet
+        loop = asyncio.get_running_loop()
+        seen, since = progress(), loop.time()
+        while not task.done():
+            await asyncio.wait({task}, timeout=min(1.0, self.stall_timeout))
+            if progress() != seen:
+                seen, since = progress(), loop.time()
+            elif not task.done() and loop.time() - since > self.stall_timeout:
+                task.cancel()
+                raise self._stalled(what)
+        task.result()
+
+    def _stalled(self, what: str) -> CheckFailedError:
+        self.stalled = True  # its SFTP session is dead: close() does not wait for it
+        return CheckFailedError(f"{what} to {self.name} stalled: no progress for {self.stall_timeout:g} s",
+                                "the device's disk or sftp-server hangs: check it, then deploy again; "
+                                "--stall-timeout gives a slow link longer")
 
     def read_text(self, path: str) -> str | None:
         result = self.run(["cat", path], timeout=SHORT_TIMEOUT)
@@ -205,10 +263,12 @@ class SshDevice:
     def write_text(self, path: str, text: str) -> None:
         tmp = f"{path}.{secrets.token_hex(4)}.tmp"  # unique: two writers never share a temporary file
 
-        async def write() -> None:
+        async def put() -> None:
             async with self.sftp.open(tmp, "w") as handle:
                 await handle.write(text)
-        self.await_step(f"writing {path}", write(), SHORT_TIMEOUT)
+
+        # A small file: one unit of progress, bounded like a stalled transfer.
+        self.await_step(f"writing {path}", self._watched(put(), f"writing {path}", lambda: None), SHORT_TIMEOUT)
         self.run(["sync", tmp], timeout=SHORT_TIMEOUT)  # on disk before it replaces the old one
         self.run(["mv", "-f", tmp, path], check=True, timeout=SHORT_TIMEOUT)
 
@@ -218,10 +278,16 @@ class SshDevice:
             return
         try:
             with suppress(Exception):
-                if self.sftp is not None:
+                if self.sftp is not None and not self.stalled:  # a stalled SFTP session never answers its exit
                     self.sftp.exit()
                 self.conn.close()
                 self.wait_for(self.conn.wait_closed(), 5)
+            with suppress(Exception):  # what a stalled transfer left: ended, so closing the loop stays quiet
+                pending = asyncio.all_tasks(self.loop)
+                for task in pending:
+                    task.cancel()
+                if pending:
+                    self.loop.run_until_complete(asyncio.wait(pending, timeout=5))
         finally:
             self.loop.close()
 

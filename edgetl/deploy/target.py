@@ -2,7 +2,7 @@
 
 An SSH target is built in one place, `SshTarget.from_settings`, whether its settings come from the
 command line's flags or from an inventory entry over them, so every deploy, rollback and pick
-reaches a device with the same host, user, port, key, known_hosts, trust, folder, Python and timeout.
+reaches a device with the same host, user, port, key, known_hosts, trust, folder, Python and timeouts.
 """
 
 from __future__ import annotations
@@ -43,6 +43,8 @@ class SshTarget:
     path: str | None = None  # the install folder on the device
     python: str | None = None  # the device's Python for the release's environment
     timeout: float = 15.0  # seconds to reach the device
+    stall_timeout: float = 60.0  # seconds a file transfer may make no progress (ssh.STALL_TIMEOUT)
+    host_timeout: float = 3600.0  # seconds for this device's whole deploy (ssh.HOST_TIMEOUT)
 
     @classmethod
     def from_settings(cls, settings: dict) -> "SshTarget":
@@ -63,7 +65,7 @@ class SshTarget:
         from edgetl.deploy.ssh import SshDevice
 
         return SshDevice(self.host, self.port, self.user, self.identity, self.known_hosts, self.accept_new_host_key,
-                         self.timeout, self.python)
+                         self.timeout, self.python, stall_timeout=self.stall_timeout, host_timeout=self.host_timeout)
 
 
 def ssh_targets(entries: list[dict], defaults: dict) -> list[SshTarget]:
