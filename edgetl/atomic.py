@@ -124,8 +124,8 @@ def write_bytes(target: str | os.PathLike, data: bytes, mode: int | None = None)
     return Path(target)
 
 
-def write_text(target: str | os.PathLike, text: str) -> Path:
-    return write_bytes(target, text.encode("utf-8"))
+def write_text(target: str | os.PathLike, text: str, mode: int | None = None) -> Path:
+    return write_bytes(target, text.encode("utf-8"), mode)
 
 
 def write_json(target: str | os.PathLike, obj: Any) -> Path:

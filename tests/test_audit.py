@@ -223,6 +223,39 @@ def test_deploys_mark_their_root_and_keep_working_in_a_root_from_before_the_mark
     assert len(kept) == 4 and "their-notes" in kept and set(kept) - {"their-notes"} <= set(installed)
 
 
+def test_camera_credentials_go_to_a_0600_environment_file_never_into_the_bundle_or_the_unit(tmp_path, monkeypatch):
+    from edgetl.deploy.local import install_release
+    from edgetl.deploy.service import read_env_file
+
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    text = (Path(__file__).resolve().parents[1] / "devices" / "linux-x86.yaml").read_text()
+    (profiles / "linux-x86.yaml").write_text(text.replace('source: "0"', 'source: "rtsp://admin:hunter2@cam/s"'))
+    monkeypatch.setenv("EDGETL_DEVICES_PATH", str(profiles))
+    with pytest.raises(BadInputError, match="carries credentials") as info:
+        build_bundle(_artifact(tmp_path / "art"), get_profile("linux-x86"), tmp_path / "never", wheels=False)
+    assert "hunter2" not in info.value.message + (info.value.hint or "") and not (tmp_path / "never").exists()
+    monkeypatch.delenv("EDGETL_DEVICES_PATH")
+
+    secrets = tmp_path / "camera.env"
+    secrets.write_text("EDGETL_SOURCE=rtsp://admin:hunter2@cam/s\n")
+    secrets.chmod(0o644)
+    with pytest.raises(BadInputError, match="readable by other users"):
+        read_env_file(secrets)
+    secrets.chmod(0o600)
+    root = tmp_path / "opt-edgetl"
+    install_release(_installable_bundle(tmp_path, "b0"), root, threads=1, camera_env=read_env_file(secrets))
+    env = root / "edgetl.env"
+    assert stat.S_IMODE(env.stat().st_mode) == 0o600 and "hunter2" in env.read_text()
+    unit = (root / "edgetl.service").read_text()
+    assert f"EnvironmentFile=-{root}/edgetl.env" in unit and '"--source"' not in unit and "hunter2" not in unit
+    assert not any("hunter2" in p.read_text(errors="ignore") for p in (root / "releases").rglob("*") if p.is_file())
+    (tmp_path / "bad.env").write_text("rtsp://admin:hunter2@cam/s\n")
+    (tmp_path / "bad.env").chmod(0o600)
+    with pytest.raises(BadInputError, match="line 1 is not KEY=VALUE"):
+        read_env_file(tmp_path / "bad.env")
+
+
 # -- 4: text from devices, sidecars and file names ------------------------------------------------
 def test_device_text_in_the_fleet_table_is_plain_text_with_escapes_visible(capsys):
     from edgetl.cli.deploy import _fleet_verdict

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli, variant
+from conftest import resign, run_cli, variant
 from edgetl import atomic
 from edgetl.contract.sidecar import sha256_file
 from edgetl.deploy.local import LocalDevice, current_release, install_release, read_state, releases
@@ -113,30 +113,90 @@ def test_a_second_deploy_while_one_holds_the_lock_fails_in_one_line(x86_bundle, 
         rollback(root)
 
 
-def _failing_restarts(tmp_path: Path, root: Path) -> Path:
-    """systemd cannot run here: a `systemctl` on PATH that has the unit and fails to restart it while
-    `current` points at a release listed in ROOT.failing (one id per line)."""
+SYSTEMCTL = """#!{python}
+# A stand-in for systemctl (systemd cannot run here) that runs the real service: `restart` starts the unit's
+# own ExecStart (unquoted as systemd does) in the background, after stopping the one it started before. The
+# live page goes to loopback and a free port, so parallel tests do not collide. A release listed in
+# ROOT.failing fails its restart the way systemd reports it.
+import os, shlex, signal, subprocess, sys
+from pathlib import Path
+root = Path({root!r})
+pidfile, log = root.parent / (root.name + ".service-pid"), root.parent / (root.name + ".service-log")
+command = sys.argv[1] if len(sys.argv) > 1 else ""
+if command == "show":
+    print(0)  # NRestarts: the stand-in never restarts by itself
+if command != "restart":
+    sys.exit(0)
+failing = root.parent / (root.name + ".failing")
+if failing.exists() and os.path.basename(os.readlink(root / "current")) in failing.read_text().split():
+    sys.exit("Job for edgetl.service failed because the control process exited with error code.")
+if pidfile.exists():
+    try:
+        os.killpg(int(pidfile.read_text()), signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+line = next(l for l in (root / "edgetl.service").read_text().splitlines() if l.startswith("ExecStart="))
+argv = [part.replace("%%", "%").replace("$$", "$") for part in shlex.split(line[len("ExecStart="):])]
+swap = {{"--serve": "0", "--serve-host": "127.0.0.1", "--serve-token-file": str(root.parent / "serve-token")}}
+argv = [swap.get(argv[i - 1], part) if i else part for i, part in enumerate(argv)]
+process = subprocess.Popen(argv, cwd=root / "current", stdout=subprocess.DEVNULL, stderr=open(log, "a"),
+                           start_new_session=True)
+pidfile.write_text(str(process.pid))
+"""
+
+
+def _systemd_stand_in(tmp_path: Path, root: Path) -> Path:
+    """A folder to put first on PATH: its `systemctl` runs the unit's own command line for real."""
     shims = tmp_path / "bin"
     shims.mkdir()
-    (shims / "systemctl").write_text(
-        '#!/bin/sh\ncase "$1" in restart)\n'
-        f'  r=$(basename "$(readlink {root}/current)")\n'
-        f'  if grep -qx "$r" {root}.failing 2>/dev/null; then echo "Job for edgetl.service failed" >&2; exit 1; fi;;\n'
-        'esac\nexit 0\n')
+    (shims / "systemctl").write_text(SYSTEMCTL.format(python=sys.executable, root=str(root)))
     (shims / "systemctl").chmod(0o755)
     return shims
+
+
+def _stop_service(root: Path) -> None:
+    import signal
+
+    pidfile = root.parent / (root.name + ".service-pid")
+    if pidfile.exists():
+        try:
+            os.killpg(int(pidfile.read_text()), signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def service_variant(bundle: Path, tmp_path: Path, release: str, root: Path, source: str | None = None,
+                    window_s: float = 60) -> Path:
+    """A release whose service classifies `source` (default: its own bundled samples, a folder of photos)
+    with a health window and heartbeat of the test's."""
+    from edgetl.deploy.bundle import MANIFEST
+
+    copy = variant(bundle, tmp_path, release)
+    manifest = json.loads((copy / MANIFEST).read_text())
+    manifest["profile"]["camera"]["source"] = source or f"{root}/current/samples"
+    manifest["profile"]["health"] = {"window_s": window_s, "min_frames": 3, "heartbeat": str(tmp_path / "beat.json")}
+    (copy / MANIFEST).write_text(json.dumps(manifest))
+    resign(copy)
+    return copy
 
 
 def test_a_failed_restart_is_recorded_bad_and_rollback_goes_to_the_last_known_good(x86_bundle, tmp_path,
                                                                                      monkeypatch):
     root = tmp_path / "device"
-    shims = _failing_restarts(tmp_path, root)
-    monkeypatch.setenv("PATH", f"{shims}:{os.environ['PATH']}")
+    monkeypatch.setenv("PATH", f"{_systemd_stand_in(tmp_path, root)}:{os.environ['PATH']}")
     (root.parent / f"{root.name}.failing").write_text("20260301-000002-bad\n")
     ids = ["20260301-000000-ok1", "20260301-000001-ok2", "20260301-000002-bad"]
+    try:
+        _known_good_and_bad(x86_bundle, tmp_path, root, ids)
+    finally:
+        _stop_service(root)
+
+
+def _known_good_and_bad(x86_bundle: Path, tmp_path: Path, root: Path, ids: list[str]) -> None:
     for release in ids[:2]:
-        assert install_release(variant(x86_bundle, tmp_path, release), root)["service"] == "restarted"
-    failed = _install(variant(x86_bundle, tmp_path, ids[2]), root)
+        service = install_release(service_variant(x86_bundle, tmp_path, release, root), root)["service"]
+        assert service.startswith("restarted, healthy in"), service
+    failed = _install(service_variant(x86_bundle, tmp_path, ids[2], root), root)
     assert failed.returncode == 1, failed.stderr[-2000:]
     assert "did not restart" in failed.stderr and f"switched back to {ids[1]}" in failed.stderr
     assert current_release(root) == ids[1]
@@ -157,6 +217,14 @@ def test_a_failed_restart_is_recorded_bad_and_rollback_goes_to_the_last_known_go
     refused = run_cli("deploy", "--rollback", "--local", str(root))
     assert refused.returncode == 2 and "no earlier release known to be good" in refused.stderr, refused.stderr
     assert "Traceback" not in refused.stderr and current_release(root) == ids[0]
+
+    # No silent downgrade: a (validly signed) bundle built before the current release is refused first.
+    older = service_variant(x86_bundle, tmp_path, "20260201-000000-older", root)
+    with pytest.raises(BadInputError, match="built before 20260301-000000-ok1, the current release .*refusing to "
+                                            "downgrade"):
+        install_release(older, root)
+    assert current_release(root) == ids[0] and "20260201-000000-older" not in releases(LocalDevice(), str(root))
+    assert not (root / "releases" / "20260201-000000-older.partial").exists()
 
 
 def test_offline_install_verifies_then_builds_the_deploy_layout(x86_bundle, tmp_path):
@@ -322,3 +390,46 @@ def test_generated_scripts_and_units_quote_every_value(tmp_path):
     assert '"--source" "rtsp://cam/%%i $$HOME"' in unit
     with pytest.raises(BadInputError, match="not a plain user name"):
         service_unit({**camera, "service_user": "root\nExecStartPre=/bin/sh"}, "/opt/edgetl")
+
+
+def test_a_release_whose_service_never_becomes_healthy_is_switched_back_and_never_rolled_back_to(
+        x86_bundle, tmp_path, monkeypatch):
+    """The self-test passes (the model is fine) but the service cannot open its camera: no heartbeat
+    within the window, so the deploy switches back, records it bad, and --rollback passes over it."""
+    root = tmp_path / "device"
+    monkeypatch.setenv("PATH", f"{_systemd_stand_in(tmp_path, root)}:{os.environ['PATH']}")
+    try:
+        good = install_release(service_variant(x86_bundle, tmp_path, "20260501-000000-good", root), root)
+        assert good["service"].startswith("restarted, healthy"), good["service"]
+        beat = json.loads((tmp_path / "beat.json").read_text())
+        assert beat["model"].endswith("/releases/20260501-000000-good/model") and beat["frames"] >= 3
+        blind = service_variant(x86_bundle, tmp_path, "20260501-000001-blind", root, source="/dev/edgetl-no-camera",
+                                window_s=8)
+        with pytest.raises(CheckFailedError, match=r"did not prove healthy .*unhealthy: the service .* within 8 s\); "
+                                                   "switched back to 20260501-000000-good"):
+            install_release(blind, root)
+        assert current_release(root) == "20260501-000000-good"
+        state = read_state(LocalDevice(), str(root))
+        assert state["bad"] == ["20260501-000001-blind"] and state["good"] == ["20260501-000000-good"]
+        with pytest.raises(BadInputError, match="no earlier release known to be good .*20260501-000001-blind failed"):
+            rollback(root)
+    finally:
+        _stop_service(root)
+
+
+def test_the_deploy_lock_is_held_once_per_connection_and_refuses_everyone_else(tmp_path):
+    """`--pick` holds the lock across every candidate's install and the switch (each install takes it again
+    on the same connection); another deploy, on another connection, is refused throughout."""
+    root = tmp_path / "device"
+    root.mkdir()
+    picking, other = LocalDevice(), LocalDevice()
+    with device_lock(picking, str(root)):
+        with device_lock(picking, str(root)):  # a candidate's install inside the pick
+            with pytest.raises(CheckFailedError, match="another deploy or rollback is at work"):
+                with device_lock(other, str(root)):
+                    pass
+        with pytest.raises(CheckFailedError, match="another deploy or rollback is at work"):  # still held
+            with device_lock(other, str(root)):
+                pass
+    with device_lock(other, str(root)):  # released at the end of the pick
+        pass

@@ -61,9 +61,12 @@ def ssh_options(command):
               "on the device and ship the fastest.")
 @max_drop_option("With --pick: the largest test-top-1 drop (pp, from each artifact's parity.json) to consider.",
                  none_means="every artifact with a parity summary")
+@click.option("--camera-env", type=click.Path(dir_okay=False), help="A file (mode 0600) of KEY=VALUE lines for the "
+              "service, e.g. EDGETL_SOURCE=rtsp://user:pass@cam/stream: installed as ROOT/edgetl.env (0600) and "
+              "read through EnvironmentFile=, so secrets stay out of the bundle, the unit and `ps`.")
 @json_option
 def deploy(source, profile_name, local_path, bundle_only, host_spec, inventory, ssh, rollback, samples, threads,
-           pick, max_drop):
+           pick, max_drop, camera_env):
     """Deploy SOURCE (a run directory or an artifact folder) to a device.
 
     The bundle carries the artifact the profile prefers (exported on the fly if missing), its
@@ -75,6 +78,7 @@ def deploy(source, profile_name, local_path, bundle_only, host_spec, inventory, 
     from pathlib import Path
 
     from edgetl.deploy import actions
+    from edgetl.deploy.service import read_env_file
     from edgetl.deploy.target import LocalTarget
 
     if rollback:
@@ -88,10 +92,12 @@ def deploy(source, profile_name, local_path, bundle_only, host_spec, inventory, 
     artifact = artifact_for(Path(source), profile)
     if bundle_only:
         return _bundle_written(actions.bundle_only(artifact, profile, bundle_only, samples))
+    secrets = read_env_file(camera_env) if camera_env else None
     if host_spec or inventory:
         targets = _ssh_targets(host_spec, inventory, ssh, profile.install_path)
-        return _fleet_verdict(actions.ship_fleet(artifact, profile, targets, samples, threads), profile.name)
-    return _installed(actions.ship_local(artifact, profile, LocalTarget(local_path), samples, threads), profile.name)
+        return _fleet_verdict(actions.ship_fleet(artifact, profile, targets, samples, threads, secrets), profile.name)
+    return _installed(actions.ship_local(artifact, profile, LocalTarget(local_path), samples, threads, secrets),
+                      profile.name)
 
 
 # -- parsing: flags into a profile and targets ---------------------------------------------------
@@ -237,8 +243,11 @@ def _picked(result, profile, max_drop):
 @threads_option("the profile's", note="For the self-test bench.")
 @click.option("--allow-unsigned", is_flag=True, help="Install a bundle without a signature. Its origin is then "
               "unverified: whoever can change its files and recompute SHA256SUMS can run code here.")
+@click.option("--allow-downgrade", is_flag=True, envvar="EDGETL_ALLOW_DOWNGRADE",
+              help="Install a bundle built before the current release (refused by default: a replayed old bundle "
+              "is still validly signed).")
 @json_option
-def install(bundle, root, threads, allow_unsigned):
+def install(bundle, root, threads, allow_unsigned, allow_downgrade):
     """Install BUNDLE under ROOT exactly as `edgetl deploy` does: verify, install, self-test, switch.
 
     `sh bundle/install.sh --root DIR` verifies SHA256SUMS, builds a temporary environment from the
@@ -252,7 +261,8 @@ def install(bundle, root, threads, allow_unsigned):
 
     if allow_unsigned:
         os.environ["EDGETL_ALLOW_UNSIGNED"] = "1"  # read by the release's install.sh
-    result = install_release(Path(bundle), root, device=LocalDevice(python=os.environ.get("PYTHON")), threads=threads)
+    result = install_release(Path(bundle), root, device=LocalDevice(python=os.environ.get("PYTHON")), threads=threads,
+                             allow_downgrade=allow_downgrade)
     say(f"installed {result['release']} under {result['path']}: self-test passed "
         f"(golden {_golden(result)}, accuracy {percent(result['accuracy'])}), service {result['service']}")
     return result

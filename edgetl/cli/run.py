@@ -32,9 +32,11 @@ from edgetl.cli.common import json_option, table, threads_option
 @click.option("--camera-size", metavar="WxH", help="Ask the camera for this capture size, e.g. 640x480 "
                                                      "(fewer pixels: less decoding and resizing per frame).")
 @click.option("--camera-fps", type=float, help="Ask the camera for this frame rate.")
+@click.option("--heartbeat", type=click.Path(dir_okay=False), help="Rewrite this JSON file (pid, model, frames, "
+              "time) about once a second while classifying: what a deploy's health check reads.")
 @json_option(lines=True)
 def run(model, source, topk, threads, device, json_lines, show, save, serve, serve_host, serve_token_file,
-        serve_allowed_hosts, max_frames, camera_size, camera_fps):
+        serve_allowed_hosts, max_frames, camera_size, camera_fps, heartbeat):
     """Classify what SOURCE shows with MODEL (an exported file or artifact folder).
 
     Capture, preprocessing and inference overlap; live sources drop stale frames, files never do.
@@ -61,7 +63,8 @@ def run(model, source, topk, threads, device, json_lines, show, save, serve, ser
     summary = classify_source(model, source, topk=topk, threads=threads, device=device, json_lines=json_lines,
                               save=save, show=show, serve=serve, serve_host=serve_host, max_frames=max_frames,
                               on_serving=serving, camera_size=parse_size(camera_size) if camera_size else None,
-                              camera_fps=camera_fps, serve_token=token, serve_allowed_hosts=serve_allowed_hosts)
+                              camera_fps=camera_fps, serve_token=token, serve_allowed_hosts=serve_allowed_hosts,
+                              heartbeat=heartbeat)
     if not json_lines:  # with --json-lines the summary is the last line, written by json_option
         infer = summary.get("infer_ms", {})
         table(f"run: {summary['source']}", ["frames", "FPS", "model FPS", "infer p50 ms", "infer p99 ms", "dropped"],

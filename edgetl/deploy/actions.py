@@ -45,22 +45,24 @@ def bundle_only(artifact: Path, profile: DeviceProfile, out: str, samples: int) 
 
 
 def ship_local(artifact: Path, profile: DeviceProfile, target: LocalTarget, samples: int,
-               threads: int | str | None = None) -> dict:
+               threads: int | str | None = None, camera_env: str | None = None) -> dict:
     from edgetl.deploy.local import install_release
 
     self_test_threads, service_threads = split_threads(threads)
     with _bundled(artifact, profile, samples) as (bundle, _):
-        return install_release(bundle, Path(target.path), threads=self_test_threads, service_threads=service_threads)
+        return install_release(bundle, Path(target.path), threads=self_test_threads, service_threads=service_threads,
+                               camera_env=camera_env)
 
 
 def ship_fleet(artifact: Path, profile: DeviceProfile, targets: list[SshTarget], samples: int,
-               threads: int | str | None = None) -> list[dict]:
+               threads: int | str | None = None, camera_env: str | None = None) -> list[dict]:
     """Every target's row (`fleet.deploy_fleet`): one device failing never stops the others."""
     from edgetl.deploy.fleet import deploy_fleet
 
     self_test_threads, service_threads = split_threads(threads)
     with _bundled(artifact, profile, samples) as (bundle, _):
-        return deploy_fleet(bundle, targets, threads=self_test_threads, service_threads=service_threads)
+        return deploy_fleet(bundle, targets, threads=self_test_threads, service_threads=service_threads,
+                            camera_env=camera_env)
 
 
 def roll_back(target: LocalTarget | SshTarget) -> dict:

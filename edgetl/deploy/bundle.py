@@ -201,6 +201,7 @@ INSTALL_SH = """#!/bin/sh
 # the device's OpenSSL, and every file must match SHA256SUMS.
 # --allow-unsigned (or EDGETL_ALLOW_UNSIGNED=1) accepts a bundle without a signature: then anyone who
 # can change the bundle's files and recompute SHA256SUMS can run code on this device.
+# --allow-downgrade installs a bundle built before the current release (refused by default).
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 python=${{PYTHON:-python{python}}}
@@ -210,10 +211,11 @@ offline=""
 unsigned=${{EDGETL_ALLOW_UNSIGNED:-0}}
 while [ $# -gt 0 ]; do
   case $1 in
-    --root) [ -n "${{2:-}}" ] || {{ echo "usage: sh install.sh [--root DIR] [--allow-unsigned]" >&2; exit 2; }}
+    --root) [ -n "${{2:-}}" ] || {{ echo "usage: sh install.sh [--root DIR] [--allow-unsigned] [--allow-downgrade]" >&2; exit 2; }}
             offline=$2; root=$2; shift 2 ;;
     --allow-unsigned) unsigned=1; shift ;;
-    *) echo "usage: sh install.sh [--root DIR] [--allow-unsigned]" >&2; exit 2 ;;
+    --allow-downgrade) export EDGETL_ALLOW_DOWNGRADE=1; shift ;;
+    *) echo "usage: sh install.sh [--root DIR] [--allow-unsigned] [--allow-downgrade]" >&2; exit 2 ;;
   esac
 done
 keys="$root/{trusted}"
@@ -274,6 +276,18 @@ mkdir -p "$here"/model/{cache}
 """
 
 
+def _refuse_secret_source(profile: DeviceProfile) -> None:
+    """A camera URL with a password would sit in the manifest, the unit and every tarball: refused."""
+    from edgetl.runtime.sources import redact_url
+
+    source = str(profile.camera.get("source", "0"))
+    if redact_url(source) != source:
+        raise BadInputError(f"device profile {profile.name}: camera.source {redact_url(source)} carries credentials, "
+                            "which would be readable in the bundle, its manifest and the service unit",
+                            "leave them out of the profile and pass --camera-env FILE (mode 0600) with "
+                            "EDGETL_SOURCE=<url>: it becomes ROOT/edgetl.env, read by the service only")
+
+
 def _refuse_engines(artifact: Path, profile: DeviceProfile) -> None:
     """A TensorRT engine cache inside an artifact: the device's TensorRT would load it as it is, and an engine
     is code built for one GPU and TensorRT version, so it is only ever built on the device itself."""
@@ -301,6 +315,7 @@ def build_bundle(source: str | Path, profile: DeviceProfile, out: str | Path, sa
     artifact folder (its model, sidecar, golden and held-out samples), never from the run directory.
     `sign`: with this user's signing key (`signing.py`; created on first use)."""
     artifact = choose_artifact(Path(source), profile)
+    _refuse_secret_source(profile)
     sidecar = Sidecar.read(artifact)
     _refuse_engines(artifact, profile)
     extra = get_format(sidecar.format).device_extra

@@ -66,22 +66,23 @@ def read_inventory(path: str | Path) -> list[dict]:
 
 
 def deploy_one(bundle: Path, target: SshTarget, threads: int | None,
-               service_threads: int | str | None = None) -> dict:
+               service_threads: int | str | None = None, camera_env: str | None = None) -> dict:
     from edgetl.deploy.local import install_release  # at call time: a test replaces it to inject a fault
 
     if not target.path:
         raise BadInputError(f"no install folder for {target.name}", "give --path, or a 'path' in the inventory")
     with connected(target) as device:
-        return install_release(bundle, target.path, device=device, threads=threads, service_threads=service_threads)
+        return install_release(bundle, target.path, device=device, threads=threads, service_threads=service_threads,
+                               camera_env=camera_env)
 
 
 def deploy_fleet(bundle: Path, targets: list[SshTarget], threads: int | None = None,
-                 parallel: int = 8, service_threads: int | str | None = None) -> list[dict]:
+                 parallel: int = 8, service_threads: int | str | None = None, camera_env: str | None = None) -> list[dict]:
     """One row per target, in order: {"ok": True, **the install result}, or {"ok": False, "error", ...}."""
     def attempt(target: SshTarget) -> dict:
         failed = {"ok": False, "host": target.name, "port": target.port}
         try:
-            return {"ok": True, **deploy_one(bundle, target, threads, service_threads)}
+            return {"ok": True, **deploy_one(bundle, target, threads, service_threads, camera_env)}
         except EdgetlError as exc:
             return {**failed, "error": " ".join(exc.message.split()), "hint": exc.hint, "exit_code": exc.exit_code}
         except Exception as exc:  # noqa: BLE001 - one host's bug or I/O error must not stop the fleet

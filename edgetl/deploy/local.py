@@ -45,7 +45,7 @@ from edgetl.console import info, printable
 from edgetl.deploy.bundle import CHECKSUMS, MANIFEST
 from edgetl.deploy import signing
 from edgetl.deploy.lock import device_lock
-from edgetl.deploy.service import SERVICE_NAME, plain_path, service_unit
+from edgetl.deploy.service import ENV_FILE, SERVICE_NAME, env_sets_source, plain_path, service_unit
 from edgetl.deploy.state import last_good, mark, read_state, write_state
 from edgetl.errors import BadInputError, CheckFailedError
 
@@ -86,10 +86,10 @@ class LocalDevice:
     def read_text(self, path: str) -> str | None:
         return Path(path).read_text() if Path(path).is_file() else None
 
-    def write_text(self, path: str, text: str) -> None:
+    def write_text(self, path: str, text: str, mode: int | None = None) -> None:
         from edgetl import atomic
 
-        atomic.write_text(path, text)
+        atomic.write_text(path, text, mode)
 
     def close(self) -> None:
         pass
@@ -266,15 +266,34 @@ def trust_first_key(device, root: str, bundle: Path) -> None:
     info(f"{device.name}:{root} now trusts bundles signed by key {signing.key_id(public_pem)}")
 
 
+def built_at(release: str | None) -> str | None:
+    """A release's build time as its id begins (YYYYMMDD-HHMMSS, UTC): the bundle's version, which only
+    grows. None for an id edgetl did not make."""
+    match = re.match(r"(\d{8}-\d{6})-", release or "")
+    return match.group(1) if match else None
+
+
+def refuse_downgrade(device, release: str, current: str | None) -> None:
+    """No silent downgrade: a bundle built before the current release is refused (a replayed old bundle
+    is still validly signed). Going back on purpose is `--rollback` or `--allow-downgrade`."""
+    new, old = built_at(release), built_at(current)
+    if new and old and new < old:
+        raise BadInputError(f"{release} was built before {current}, the current release on {device.name}: refusing "
+                            "to downgrade", "go back with `edgetl deploy --rollback`, or pass --allow-downgrade to "
+                            "install this older bundle (a clock set wrong on the building machine does this too)")
+
+
 def install_release(bundle: Path, root: Path | str, device=None, keep: int = KEEP_RELEASES,
-                    threads: int | None = None, activate: bool = True, service_threads: int | str | None = None) -> dict:
+                    threads: int | None = None, activate: bool = True, service_threads: int | str | None = None,
+                    allow_downgrade: bool = False, camera_env: str | None = None) -> dict:
     """Upload, verify, install, self-test and switch; returns the deploy result.
 
     `activate=False` stops after the self-test: the release is complete in releases/ but not
     current (what `--pick` measures each candidate with before it activates the fastest).
     `service_threads` sets the camera service's --threads: a count, or "best" for the self-test's
     thread sweep's fastest on this device (default: the profile's). A root that trusts no signing key
-    yet trusts the bundle's signer (`trust_first_key`)."""
+    yet trusts the bundle's signer (`trust_first_key`). `camera_env`: the service's secrets (KEY=VALUE lines,
+    service.read_env_file), written to ROOT/edgetl.env with mode 0600 before the switch."""
     device = device or LocalDevice()
     root = resolve_root(root, device)
     manifest = read_manifest(bundle)
@@ -288,6 +307,8 @@ def install_release(bundle: Path, root: Path | str, device=None, keep: int = KEE
         previous = current_release(root, device)
         if release in releases(device, root):
             raise BadInputError(f"release {release} is already installed on {device.name}", "build a new bundle")
+        if not allow_downgrade:
+            refuse_downgrade(device, release, previous)
         device.run(["rm", "-rf", f"{partial}/venv"], check=True)  # a half-built environment is never reused
         device.run(["mkdir", "-p", partial], check=True)
         try:
@@ -314,6 +335,8 @@ def install_release(bundle: Path, root: Path | str, device=None, keep: int = KEE
         if not activate:
             return _result(device, root, manifest, report, previous, "not activated")
         profile = service_profile(manifest["profile"], report, service_threads)
+        if camera_env is not None:
+            device.write_text(f"{root}/{ENV_FILE}", camera_env, mode=0o600)
         service = activate_release(device, root, release, previous, profile, keep)
     return {**_result(device, root, manifest, report, previous, service), "service_threads": profile["threads"]}
 
@@ -343,11 +366,13 @@ def activate_release(device, root: str, release: str, previous: str | None, prof
     state.update(current=release, previous=previous, history=[*state["history"], release][-20:])
     write_state(device, root, state)
     _fault("state-written")
-    device.write_text(f"{root}/{SERVICE_NAME}", service_unit(profile, root))
-    service = restart_service(device)
-    if service.startswith("restart failed"):
+    in_env = env_sets_source(device.read_text(f"{root}/{ENV_FILE}"))
+    device.write_text(f"{root}/{SERVICE_NAME}", service_unit(profile, root, source_in_env=in_env))
+    service = restart_and_prove(device, release, profile)
+    if service.startswith(("restart failed", "unhealthy")):
         _switch_back(device, root, release, previous, state)
-        raise CheckFailedError(f"{SERVICE_NAME} did not restart on {device.name} with release {release} "
+        what = "did not restart" if service.startswith("restart failed") else "did not prove healthy"
+        raise CheckFailedError(f"{SERVICE_NAME} {what} on {device.name} with release {release} "
                                f"({service}); switched back to {previous or 'no release'}",
                                f"see `journalctl -u {SERVICE_NAME}` on the device")
     write_state(device, root, mark(state, release, good=True))
@@ -364,6 +389,22 @@ def _switch_back(device, root: str, release: str, previous: str | None, state: d
     write_state(device, root, mark(state, release, good=False))
     if previous is not None:
         restart_service(device)
+
+
+def restart_and_prove(device, release: str, profile: dict) -> str:
+    """Restart the service and, where systemd runs it, wait for the release to prove healthy (health.py):
+    'restarted, healthy in N s', 'unhealthy: REASON', 'restart failed: ...' or 'not installed'."""
+    from edgetl.deploy import health
+
+    since, restarts = health.device_time(device), None
+    service = restart_service(device)
+    if service != "restarted":
+        return service
+    restarts = health.restart_count(device)
+    verdict = health.wait_healthy(device, release, profile, since, restarts)
+    if not verdict["healthy"]:
+        return f"unhealthy: {verdict['reason']} within {verdict['seconds']:g} s"
+    return f"restarted, healthy in {verdict['seconds']:g} s"
 
 
 def restart_service(device) -> str:

@@ -21,7 +21,14 @@ BUSY = 75  # flock -E: the exit status when another holder has the lock
 
 @contextlib.contextmanager
 def device_lock(device, root: str) -> Iterator[None]:
-    """Hold ROOT's deploy lock; `device.spawn(argv)` gives a process with stdout, stderr, wait() and close()."""
+    """Hold ROOT's deploy lock; `device.spawn(argv)` gives a process with stdout, stderr, wait() and close().
+
+    Re-entrant per device connection: a step that takes the lock inside a longer operation already
+    holding it (each candidate's install inside `--pick`) goes on under the outer hold."""
+    held = device.__dict__.setdefault("_edgetl_locks", set())
+    if root in held:
+        yield
+        return
     lock = f"{root}/{LOCK_NAME}"
     holder = device.spawn(["flock", "-n", "-E", str(BUSY), lock, "sh", "-c", "echo locked; exec cat >/dev/null"])
     try:
@@ -35,7 +42,9 @@ def device_lock(device, root: str) -> Iterator[None]:
             raise CheckFailedError(f"cannot lock {device.name}:{root} for the deploy: "
                                    f"{error.splitlines()[-1] if error else f'flock exited with {code}'}",
                                    "the device needs flock (util-linux) and a writable install folder")
+        held.add(root)
         yield
     finally:
+        held.discard(root)
         holder.close()
 

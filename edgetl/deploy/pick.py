@@ -22,8 +22,8 @@ from edgetl.contract.artifact import read_parity
 from edgetl.contract.sidecar import SIDECAR_NAME
 from edgetl.deploy.actions import split_threads
 from edgetl.deploy.bundle import build_bundle
-from edgetl.deploy.local import (LocalDevice, activate_release, current_release, install_release, read_manifest,
-                                 resolve_root, service_profile)
+from edgetl.deploy.local import (LocalDevice, activate_release, claim_root, current_release, install_release,
+                                 read_manifest, releases, resolve_root, service_profile)
 from edgetl.deploy.lock import device_lock
 from edgetl.deploy.profiles import DeviceProfile
 from edgetl.deploy.target import LocalTarget, SshTarget, connected
@@ -60,6 +60,13 @@ def pick_and_deploy(bundles: list[tuple[Path, Path]], root: Path | str, device=N
     """Install each (artifact, bundle) without activating it, activate the fastest on the device."""
     device = device or LocalDevice()
     root = resolve_root(root, device)
+    claim_root(device, root)
+    device.run(["mkdir", "-p", f"{root}/releases"], check=True)
+    with device_lock(device, root):  # the whole pick: nobody prunes a measured candidate before the switch
+        return _measure_and_activate(bundles, root, device, threads, service_threads)
+
+
+def _measure_and_activate(bundles, root: str, device, threads, service_threads) -> dict:
     measured = []
     for artifact, bundle in bundles:
         info(f"measuring {artifact.name} on {device.name} ...")
@@ -77,14 +84,16 @@ def pick_and_deploy(bundles: list[tuple[Path, Path]], root: Path | str, device=N
         raise CheckFailedError(f"no candidate passed its self-test on {device.name}; current is unchanged: "
                                + "; ".join(f"{m['artifact']}: {m.get('error')}" for m in measured))
     best = min(ok, key=lambda m: m["p50_ms"])
-    with device_lock(device, root):
-        for other in ok:
-            if other is not best:  # complete releases this command made and nobody switched to
-                device.run(["rm", "-rf", f"{root}/releases/{other['release']}"], check=True)
-        previous = current_release(root, device)
-        manifest = read_manifest(next(b for a, b in bundles if a.name == best["artifact"]))
-        profile = service_profile(manifest["profile"], best["result"], service_threads)
-        service = activate_release(device, root, best["release"], previous, profile)
+    for other in ok:
+        if other is not best:  # complete releases this command made and nobody switched to
+            device.run(["rm", "-rf", f"{root}/releases/{other['release']}"], check=True)
+    if best["release"] not in releases(device, root):  # never switch `current` to a folder that is gone
+        raise CheckFailedError(f"{best['release']} is no longer installed on {device.name}:{root}; current is "
+                               "unchanged", "run the pick again")
+    previous = current_release(root, device)
+    manifest = read_manifest(next(b for a, b in bundles if a.name == best["artifact"]))
+    profile = service_profile(manifest["profile"], best["result"], service_threads)
+    service = activate_release(device, root, best["release"], previous, profile)
     result = {**best["result"], "previous_release": previous, "service": service, "service_threads": profile["threads"]}
     result["pick"] = {"strategy": "fastest", "chosen": best["artifact"],
                       "measured": [{k: m.get(k) for k in ("artifact", "p50_ms", "accuracy", "error")}

@@ -24,6 +24,12 @@ from edgetl.recipe_folders import SHIPPED as SHIPPED_RECIPES, RecipeFolders
 ARCHES = ("aarch64", "x86_64", "armv7l")
 
 CAMERA_PIPELINES = ("v4l2", "libcamera", "gstreamer")
+HEALTH_DEFAULTS = {"window_s": 120, "min_frames": 10, "heartbeat": "/var/lib/edgetl/heartbeat.json"}
+"""After a switch and restart, the release counts as good once the service's heartbeat shows `min_frames`
+classified frames of the new model within `window_s` with no restart in between. 120 s: a Pi 4 imports its
+runtime, loads the model and opens the camera in 10-30 s, and a camera that needs a moment to settle
+still fits; greenboot waits 150 s. Ten frames: capture, preprocessing and inference have worked over and
+over, not once. The heartbeat lives in the unit's StateDirectory, where the service user may write."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +55,7 @@ class DeviceProfile:
     install_path: str
     service_user: str
     tensorrt: dict = field(default_factory=dict)
+    health: dict = field(default_factory=lambda: dict(HEALTH_DEFAULTS))
     source_file: str = ""
 
     @property
@@ -144,8 +151,25 @@ def parse_profile(path: Path) -> DeviceProfile:
         fallbacks=tuple(_target(path, f"fallbacks[{i}]", f) for i, f in enumerate(fallbacks)),
         runtime=dict(runtime), threads=threads, execution_device=str(data.get("execution_device", "cpu")),
         camera=dict(camera), install_path=install_path, service_user=str(data.get("service_user", "edgetl")),
-        tensorrt=_tensorrt(path, data.get("tensorrt")), source_file=str(path),
+        tensorrt=_tensorrt(path, data.get("tensorrt")), health=_health(path, data.get("health")),
+        source_file=str(path),
     )
+
+
+def _health(path: Path, data) -> dict:
+    """The health window (HEALTH_DEFAULTS, each key overridable)."""
+    if data is None:
+        return dict(HEALTH_DEFAULTS)
+    if not isinstance(data, dict) or set(data) - set(HEALTH_DEFAULTS):
+        _fail(path, "health", f"must be a mapping of {', '.join(HEALTH_DEFAULTS)}")
+    health = {**HEALTH_DEFAULTS, **data}
+    for key in ("window_s", "min_frames"):
+        value = health[key]
+        if not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value <= 3600):
+            _fail(path, f"health.{key}", f"must be a positive number of at most 3600, got {value!r}")
+    if not (isinstance(health["heartbeat"], str) and health["heartbeat"].startswith("/")):
+        _fail(path, "health.heartbeat", "must be an absolute path on the device")
+    return health
 
 
 ENGINE_CACHE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")

@@ -3,17 +3,19 @@
 The target is the newest release `state.json` records as good (it served: self-tested, switched
 to, restarted) that is still installed and is not current; a release recorded bad (its restart
 failed after a switch) is never a target. Before the switch the target proves intact (checksums,
-a short self-test). A restart that fails after the switch is a failed rollback: `current` goes
+a short self-test). A restart that fails after the switch, or a service that does not prove the
+target healthy within its health window (health.py), is a failed rollback: `current` goes
 back to the release that was serving, that one is restarted, the target is recorded bad, and
 the command exits non-zero. The device always ends on a release that runs.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-from edgetl.deploy.local import (LocalDevice, claim_root, current_release, releases, resolve_root, restart_service,
-                                 self_test_release, switch, verify_checksums)
+from edgetl.deploy.local import (LocalDevice, claim_root, current_release, releases, resolve_root, restart_and_prove,
+                                 restart_service, self_test_release, switch, verify_checksums)
 from edgetl.deploy.lock import device_lock
 from edgetl.deploy.service import SERVICE_NAME
 from edgetl.deploy.state import last_good, mark, read_state, write_state
@@ -30,6 +32,16 @@ def _target(device, root: str, current: str, state: dict) -> str:
     why = f" ({', '.join(bad)} failed after a switch and is never rolled back to)" if bad else ""
     raise BadInputError(f"{device.name}:{root} keeps no earlier release known to be good{why}",
                         "deploy a new bundle instead")
+
+
+def _profile_of(device, root: str, release: str) -> dict:
+    """The profile a release was installed with (its manifest's), for its health window."""
+    text = device.read_text(f"{root}/releases/{release}/manifest.json")
+    try:
+        profile = json.loads(text).get("profile") if text else None
+    except (json.JSONDecodeError, AttributeError):
+        profile = None
+    return profile if isinstance(profile, dict) else {}
 
 
 def _verified(device, root: str, target: str, current: str, threads: int | None) -> None:
@@ -57,13 +69,13 @@ def rollback(root: Path | str, device=None, threads: int | None = None) -> dict:
         switch(device, root, target)
         state.update(current=target, previous=current)
         write_state(device, root, state)
-        service = restart_service(device)
-        if service.startswith("restart failed"):
+        service = restart_and_prove(device, target, _profile_of(device, root, target))
+        if service.startswith(("restart failed", "unhealthy")):
             switch(device, root, current)
             state.update(current=current, previous=None)
             write_state(device, root, mark(state, target, good=False))
             restart_service(device)
-            raise CheckFailedError(f"rollback to {target} failed on {device.name}: {SERVICE_NAME} did not restart "
+            raise CheckFailedError(f"rollback to {target} failed on {device.name}: {SERVICE_NAME} did not serve it "
                                    f"({service}); switched back to {current}",
                                    f"see `journalctl -u {SERVICE_NAME}` on the device; {target} is now recorded "
                                    "as bad and will not be rolled back to")

@@ -21,6 +21,12 @@ SERVICE_NAME = "edgetl.service"
 SERVE_PORT = 8080
 TOKEN_FILE = "/var/lib/edgetl/serve-token"
 """The live page's secret: in the unit's StateDirectory, which systemd creates for the service user."""
+HEARTBEAT_FILE = "/var/lib/edgetl/heartbeat.json"  # beside it (profiles.HEALTH_DEFAULTS)
+ENV_FILE = "edgetl.env"
+"""ROOT/edgetl.env (mode 0600): the service's secrets, e.g. EDGETL_SOURCE=rtsp://user:pass@cam/stream. The
+unit reads it through EnvironmentFile=, so a password is in neither the world-readable unit file, the
+bundle's manifest nor `ps` (a process's environment is readable by its owner and root only)."""
+ENV_LINE = re.compile(r"^(?:[A-Z_][A-Z0-9_]{0,63}=[^\0]*|#.*|)$")
 PLAIN_PATH = re.compile(r"^/(?:[A-Za-z0-9._+@-]+/?)*$")
 PLAIN_USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 
@@ -52,17 +58,47 @@ def _camera_flags(camera: dict) -> list[str]:
     return flags
 
 
-def service_unit(profile: dict, root: str) -> str:
-    """The unit for a release installed under `root`, from the profile as the manifest records it."""
+def heartbeat_path(profile: dict) -> str:
+    """Where the service writes its heartbeat (the profile's health.heartbeat), a plain absolute path."""
+    return plain_path(str((profile.get("health") or {}).get("heartbeat", HEARTBEAT_FILE)), "health.heartbeat")
+
+
+def read_env_file(path, what: str = "--camera-env") -> str:
+    """A local environment file for the service: KEY=VALUE lines, readable by its owner only (it holds
+    secrets); refused with one line otherwise."""
+    import stat
+    from pathlib import Path
+
+    path = Path(path)
+    try:
+        mode, text = path.stat().st_mode, path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadInputError(f"{what} {path} cannot be read: {exc}") from exc
+    if stat.S_IMODE(mode) & 0o077:
+        raise BadInputError(f"{what} {path} is readable by other users and holds secrets", f"chmod 600 {path}")
+    bad = next((n for n, line in enumerate(text.splitlines(), 1) if not ENV_LINE.fullmatch(line)), None)
+    if bad is not None:
+        raise BadInputError(f"{what} {path}: line {bad} is not KEY=VALUE", "e.g. EDGETL_SOURCE=rtsp://user:pass@cam/s")
+    return text
+
+
+def env_sets_source(text: str | None) -> bool:
+    return any(line.startswith("EDGETL_SOURCE=") for line in (text or "").splitlines())
+
+
+def service_unit(profile: dict, root: str, source_in_env: bool = False) -> str:
+    """The unit for a release installed under `root`, from the profile as the manifest records it.
+    `source_in_env`: ROOT/edgetl.env sets EDGETL_SOURCE, which `edgetl run` reads when --source is absent."""
     root = plain_path(root)
     user = str(profile.get("service_user", "edgetl"))
     if not PLAIN_USER.fullmatch(user):
         raise BadInputError(f"service_user {user!r} is not a plain user name")
     camera = profile.get("camera") or {}
+    source = [] if source_in_env else ["--source", str(camera.get("source", "0"))]
     command = [f"{root}/current/venv/bin/python", "-m", "edgetl", "run", f"{root}/current/model",
-               "--source", str(camera.get("source", "0")), "--threads", str(int(profile.get("threads", 2))),
+               *source, "--threads", str(int(profile.get("threads", 2))),
                *_camera_flags(camera), "--serve", str(SERVE_PORT), "--serve-host", "0.0.0.0",
-               "--serve-token-file", TOKEN_FILE, "--json-lines"]
+               "--serve-token-file", TOKEN_FILE, "--heartbeat", heartbeat_path(profile), "--json-lines"]
     return f"""[Unit]
 Description=edgetl camera classifier ({re.sub(r'[^A-Za-z0-9._ -]', '', str(profile.get('name', 'device')))})
 After=network-online.target
@@ -76,6 +112,8 @@ WorkingDirectory={root}/current
 # in {TOKEN_FILE} on first start; the URL with the token is in `journalctl -u edgetl`.
 StateDirectory=edgetl
 StateDirectoryMode=0700
+# Secrets (a camera URL with a password) come from this 0600 file, never from the command line.
+EnvironmentFile=-{root}/{ENV_FILE}
 ExecStart={' '.join(systemd_quote(part) for part in command)}
 Restart=on-failure
 RestartSec=3

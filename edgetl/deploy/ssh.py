@@ -260,11 +260,13 @@ class SshDevice:
         result = self.run(["cat", path], timeout=SHORT_TIMEOUT)
         return result.stdout if result.returncode == 0 else None
 
-    def write_text(self, path: str, text: str) -> None:
+    def write_text(self, path: str, text: str, mode: int | None = None) -> None:
+        """Atomically (a unique temporary file, synced, renamed); `mode` from the file's creation on."""
         tmp = f"{path}.{secrets.token_hex(4)}.tmp"  # unique: two writers never share a temporary file
+        attrs = self.asyncssh.SFTPAttrs(permissions=mode) if mode is not None else self.asyncssh.SFTPAttrs()
 
         async def put() -> None:
-            async with self.sftp.open(tmp, "w") as handle:
+            async with self.sftp.open(tmp, "w", attrs) as handle:
                 await handle.write(text)
 
         # A small file: one unit of progress, bounded like a stalled transfer.

@@ -14,13 +14,14 @@ def classify_source(model: str | Path, source: str, topk: int = 3, threads: int 
                     show: bool = False, serve: int | None = None, serve_host: str = "127.0.0.1",
                     max_frames: int | None = None, on_serving=None, camera_size: tuple[int, int] | None = None,
                     camera_fps: float | None = None, serve_token: str | None = None,
-                    serve_allowed_hosts: tuple[str, ...] = ()) -> dict:
+                    serve_allowed_hosts: tuple[str, ...] = (), heartbeat: str | None = None) -> dict:
     """Run `model` over `source`; returns the summary (frames, fps, latency percentiles, dropped).
 
     `serve_token` guards the live page; any `serve_host` but loopback requires one (see
     serve.serve_token). The summary's `source` is the redacted description, never the URL's password.
+    `heartbeat`: a file rewritten while frames are classified (sinks.HeartbeatSink; a deploy's health check).
     """
-    from edgetl.runtime.sinks import JsonLinesSink, VideoSink, WindowSink
+    from edgetl.runtime.sinks import HeartbeatSink, JsonLinesSink, VideoSink, WindowSink
 
     runner = load(model, threads=threads, device=device)
     stream = open_source(source, camera_size=camera_size, camera_fps=camera_fps)
@@ -28,6 +29,8 @@ def classify_source(model: str | Path, source: str, topk: int = 3, threads: int 
     try:
         if json_lines:
             sinks.append(JsonLinesSink())
+        if heartbeat:
+            sinks.append(HeartbeatSink(heartbeat, runner.model_path))
         if save:
             sinks.append(VideoSink(save, getattr(stream, "fps", None)))
         if show:

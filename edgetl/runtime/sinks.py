@@ -108,3 +108,40 @@ class JsonLinesSink:
 
     def close(self) -> None:
         pass
+
+
+class HeartbeatSink:
+    """A small JSON file the service rewrites (atomically) at most once a second while it classifies:
+    {"pid", "model", "frames", "time"}. A deploy reads it to know that the release it switched to really
+    serves: the process is up, frames are being classified, and the model is the new release's (`model`
+    is the resolved folder, ROOT/releases/<id>/model, not the `current` link)."""
+
+    INTERVAL_S = 1.0
+
+    def __init__(self, path: str | Path, model_path: str | Path):
+        import os
+
+        self.path, self.pid = Path(path), os.getpid()
+        self.model = os.path.realpath(Path(model_path).parent if Path(model_path).is_file() else model_path)
+        self.frames, self.written = 0, 0.0
+
+    def __call__(self, result: Result) -> None:
+        import time
+
+        self.frames += 1
+        now = time.time()
+        if self.frames == 1 or now - self.written >= self.INTERVAL_S:
+            self._write(now)
+
+    def _write(self, now: float) -> None:
+        from edgetl import atomic
+
+        atomic.write_json(self.path, {"pid": self.pid, "model": self.model, "frames": self.frames, "time": now})
+        self.written = now
+
+    def close(self) -> None:
+        """The last count, when the source ended (a folder of images, a video file)."""
+        import time
+
+        if self.frames:
+            self._write(time.time())

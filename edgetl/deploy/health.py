@@ -1,0 +1,78 @@
+"""Is the release that was just switched to really serving? The health window after a restart.
+
+A self-test proves a release can classify its golden samples; it does not prove the service runs it on
+the device's camera. After the switch and restart, the release counts as good only when the service's
+heartbeat (`edgetl run --heartbeat`, written by sinks.HeartbeatSink) shows, within the profile's
+`health.window_s`:
+
+- the new release's model (`.../releases/<id>/model`, resolved by the service itself), not the old one;
+- at least `health.min_frames` frames classified, written after the restart (device clock);
+- no restart of the unit in between (`systemctl show -p NRestarts`): a crash loop is not health.
+
+Anything else by the end of the window (no heartbeat, the old model, too few frames, restarts) is a
+failure with the last reason seen; the caller switches back and records the release bad.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from edgetl.deploy.profiles import HEALTH_DEFAULTS
+from edgetl.deploy.service import SERVICE_NAME, heartbeat_path
+
+POLL_S = 1.0
+
+
+def device_time(device) -> float | None:
+    """The device's clock (seconds since the epoch), which its heartbeat's times are in."""
+    result = device.run(["date", "+%s"])
+    text = result.stdout.strip()
+    return float(text) if result.returncode == 0 and text.isdigit() else None
+
+
+def restart_count(device) -> int | None:
+    result = device.run(["systemctl", "show", "-p", "NRestarts", "--value", SERVICE_NAME], timeout=30)
+    text = result.stdout.strip()
+    return int(text) if result.returncode == 0 and text.isdigit() else None
+
+
+def _read_heartbeat(device, path: str) -> dict | None:
+    text = device.read_text(path)
+    try:
+        beat = json.loads(text) if text else None
+    except json.JSONDecodeError:
+        return None
+    return beat if isinstance(beat, dict) else None
+
+
+def judge(beat: dict | None, release: str, since: float | None, min_frames: int) -> str | None:
+    """Why `beat` does not show the release healthy, or None when it does."""
+    if beat is None:
+        return "the service wrote no heartbeat"
+    model, frames, stamp = beat.get("model"), beat.get("frames"), beat.get("time")
+    if not isinstance(model, str) or not model.rstrip("/").endswith(f"/releases/{release}/model"):
+        return f"the service runs another model ({str(model)[:200]})"
+    if since is not None and not (isinstance(stamp, (int, float)) and stamp >= since - 1):
+        return "the service's heartbeat is older than the restart"
+    if not (isinstance(frames, int) and frames >= min_frames):
+        return f"the service classified {frames if isinstance(frames, int) else 0} of {min_frames} frames"
+    return None
+
+
+def wait_healthy(device, release: str, profile: dict, since: float | None, restarts: int | None) -> dict:
+    """Poll the heartbeat until the release is healthy or the window ends: {"healthy", "reason", "seconds"}."""
+    health = {**HEALTH_DEFAULTS, **(profile.get("health") or {})}
+    path, window, min_frames = heartbeat_path(profile), float(health["window_s"]), int(health["min_frames"])
+    started = time.monotonic()
+    while True:
+        reason = judge(_read_heartbeat(device, path), release, since, min_frames)
+        now = restart_count(device)
+        if restarts is not None and now is not None and now > restarts:
+            reason = f"the service restarted {now - restarts} time(s) (a crash loop)"
+            return {"healthy": False, "reason": reason, "seconds": round(time.monotonic() - started, 1)}
+        if reason is None:
+            return {"healthy": True, "reason": None, "seconds": round(time.monotonic() - started, 1)}
+        if time.monotonic() - started >= window:
+            return {"healthy": False, "reason": reason, "seconds": round(window, 1)}
+        time.sleep(POLL_S)
