@@ -374,3 +374,18 @@ def test_over_ssh_a_foreign_path_is_that_hosts_refusal_and_an_earlier_root_is_ad
         assert atomic.is_marker((earlier / atomic.MARKER).read_text(), "deploy-root")
     finally:
         server.stop()
+
+
+def test_a_pi_profiles_image_pixel_limit_reaches_its_service_and_a_bad_one_names_its_field(tmp_path, monkeypatch):
+    from edgetl.deploy.service import service_unit
+
+    unit = service_unit(get_profile("rpi4").to_dict(), "/opt/edgetl")
+    assert "Environment=EDGETL_MAX_IMAGE_PIXELS=16777216" in unit.splitlines()
+    assert "EDGETL_MAX_IMAGE_PIXELS" not in service_unit(get_profile("linux-x86").to_dict(), "/opt/edgetl")
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    text = (Path(__file__).resolve().parents[1] / "devices" / "rpi4.yaml").read_text()
+    (profiles / "rpi4.yaml").write_text(text.replace("max_image_pixels: 16777216", "max_image_pixels: lots"))
+    monkeypatch.setenv("EDGETL_DEVICES_PATH", str(profiles))
+    with pytest.raises(BadInputError, match="max_image_pixels"):
+        get_profile("rpi4")

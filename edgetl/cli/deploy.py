@@ -84,15 +84,16 @@ def deploy(source, profile_name, local_path, bundle_only, host_spec, inventory, 
     if rollback:
         return _rolled_back(actions.roll_back(_rollback_target(local_path, host_spec, ssh)))
     profile = _profile(source, profile_name, local_path or bundle_only or host_spec or inventory)
+    secrets = read_env_file(camera_env) if camera_env else None
     if pick:
         from edgetl.deploy.pick import pick_fastest
 
         target = _pick_target(local_path, host_spec, bundle_only or inventory, ssh, profile)
-        return _picked(pick_fastest(Path(source), profile, target, samples, threads, max_drop), profile, max_drop)
+        return _picked(pick_fastest(Path(source), profile, target, samples, threads, max_drop, secrets), profile,
+                       max_drop)
     artifact = artifact_for(Path(source), profile)
     if bundle_only:
         return _bundle_written(actions.bundle_only(artifact, profile, bundle_only, samples))
-    secrets = read_env_file(camera_env) if camera_env else None
     if host_spec or inventory:
         targets = _ssh_targets(host_spec, inventory, ssh, profile.install_path)
         return _fleet_verdict(actions.ship_fleet(artifact, profile, targets, samples, threads, secrets), profile.name)

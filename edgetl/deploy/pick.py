@@ -26,6 +26,7 @@ from edgetl.deploy.local import (LocalDevice, activate_release, claim_root, curr
                                  read_manifest, releases, resolve_root, service_profile)
 from edgetl.deploy.lock import device_lock
 from edgetl.deploy.profiles import DeviceProfile
+from edgetl.deploy.service import ENV_FILE
 from edgetl.deploy.target import LocalTarget, SshTarget, connected
 from edgetl.errors import BadInputError, CheckFailedError, EdgetlError
 
@@ -56,17 +57,18 @@ def candidates(source: Path, max_drop: float | None) -> tuple[list[Path], list[d
 
 
 def pick_and_deploy(bundles: list[tuple[Path, Path]], root: Path | str, device=None,
-                    threads: int | None = None, service_threads: int | str | None = None) -> dict:
+                    threads: int | None = None, service_threads: int | str | None = None,
+                    camera_env: str | None = None) -> dict:
     """Install each (artifact, bundle) without activating it, activate the fastest on the device."""
     device = device or LocalDevice()
     root = resolve_root(root, device)
     claim_root(device, root)
     device.run(["mkdir", "-p", f"{root}/releases"], check=True)
     with device_lock(device, root):  # the whole pick: nobody prunes a measured candidate before the switch
-        return _measure_and_activate(bundles, root, device, threads, service_threads)
+        return _measure_and_activate(bundles, root, device, threads, service_threads, camera_env)
 
 
-def _measure_and_activate(bundles, root: str, device, threads, service_threads) -> dict:
+def _measure_and_activate(bundles, root: str, device, threads, service_threads, camera_env) -> dict:
     measured = []
     for artifact, bundle in bundles:
         info(f"measuring {artifact.name} on {device.name} ...")
@@ -93,6 +95,8 @@ def _measure_and_activate(bundles, root: str, device, threads, service_threads) 
     previous = current_release(root, device)
     manifest = read_manifest(next(b for a, b in bundles if a.name == best["artifact"]))
     profile = service_profile(manifest["profile"], best["result"], service_threads)
+    if camera_env is not None:
+        device.write_text(f"{root}/{ENV_FILE}", camera_env, mode=0o600)
     service = activate_release(device, root, best["release"], previous, profile)
     result = {**best["result"], "previous_release": previous, "service": service, "service_threads": profile["threads"]}
     result["pick"] = {"strategy": "fastest", "chosen": best["artifact"],
@@ -102,7 +106,7 @@ def _measure_and_activate(bundles, root: str, device, threads, service_threads) 
 
 
 def pick_fastest(source: Path, profile: DeviceProfile, target: LocalTarget | SshTarget, samples: int,
-                 threads: int | str | None = None, max_drop: float | None = 1.0) -> dict:
+                 threads: int | str | None = None, max_drop: float | None = 1.0, camera_env: str | None = None) -> dict:
     """Bundle every candidate in `source` within `max_drop`, measure each on the target device and activate
     the fastest; `result["pick"]` says what was measured and what was left out, and why."""
     chosen, left_out = candidates(source, max_drop)
@@ -112,6 +116,6 @@ def pick_fastest(source: Path, profile: DeviceProfile, target: LocalTarget | Ssh
         for artifact, bundle in bundles:
             build_bundle(artifact, profile, bundle, samples=samples)
         result = pick_and_deploy(bundles, target.path or profile.install_path, device, threads=self_test_threads,
-                                 service_threads=service_threads)
+                                 service_threads=service_threads, camera_env=camera_env)
     result["pick"]["left_out"] = left_out
     return result

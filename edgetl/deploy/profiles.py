@@ -56,6 +56,7 @@ class DeviceProfile:
     service_user: str
     tensorrt: dict = field(default_factory=dict)
     health: dict = field(default_factory=lambda: dict(HEALTH_DEFAULTS))
+    max_image_pixels: int | None = None  # the service's decompression-bomb limit (EDGETL_MAX_IMAGE_PIXELS)
     source_file: str = ""
 
     @property
@@ -152,8 +153,18 @@ def parse_profile(path: Path) -> DeviceProfile:
         runtime=dict(runtime), threads=threads, execution_device=str(data.get("execution_device", "cpu")),
         camera=dict(camera), install_path=install_path, service_user=str(data.get("service_user", "edgetl")),
         tensorrt=_tensorrt(path, data.get("tensorrt")), health=_health(path, data.get("health")),
-        source_file=str(path),
+        max_image_pixels=_pixels(path, data.get("max_image_pixels")), source_file=str(path),
     )
+
+
+def _pixels(path: Path, value) -> int | None:
+    """An image pixel limit sized for the device's memory (decoding plus compositing an RGBA image takes about
+    8 bytes a pixel): 16 MP is ~130 MB, where the default 64 MP would be ~0.5 GB on a 1 GB board."""
+    if value is None:
+        return None
+    if not (isinstance(value, int) and not isinstance(value, bool) and (1 << 16) <= value <= (1 << 30)):
+        _fail(path, "max_image_pixels", f"must be an integer from 65536 to 2**30, got {value!r}")
+    return value
 
 
 def _health(path: Path, data) -> dict:

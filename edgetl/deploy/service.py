@@ -86,6 +86,12 @@ def env_sets_source(text: str | None) -> bool:
     return any(line.startswith("EDGETL_SOURCE=") for line in (text or "").splitlines())
 
 
+def _pixel_limit(profile: dict) -> str:
+    """The profile's image pixel limit for the service (a number: validated by the profile), or nothing."""
+    pixels = profile.get("max_image_pixels")
+    return f"\nEnvironment=EDGETL_MAX_IMAGE_PIXELS={int(pixels)}" if pixels else ""
+
+
 def service_unit(profile: dict, root: str, source_in_env: bool = False) -> str:
     """The unit for a release installed under `root`, from the profile as the manifest records it.
     `source_in_env`: ROOT/edgetl.env sets EDGETL_SOURCE, which `edgetl run` reads when --source is absent."""
@@ -113,7 +119,7 @@ WorkingDirectory={root}/current
 StateDirectory=edgetl
 StateDirectoryMode=0700
 # Secrets (a camera URL with a password) come from this 0600 file, never from the command line.
-EnvironmentFile=-{root}/{ENV_FILE}
+EnvironmentFile=-{root}/{ENV_FILE}{_pixel_limit(profile)}
 ExecStart={' '.join(systemd_quote(part) for part in command)}
 Restart=on-failure
 RestartSec=3
