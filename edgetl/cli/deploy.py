@@ -53,6 +53,12 @@ def ssh_options(command):
 @renamed_option("--device", "--profile", "profile_name")
 @click.option("--local", "local_path", type=click.Path(file_okay=False), help="Install on this machine under PATH.")
 @click.option("--bundle-only", type=click.Path(dir_okay=False), help="Only write the offline bundle (.tar.gz).")
+@click.option("--mender-artifact", type=click.Path(dir_okay=False), help="Write the bundle as a Mender artifact "
+              "(payload type edgetl) for a Mender-managed fleet, instead of deploying.")
+@click.option("--mender-device-type", "mender_device_types", multiple=True, metavar="NAME",
+              help="A device type the Mender artifact is for (default: the profile's name). Repeatable.")
+@click.option("--sign-key", type=click.Path(dir_okay=False), help="With --mender-artifact: sign it with this "
+              "Mender signing key (RSA, or ECDSA P-256 in SEC1 PEM form).")
 @ssh_options
 @click.option("--rollback", is_flag=True, help="Switch the device back to its previous release.")
 @click.option("--samples", type=int, default=50, show_default=True, help="Held-out images shipped for the self-test.")
@@ -65,8 +71,8 @@ def ssh_options(command):
               "service, e.g. EDGETL_SOURCE=rtsp://user:pass@cam/stream: installed as ROOT/edgetl.env (0600) and "
               "read through EnvironmentFile=, so secrets stay out of the bundle, the unit and `ps`.")
 @json_option
-def deploy(source, profile_name, local_path, bundle_only, host_spec, inventory, ssh, rollback, samples, threads,
-           pick, max_drop, camera_env):
+def deploy(source, profile_name, local_path, bundle_only, mender_artifact, mender_device_types, sign_key, host_spec,
+           inventory, ssh, rollback, samples, threads, pick, max_drop, camera_env):
     """Deploy SOURCE (a run directory or an artifact folder) to a device.
 
     The bundle carries the artifact the profile prefers (exported on the fly if missing), its
@@ -83,7 +89,7 @@ def deploy(source, profile_name, local_path, bundle_only, host_spec, inventory, 
 
     if rollback:
         return _rolled_back(actions.roll_back(_rollback_target(local_path, host_spec, ssh)))
-    profile = _profile(source, profile_name, local_path or bundle_only or host_spec or inventory)
+    profile = _profile(source, profile_name, local_path or bundle_only or mender_artifact or host_spec or inventory)
     secrets = read_env_file(camera_env) if camera_env else None
     if pick:
         from edgetl.deploy.pick import pick_fastest
@@ -94,6 +100,9 @@ def deploy(source, profile_name, local_path, bundle_only, host_spec, inventory, 
     artifact = artifact_for(Path(source), profile)
     if bundle_only:
         return _bundle_written(actions.bundle_only(artifact, profile, bundle_only, samples))
+    if mender_artifact:
+        return _mender_written(actions.mender_artifact(artifact, profile, mender_artifact, samples,
+                                                       list(mender_device_types), sign_key))
     if host_spec or inventory:
         targets = _ssh_targets(host_spec, inventory, ssh, profile.install_path)
         return _fleet_verdict(actions.ship_fleet(artifact, profile, targets, samples, threads, secrets), profile.name)
@@ -110,7 +119,7 @@ def _profile(source, name, destination):
         raise BadInputError("deploy needs SOURCE (run or artifact) and --profile PROFILE",
                             "e.g. edgetl deploy runs/my-run --profile rpi5 --bundle-only rpi5.tar.gz")
     if not destination:
-        raise BadInputError("say where to deploy: --host, --hosts, --local PATH or --bundle-only OUT.tar.gz")
+        raise BadInputError("say where to deploy: --host, --hosts, --local PATH, --bundle-only OUT.tar.gz or --mender-artifact OUT.mender")
     return get_profile(name)
 
 
@@ -181,6 +190,14 @@ def _bundle_written(result):
 
     say(f"bundle {result['bundle']} for {result['device']}: {result['path']} "
         f"({result['files']} files, {len(result['wheels'])} wheels)")
+    return result
+
+
+def _mender_written(result):
+    from edgetl.console import say
+
+    say(f"Mender artifact {result['artifact']}: {result['name']}, payload type {result['payload_type']}, for "
+        f"{', '.join(result['device_types'])}{', signed' if result['signed'] else ', unsigned'}")
     return result
 
 

@@ -44,6 +44,15 @@ def bundle_only(artifact: Path, profile: DeviceProfile, out: str, samples: int) 
             "wheels": manifest["wheels"], "files": len(manifest["files"])}
 
 
+def mender_artifact(artifact: Path, profile: DeviceProfile, out: str, samples: int, device_types: list[str],
+                    sign_key: str | None = None) -> dict:
+    """The bundle as a Mender artifact (mender.write_artifact) for `device_types` (default: the profile's name)."""
+    from edgetl.deploy.mender import write_artifact
+
+    with _bundled(artifact, profile, samples) as (bundle, _):
+        return write_artifact(bundle, out, device_types or [profile.name], sign_key)
+
+
 def ship_local(artifact: Path, profile: DeviceProfile, target: LocalTarget, samples: int,
                threads: int | str | None = None, camera_env: str | None = None) -> dict:
     from edgetl.deploy.local import install_release
