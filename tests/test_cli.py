@@ -106,8 +106,9 @@ def test_pick_over_ssh_gets_the_same_target_with_the_profiles_install_path(monke
 
     seen = []
 
-    def pick_fastest(source, profile, target, samples, threads, max_drop):
+    def pick_fastest(source, profile, target, samples, threads, max_drop, camera_env):
         seen.append((target, threads, max_drop))
+        assert camera_env is None
         return {"host": target.name, "pick": {"measured": [], "chosen": None, "left_out": []}}
 
     monkeypatch.setattr(pick, "pick_fastest", pick_fastest)
