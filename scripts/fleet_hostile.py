@@ -27,35 +27,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from sshd import SFTP_SERVER, start_sshd  # noqa: E402 - the suite's loopback device stand-in
+from sshd import SFTP_SERVER, descendants, signal_all, start_sshd  # noqa: E402 - the suite's loopback device stand-in
 
 
-def _descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(parent, []).append(int(stat.parent.name))
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
-def _kill_tree(server, sig=signal.SIGKILL) -> None:
-    import os
-
-    for pid in [server.process.pid, *_descendants(server.process.pid)]:
-        try:
-            os.kill(pid, sig)
-            if sig == signal.SIGKILL:
-                os.kill(pid, signal.SIGCONT)
-        except ProcessLookupError:
-            pass
+def _kill_tree(server) -> None:
+    signal_all([server.process.pid, *descendants(server.process.pid)], signal.SIGKILL)
 
 
 def _servers(folder: Path):

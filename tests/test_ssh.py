@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from edgetl.errors import BadInputError, CheckFailedError, EdgetlError
-from sshd import SFTP_SERVER, SSHD, free_port, start_sshd
+from sshd import SFTP_SERVER, SSHD, descendants as _descendants, free_port, signal_all as _signal_all, start_sshd
 
 pytestmark = pytest.mark.skipif(SSHD is None, reason="needs OpenSSH's sshd (.ci/run installs openssh-server)")
 
@@ -206,30 +206,6 @@ def test_inventory_booleans_ports_and_timeouts_are_parsed_strictly(tmp_path):
 
 
 # -- 6: nothing hangs, every failure is one line ----------------------------------------------------
-def _descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
-def _signal_all(pids: list[int], sig: int) -> None:
-    for pid in pids:
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
-
-
 def test_a_command_that_outlives_its_timeout_fails_and_is_killed(sshd):
     device = _ssh(sshd)
     try:
