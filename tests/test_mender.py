@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -28,7 +31,6 @@ def _mender(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_a_bundle_becomes_a_signed_mender_artifact_that_mender_reads_and_verifies(tmp_path):
-    import json
     import tarfile
 
     from test_audit import _installable_bundle
@@ -74,3 +76,109 @@ def test_a_mender_key_mender_artifact_cannot_read_is_one_line(tmp_path):
     assert "SEC1" in info.value.hint and not (tmp_path / "x.mender").exists()
     with pytest.raises(BadInputError, match="is not a file"):
         write_artifact(_installable_bundle(tmp_path, "b1"), tmp_path / "x.mender", ["rpi4"], tmp_path / "missing")
+
+
+MENDER = shutil.which("mender")
+MODULES, MENDER_ETC = Path("/usr/share/mender/modules/v3"), Path("/etc/mender")
+
+
+class Client:
+    """The real `mender` client in standalone mode, in its own mount namespace: its update module folder
+    and /etc/mender are this test's folders bind-mounted over the host's (which stay untouched), and its
+    configuration and data folder are the test's too."""
+
+    def __init__(self, folder: Path, verify_key: Path, env: dict):
+        self.folder, self.env = folder, env
+        for name in ("modules", "etc", "data/scripts"):
+            (folder / name).mkdir(parents=True, exist_ok=True)
+        from edgetl.deploy.mender import UPDATE_MODULE
+
+        (folder / "modules" / "edgetl").write_bytes(UPDATE_MODULE.read_bytes())
+        (folder / "modules" / "edgetl").chmod(0o755)
+        (folder / "etc" / "artifact_info").write_text("artifact_name=factory\n")
+        (folder / "data" / "device_type").write_text("device_type=linux-x86\n")
+        (folder / "mender.conf").write_text(json.dumps({"ArtifactVerifyKey": str(verify_key),
+                                                        "DeviceTypeFile": str(folder / "data" / "device_type")}))
+
+    def __call__(self, *args: str) -> subprocess.CompletedProcess:
+        import shlex
+
+        script = (f"mount --bind {shlex.quote(str(self.folder / 'modules'))} {MODULES} && "
+                  f"mount --bind {shlex.quote(str(self.folder / 'etc'))} {MENDER_ETC} && exec "
+                  + shlex.join([MENDER, "-c", str(self.folder / "mender.conf"), "-d", str(self.folder / "data"),
+                                "--no-syslog", *args]))
+        return subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, env=self.env,
+                              timeout=900)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(MENDER is None or not MODULES.is_dir() or not MENDER_ETC.is_dir() or os.geteuid() != 0,
+                    reason="needs the mender client (Debian's mender-client) and root for its mount namespace")
+def test_the_real_mender_client_installs_commits_refuses_and_rolls_back_edgetl_releases(x86_bundle, tmp_path,
+                                                                                        monkeypatch):
+    from conftest import resign, variant
+    from test_release_safety import _stop_service, _systemd_stand_in, service_variant
+
+    from edgetl.deploy.local import LocalDevice, current_release, read_state
+    from edgetl.deploy.mender import write_artifact
+
+    root = tmp_path / "opt-edgetl"
+    private, public = _keys(tmp_path, "fleet")
+    env = {**os.environ, "PATH": f"{_systemd_stand_in(tmp_path, root)}:{os.environ['PATH']}",
+           "PYTHON": sys.executable, "EDGETL_MENDER_PYTHON": sys.executable}
+    client = Client(tmp_path / "client", public, env)
+
+    def artifact(bundle: Path, key: Path = private) -> Path:
+        out = tmp_path / f"{bundle.name}.mender"
+        write_artifact(bundle, out, ["linux-x86"], key, root=str(root))
+        return out
+
+    try:
+        # A good release installs (signature, checksums, venv, self-test), then commits: current and service switch.
+        good = service_variant(x86_bundle, tmp_path, "20260601-000000-good", root)
+        installed = client("install", str(artifact(good)))
+        assert installed.returncode == 0, installed.stderr[-3000:]
+        assert current_release(root) is None  # installed, not yet committed
+        committed = client("commit")
+        assert committed.returncode == 0, committed.stderr[-3000:]
+        assert current_release(root) == "20260601-000000-good"
+        assert client("show-artifact").stdout.strip() == "edgetl-20260601-000000-good"
+
+        # Signed by a key the client does not trust: refused before the module runs.
+        stranger_private, _ = _keys(tmp_path, "stranger")
+        refused = client("install", str(artifact(variant(x86_bundle, tmp_path, "20260601-000001-foreign"),
+                                                 stranger_private)))
+        assert refused.returncode != 0 and "signature" in refused.stderr.lower(), refused.stderr[-2000:]
+        assert current_release(root) == "20260601-000000-good"
+
+        # A release whose self-test fails is never committed; the previous one stays.
+        wrong = service_variant(x86_bundle, tmp_path, "20260601-000002-wrong", root)
+        sidecar = json.loads((wrong / "model" / "model.json").read_text())
+        sidecar["preprocess"]["mean"], sidecar["preprocess"]["std"] = [0.0] * 3, [0.01] * 3
+        (wrong / "model" / "model.json").write_text(json.dumps(sidecar))
+        _rehash_signed(wrong, resign)
+        failed = client("install", str(artifact(wrong)))
+        assert failed.returncode != 0 and "self-test" in failed.stderr, failed.stderr[-3000:]
+        assert current_release(root) == "20260601-000000-good"
+
+        # A release whose service never proves healthy fails its commit; Mender rolls it back.
+        blind = service_variant(x86_bundle, tmp_path, "20260601-000003-blind", root, source="/dev/edgetl-no-camera",
+                                window_s=8)
+        assert client("install", str(artifact(blind))).returncode == 0
+        commit = client("commit")
+        assert commit.returncode != 0, commit.stderr[-3000:]
+        assert current_release(root) == "20260601-000000-good"
+        assert "20260601-000003-blind" in read_state(LocalDevice(), str(root))["bad"]
+        assert client("show-artifact").stdout.strip() == "edgetl-20260601-000000-good"
+    finally:
+        _stop_service(root)
+
+
+def _rehash_signed(bundle: Path, resign) -> None:
+    """The manifest's digests recomputed and the bundle signed again: a bundle *built* with this content."""
+    from edgetl.contract.sidecar import sha256_file
+
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["files"] = {name: sha256_file(bundle / name) for name in manifest["files"]}
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    resign(bundle)

@@ -48,6 +48,7 @@ def _register() -> None:
     cli.add_command(deploy.deploy)
     cli.add_command(deploy.selftest)
     cli.add_command(deploy.install)
+    cli.add_command(deploy.activate)
     cli.add_command(keys.keys)
     cli.add_command(models.models)
     cli.add_command(devices.devices)

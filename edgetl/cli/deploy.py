@@ -197,7 +197,9 @@ def _mender_written(result):
     from edgetl.console import say
 
     say(f"Mender artifact {result['artifact']}: {result['name']}, payload type {result['payload_type']}, for "
-        f"{', '.join(result['device_types'])}{', signed' if result['signed'] else ', unsigned'}")
+        f"{', '.join(result['device_types'])}{', signed' if result['signed'] else ', unsigned'}; installs under "
+        f"{result['root']} through the update module {result['update_module']} (put it on the device as "
+        "/usr/share/mender/modules/v3/edgetl)")
     return result
 
 
@@ -264,8 +266,10 @@ def _picked(result, profile, max_drop):
 @click.option("--allow-downgrade", is_flag=True, envvar="EDGETL_ALLOW_DOWNGRADE",
               help="Install a bundle built before the current release (refused by default: a replayed old bundle "
               "is still validly signed).")
+@click.option("--no-activate", is_flag=True, help="Install and self-test the release, but leave `current` as it is "
+              "(switch later with `edgetl activate`).")
 @json_option
-def install(bundle, root, threads, allow_unsigned, allow_downgrade):
+def install(bundle, root, threads, allow_unsigned, allow_downgrade, no_activate):
     """Install BUNDLE under ROOT exactly as `edgetl deploy` does: verify, install, self-test, switch.
 
     `sh bundle/install.sh --root DIR` verifies SHA256SUMS, builds a temporary environment from the
@@ -280,9 +284,25 @@ def install(bundle, root, threads, allow_unsigned, allow_downgrade):
     if allow_unsigned:
         os.environ["EDGETL_ALLOW_UNSIGNED"] = "1"  # read by the release's install.sh
     result = install_release(Path(bundle), root, device=LocalDevice(python=os.environ.get("PYTHON")), threads=threads,
-                             allow_downgrade=allow_downgrade)
+                             allow_downgrade=allow_downgrade, activate=not no_activate)
     say(f"installed {result['release']} under {result['path']}: self-test passed "
         f"(golden {_golden(result)}, accuracy {percent(result['accuracy'])}), service {result['service']}")
+    return result
+
+
+@click.command(short_help="Switch this device to an installed release: restart, health window, or switch back.")
+@click.argument("release")
+@click.option("--root", required=True, type=click.Path(file_okay=False), help="Install folder (releases/, current).")
+@json_option
+def activate(release, root):
+    """Make RELEASE (installed under ROOT/releases, self-tested) current: switch atomically, restart the service,
+    wait for its health window; a release that does not prove healthy is switched back and recorded bad."""
+    from edgetl.console import say
+    from edgetl.deploy.rollback import activate_installed
+
+    result = activate_installed(root, release)
+    say(f"{result['release']} is current under {result['path']} (was {result['previous_release']}), "
+        f"service {result['service']}")
     return result
 
 

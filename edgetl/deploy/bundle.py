@@ -202,12 +202,15 @@ INSTALL_SH = """#!/bin/sh
 # --allow-unsigned (or EDGETL_ALLOW_UNSIGNED=1) accepts a bundle without a signature: then anyone who
 # can change the bundle's files and recompute SHA256SUMS can run code on this device.
 # --allow-downgrade installs a bundle built before the current release (refused by default).
+# --stage (with --root) installs and self-tests the release without switching to it (`edgetl activate`
+# switches later: what the Mender update module's ArtifactInstall and ArtifactCommit do).
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 python=${{PYTHON:-python{python}}}
 fail() {{ echo "install.sh: $*" >&2; exit 1; }}
 root=$(cd "$here/../.." && pwd)
 offline=""
+stage=""
 unsigned=${{EDGETL_ALLOW_UNSIGNED:-0}}
 while [ $# -gt 0 ]; do
   case $1 in
@@ -215,7 +218,8 @@ while [ $# -gt 0 ]; do
             offline=$2; root=$2; shift 2 ;;
     --allow-unsigned) unsigned=1; shift ;;
     --allow-downgrade) export EDGETL_ALLOW_DOWNGRADE=1; shift ;;
-    *) echo "usage: sh install.sh [--root DIR] [--allow-unsigned] [--allow-downgrade]" >&2; exit 2 ;;
+    --stage) stage=--no-activate; shift ;;
+    *) echo "usage: sh install.sh [--root DIR [--stage]] [--allow-unsigned] [--allow-downgrade]" >&2; exit 2 ;;
   esac
 done
 keys="$root/{trusted}"
@@ -249,7 +253,7 @@ if [ -n "$offline" ]; then
   trap 'rm -rf "$boot"' EXIT
   "$python" -m venv {venv_flags}"$boot/venv"
   "$boot/venv/bin/pip" install --no-index --find-links "$here/wheels" --disable-pip-version-check -q {requirement}
-  EDGETL_ALLOW_UNSIGNED=$unsigned PYTHON=$python "$boot/venv/bin/python" -m edgetl install "$here" --root "$offline"
+  EDGETL_ALLOW_UNSIGNED=$unsigned PYTHON=$python "$boot/venv/bin/python" -m edgetl install "$here" --root "$offline" $stage
   exit 0
 fi
 "$python" -m venv {venv_flags}"$here/venv"

@@ -14,8 +14,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from edgetl.deploy.local import (LocalDevice, claim_root, current_release, releases, resolve_root, restart_and_prove,
-                                 restart_service, self_test_release, switch, verify_checksums)
+from edgetl.deploy.local import (LocalDevice, activate_release, claim_root, current_release, releases, resolve_root,
+                                 restart_and_prove, restart_service, self_test_release, switch, verify_checksums)
 from edgetl.deploy.lock import device_lock
 from edgetl.deploy.service import SERVICE_NAME
 from edgetl.deploy.state import last_good, mark, read_state, write_state
@@ -52,6 +52,23 @@ def _verified(device, root: str, target: str, current: str, threads: int | None)
     except CheckFailedError as exc:
         raise CheckFailedError(f"refusing to roll back to {target}: {exc.message}; current stays {current}",
                                "deploy a new bundle instead") from None
+
+
+def activate_installed(root: Path | str, release: str, device=None) -> dict:
+    """Switch to a release installed (and self-tested) without activation: switch, restart, health window;
+    one that fails is switched back and recorded bad (local.activate_release). What Mender's commit runs."""
+    device = device or LocalDevice()
+    root = resolve_root(root, device)
+    claim_root(device, root, create=False)
+    with device_lock(device, root):
+        if release not in releases(device, root):
+            raise BadInputError(f"{device.name}:{root} has no installed release {release}",
+                                "install it first (sh install.sh --root ROOT --stage)")
+        previous = current_release(root, device)
+        service = "unchanged (already current)"
+        if previous != release:
+            service = activate_release(device, root, release, previous, _profile_of(device, root, release))
+    return {"host": device.name, "path": root, "release": release, "previous_release": previous, "service": service}
 
 
 def rollback(root: Path | str, device=None, threads: int | None = None) -> dict:
