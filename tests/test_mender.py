@@ -26,6 +26,28 @@ def _keys(folder: Path, name: str) -> tuple[Path, Path]:
     return private, public
 
 
+def _tampered(artifact: Path, out: Path) -> Path:
+    """The same artifact (signed header and all) with its payload swapped for another gzipped tar: what an
+    attacker without the signing key can make."""
+    import io
+    import tarfile
+
+    payload = io.BytesIO()
+    with tarfile.open(fileobj=payload, mode="w:gz") as inner:
+        data = b"#!/bin/sh\necho owned\n"
+        info = tarfile.TarInfo("edgetl-bundle.tar.gz")
+        info.size = len(data)
+        inner.addfile(info, io.BytesIO(data))
+    with tarfile.open(artifact) as source, tarfile.open(out, "w") as target:
+        for member in source.getmembers():
+            content = source.extractfile(member).read()
+            if member.name.startswith("data/"):
+                content = payload.getvalue()
+                member.size = len(content)
+            target.addfile(member, io.BytesIO(content))
+    return out
+
+
 def _mender(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([MENDER_ARTIFACT, *args], capture_output=True, text=True)
 
@@ -52,6 +74,8 @@ def test_a_bundle_becomes_a_signed_mender_artifact_that_mender_reads_and_verifie
     assert _mender("validate", "-k", str(public), str(out)).returncode == 0
     _, stranger = _keys(tmp_path, "stranger")
     assert _mender("validate", "-k", str(stranger), str(out)).returncode != 0  # another key: refused
+    tampered = _tampered(out, tmp_path / "tampered.mender")
+    assert _mender("validate", "-k", str(public), str(tampered)).returncode != 0  # the payload changed: refused
 
     # The payload is the very bundle: the same files, edgetl's own signature inside.
     with tarfile.open(out) as artifact:
@@ -150,6 +174,11 @@ def test_the_real_mender_client_installs_commits_refuses_and_rolls_back_edgetl_r
                                                  stranger_private)))
         assert refused.returncode != 0 and "signature" in refused.stderr.lower(), refused.stderr[-2000:]
         assert current_release(root) == "20260601-000000-good"
+        # Tampered after signing (the payload swapped): refused, nothing runs.
+        tampered = client("install", str(_tampered(artifact(variant(x86_bundle, tmp_path, "20260601-000001-t")),
+                                                   tmp_path / "tampered.mender")))
+        assert tampered.returncode != 0, tampered.stderr[-2000:]
+        assert current_release(root) == "20260601-000000-good" and not (root / "releases" / "20260601-000001-t").exists()
 
         # A release whose self-test fails is never committed; the previous one stays.
         wrong = service_variant(x86_bundle, tmp_path, "20260601-000002-wrong", root)
