@@ -112,14 +112,14 @@ def variant(bundle: Path, tmp_path: Path, release: str) -> Path:
     return copy
 
 
-def resign(bundle: Path) -> None:
-    """SHA256SUMS recomputed for every file and signed again with the test run's key: what the bundle's
-    builder does for a new version (an attacker without the key can recompute, not sign)."""
+def resign(bundle: Path, sign: bool = True) -> None:
+    """SHA256SUMS recomputed for every file and (`sign`) signed again with the test run's key: what the
+    bundle's builder does for a new version (an attacker without the key can recompute, not sign)."""
     from edgetl.contract.sidecar import sha256_file
     from edgetl.deploy.bundle import CHECKSUMS
     from edgetl.deploy.signing import SIGNATURE, sign_bundle
 
     listed = [line.split("  ", 1)[1] for line in (bundle / CHECKSUMS).read_text().splitlines()]
     (bundle / CHECKSUMS).write_text("".join(f"{sha256_file(bundle / name)}  {name}\n" for name in listed))
-    if (bundle / SIGNATURE).is_file():
+    if sign and (bundle / SIGNATURE).is_file():
         sign_bundle(bundle)

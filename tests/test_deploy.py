@@ -30,11 +30,7 @@ def _rehash(bundle: Path, sign: bool = True) -> None:
     manifest = json.loads((bundle / MANIFEST).read_text())
     manifest["files"] = {name: sha256_file(bundle / name) for name in manifest["files"]}
     (bundle / MANIFEST).write_text(json.dumps(manifest))
-    if sign:
-        resign(bundle)
-    else:
-        listed = [line.split("  ", 1)[1] for line in (bundle / CHECKSUMS).read_text().splitlines()]
-        (bundle / CHECKSUMS).write_text("".join(f"{sha256_file(bundle / n)}  {n}\n" for n in listed))
+    resign(bundle, sign=sign)
 
 
 def test_bundle_is_complete_and_verifies(x86_bundle):

@@ -35,11 +35,6 @@ def _install(bundle: Path, root: Path, fault: str | None = None, env: dict | Non
                           capture_output=True, text=True, env=full, timeout=900)
 
 
-def _recompute_checksums(bundle: Path) -> None:
-    listed = [line.split("  ", 1)[1] for line in (bundle / "SHA256SUMS").read_text().splitlines()]
-    (bundle / "SHA256SUMS").write_text("".join(f"{sha256_file(bundle / n)}  {n}\n" for n in listed))
-
-
 def _leftovers(root: Path) -> list[str]:
     return sorted(p.name for p in (root / "releases").glob("*.partial"))
 
@@ -253,7 +248,7 @@ def test_offline_install_verifies_then_builds_the_deploy_layout(x86_bundle, tmp_
     # no longer matches. Nothing ran before either check, and no key was trusted.
     tampered = copy("tampered")
     (tampered / "samples" / "labels.json").write_text("{}")
-    _recompute_checksums(tampered)
+    resign(tampered, sign=False)
     refused = install_sh(tampered, tmp_path / "never")
     assert refused.returncode == 1 and "signature of SHA256SUMS does not verify" in refused.stderr
     unsigned = copy("unsigned")
@@ -279,7 +274,7 @@ def test_offline_install_verifies_then_builds_the_deploy_layout(x86_bundle, tmp_
                  "(b / signing.SIGNER).write_text(signing.public_key()['public_pem'])")
     subprocess.run([sys.executable, "-c", resign_as, str(stranger)], check=True,
                    env={**env, "EDGETL_CONFIG_DIR": str(tmp_path / "someone-else")})
-    _recompute_checksums(stranger)
+    resign(stranger, sign=False)
     subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; from edgetl.deploy.signing import "
                     "sign_bundle; sign_bundle(Path(sys.argv[1]))", str(stranger)], check=True,
                    env={**env, "EDGETL_CONFIG_DIR": str(tmp_path / "someone-else")})

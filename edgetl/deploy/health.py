@@ -1,4 +1,4 @@
-"""Is the release that was just switched to really serving? The health window after a restart.
+"""Is the release that was just switched to really serving? The service restart and the health window.
 
 A self-test proves a release can classify its golden samples; it does not prove the service runs it on
 the device's camera. After the switch and restart, the release counts as good only when the service's
@@ -76,3 +76,27 @@ def wait_healthy(device, release: str, profile: dict, since: float | None, resta
         if time.monotonic() - started >= window:
             return {"healthy": False, "reason": reason, "seconds": round(window, 1)}
         time.sleep(POLL_S)
+
+
+def restart_service(device) -> str:
+    """Restart the camera service if the device runs it under systemd (it follows `current`)."""
+    probe = device.run(["sh", "-c", f"command -v systemctl >/dev/null && systemctl cat {SERVICE_NAME} >/dev/null 2>&1"])
+    if probe.returncode != 0:
+        return "not installed"
+    device.run(["systemctl", "daemon-reload"], timeout=60)  # the unit file may have been rewritten
+    restarted = device.run(["systemctl", "restart", SERVICE_NAME], timeout=120)
+    last = (restarted.stderr.strip().splitlines() or ["(no output)"])[-1]
+    return "restarted" if restarted.returncode == 0 else f"restart failed: {last}"
+
+
+def restart_and_prove(device, release: str, profile: dict) -> str:
+    """Restart the service and, where systemd runs it, wait for the release to prove healthy:
+    'restarted, healthy in N s', 'unhealthy: REASON', 'restart failed: ...' or 'not installed'."""
+    since = device_time(device)
+    service = restart_service(device)
+    if service != "restarted":
+        return service
+    verdict = wait_healthy(device, release, profile, since, restart_count(device))
+    if not verdict["healthy"]:
+        return f"unhealthy: {verdict['reason']} within {verdict['seconds']:g} s"
+    return f"restarted, healthy in {verdict['seconds']:g} s"

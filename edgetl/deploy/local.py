@@ -44,6 +44,7 @@ from edgetl import atomic
 from edgetl.console import info, printable
 from edgetl.deploy.bundle import CHECKSUMS, MANIFEST
 from edgetl.deploy import signing
+from edgetl.deploy.health import restart_and_prove, restart_service
 from edgetl.deploy.lock import device_lock
 from edgetl.deploy.service import ENV_FILE, SERVICE_NAME, env_sets_source, plain_path, service_unit
 from edgetl.deploy.state import last_good, mark, read_state, write_state
@@ -389,29 +390,3 @@ def _switch_back(device, root: str, release: str, previous: str | None, state: d
     write_state(device, root, mark(state, release, good=False))
     if previous is not None:
         restart_service(device)
-
-
-def restart_and_prove(device, release: str, profile: dict) -> str:
-    """Restart the service and, where systemd runs it, wait for the release to prove healthy (health.py):
-    'restarted, healthy in N s', 'unhealthy: REASON', 'restart failed: ...' or 'not installed'."""
-    from edgetl.deploy import health
-
-    since, restarts = health.device_time(device), None
-    service = restart_service(device)
-    if service != "restarted":
-        return service
-    restarts = health.restart_count(device)
-    verdict = health.wait_healthy(device, release, profile, since, restarts)
-    if not verdict["healthy"]:
-        return f"unhealthy: {verdict['reason']} within {verdict['seconds']:g} s"
-    return f"restarted, healthy in {verdict['seconds']:g} s"
-
-
-def restart_service(device) -> str:
-    """Restart the camera service if the device runs it under systemd (it follows `current`)."""
-    probe = device.run(["sh", "-c", f"command -v systemctl >/dev/null && systemctl cat {SERVICE_NAME} >/dev/null 2>&1"])
-    if probe.returncode != 0:
-        return "not installed"
-    device.run(["systemctl", "daemon-reload"], timeout=60)  # the unit file may have been rewritten
-    restarted = device.run(["systemctl", "restart", SERVICE_NAME], timeout=120)
-    return "restarted" if restarted.returncode == 0 else f"restart failed: {_last_line(restarted.stderr)}"

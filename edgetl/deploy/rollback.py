@@ -14,8 +14,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from edgetl.deploy.health import restart_and_prove, restart_service
 from edgetl.deploy.local import (LocalDevice, activate_release, claim_root, current_release, releases, resolve_root,
-                                 restart_and_prove, restart_service, self_test_release, switch, verify_checksums)
+                                 self_test_release, switch, verify_checksums)
 from edgetl.deploy.lock import device_lock
 from edgetl.deploy.service import SERVICE_NAME
 from edgetl.deploy.state import last_good, mark, read_state, write_state
