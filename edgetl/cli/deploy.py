@@ -12,6 +12,7 @@ import functools
 import click
 
 from edgetl.cli.common import fail, json_option, max_drop_option, percent, renamed_option, table, threads_option
+from edgetl.deploy.target import HOST_TIMEOUT, STALL_TIMEOUT
 
 SSH_SETTINGS = ("port", "identity", "known_hosts", "accept_new_host_key", "path", "python", "timeout", "stall_timeout",
                 "host_timeout")
@@ -28,9 +29,10 @@ SSH_OPTIONS = (
     click.option("--path", help="Install folder on the device (default: the profile's install_path)."),
     click.option("--python", help="Python on the device for the release venv (default: pythonX.Y of the profile)."),
     click.option("--timeout", type=float, default=15, show_default=True, help="Seconds to reach a device."),
-    click.option("--stall-timeout", type=click.FloatRange(min=0, min_open=True), default=60, show_default=True,
+    click.option("--stall-timeout", type=click.FloatRange(min=0, min_open=True), default=STALL_TIMEOUT,
+                 show_default=True,
                  help="Seconds a file upload may make no progress before that device fails."),
-    click.option("--host-timeout", type=click.FloatRange(min=0, min_open=True), default=3600, show_default=True,
+    click.option("--host-timeout", type=click.FloatRange(min=0, min_open=True), default=HOST_TIMEOUT, show_default=True,
                  help="Seconds for one device's whole deploy (upload, install, self-test, switch)."),
 )
 
@@ -119,7 +121,8 @@ def _profile(source, name, destination):
         raise BadInputError("deploy needs SOURCE (run or artifact) and --profile PROFILE",
                             "e.g. edgetl deploy runs/my-run --profile rpi5 --bundle-only rpi5.tar.gz")
     if not destination:
-        raise BadInputError("say where to deploy: --host, --hosts, --local PATH, --bundle-only OUT.tar.gz or --mender-artifact OUT.mender")
+        raise BadInputError("say where to deploy: --host, --hosts, --local PATH, --bundle-only OUT.tar.gz or "
+                            "--mender-artifact OUT.mender")
     return get_profile(name)
 
 

@@ -20,25 +20,23 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 import secrets
 import shlex
 import subprocess
+import time
 from contextlib import suppress
 from pathlib import Path
 from types import SimpleNamespace
 
 from edgetl.contract.sidecar import sha256_file
 from edgetl.deploy.host_keys import HostKeyPolicy, client_factory, one_line as _one_line
-from edgetl.deploy.target import device_label
+from edgetl.deploy.target import HOST_TIMEOUT, STALL_TIMEOUT, device_label
 from edgetl.errors import BadInputError, CheckFailedError, require
 
 KEEPALIVE_INTERVAL = 5.0  # seconds of silence before asking the device whether it is still there
 KEEPALIVE_COUNT_MAX = 3  # unanswered asks before the link counts as lost: ~15 s for a vanished device
 COMMAND_TIMEOUT = 300.0  # run()'s default; long steps (install.sh, a self-test) pass their own
 SHORT_TIMEOUT = 120.0  # listings, mkdir, mv, cat: a live device answers these in seconds
-STALL_TIMEOUT = 60.0  # seconds a file transfer may go without progress (a Pi's SD card can pause ~10 s)
-HOST_TIMEOUT = 3600.0  # one host's whole deploy: upload, install.sh from wheels and a self-test on a Pi 4
 
 
 class SshDevice:

@@ -12,6 +12,10 @@ from dataclasses import dataclass, fields
 from typing import Iterator
 
 
+STALL_TIMEOUT = 60.0  # seconds a file transfer may go without progress (a Pi's SD card can pause ~10 s)
+HOST_TIMEOUT = 3600.0  # one host's whole deploy: upload, install.sh from wheels and a self-test on a Pi 4
+
+
 def device_label(user: str | None, host: str, port: int) -> str:
     """How rows and messages name an SSH device: [USER@]HOST:PORT (several may share an address)."""
     return f"{user + '@' if user else ''}{host}:{port}"
@@ -43,8 +47,8 @@ class SshTarget:
     path: str | None = None  # the install folder on the device
     python: str | None = None  # the device's Python for the release's environment
     timeout: float = 15.0  # seconds to reach the device
-    stall_timeout: float = 60.0  # seconds a file transfer may make no progress (ssh.STALL_TIMEOUT)
-    host_timeout: float = 3600.0  # seconds for this device's whole deploy (ssh.HOST_TIMEOUT)
+    stall_timeout: float = STALL_TIMEOUT
+    host_timeout: float = HOST_TIMEOUT
 
     @classmethod
     def from_settings(cls, settings: dict) -> "SshTarget":
