@@ -86,7 +86,8 @@ def test_video_round_trip_labels_every_frame(exported, tmp_path):
     assert [f["frame"] for f in frames] == list(range(len(expected))), "a file source must not drop frames"
     assert [f["topk"][0][0] for f in frames] == expected
     for frame in frames:
-        assert set(frame) == {"frame", "source", "ts", "topk", "latency_ms"}
+        assert set(frame) == {"frame", "source", "ts", "label", "unknown", "topk", "latency_ms"}
+        assert frame["label"] == frame["topk"][0][0] and frame["unknown"] is False  # no --min-confidence
         assert set(frame["latency_ms"]) == {"pre", "infer", "post"} and len(frame["topk"]) == 3
         assert abs(sum(score for _, score in frame["topk"])) <= 1.0 + 1e-6
     assert summary["frames"] == len(expected) and summary["dropped"] == 0

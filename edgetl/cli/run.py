@@ -32,18 +32,32 @@ from edgetl.cli.common import json_option, table, threads_option
 @click.option("--camera-size", metavar="WxH", help="Ask the camera for this capture size, e.g. 640x480 "
                                                      "(fewer pixels: less decoding and resizing per frame).")
 @click.option("--camera-fps", type=float, help="Ask the camera for this frame rate.")
-@click.option("--heartbeat", type=click.Path(dir_okay=False), help="Rewrite this JSON file (pid, model, frames, "
-              "time) about once a second while classifying: what a deploy's health check reads.")
+@click.option("--min-confidence", type=click.FloatRange(0, 1), envvar="EDGETL_MIN_CONFIDENCE",
+              help="Report a frame as unknown (label null, unknown true) when its top-1 probability is below this, "
+                   "e.g. 0.6; choose it from `edgetl parity`'s coverage table on the validation split.")
+@click.option("--heartbeat", type=click.Path(dir_okay=False), help="Rewrite this JSON status file (frames, FPS, "
+              "latency, last error, uptime, release) about once a second: what a deploy's health check and "
+              "`edgetl status` read. The live page serves the same object as /status.json.")
+@click.option("--mqtt", metavar="URL", envvar="EDGETL_MQTT", help="Publish each result as JSON to "
+              "mqtt://HOST[:PORT]/TOPIC (mqtts:// for TLS), QoS 1. Credentials: EDGETL_MQTT_USERNAME and "
+              "EDGETL_MQTT_PASSWORD, or --mqtt-auth.")
+@click.option("--mqtt-queue", type=click.IntRange(1), help="Results kept for the broker while it is away; then the "
+              "oldest is dropped and counted.  [default: 1000]")
+@click.option("--mqtt-auth", type=click.Path(dir_okay=False), envvar="EDGETL_MQTT_AUTH",
+              help="A file (mode 0600) of username= and password= lines for the broker.")
+@click.option("--mqtt-ca", type=click.Path(dir_okay=False), envvar="EDGETL_MQTT_CA",
+              help="CA certificates (PEM) for an mqtts:// broker; default: the system's.")
 @json_option(lines=True)
 def run(model, source, topk, threads, device, json_lines, show, save, serve, serve_host, serve_token_file,
-        serve_allowed_hosts, max_frames, camera_size, camera_fps, heartbeat):
+        serve_allowed_hosts, max_frames, camera_size, camera_fps, min_confidence, heartbeat, mqtt, mqtt_queue,
+        mqtt_auth, mqtt_ca):
     """Classify what SOURCE shows with MODEL (an exported file or artifact folder).
 
     Capture, preprocessing and inference overlap; live sources drop stale frames, files never do.
     The live page (--serve) shows the camera: off loopback it needs a token, printed with its URL.
     """
     from edgetl.console import info, say
-    from edgetl.runtime.app import classify_source
+    from edgetl.runtime.app import RunSettings, classify_source
     from edgetl.runtime.sources import parse_size
 
     token = token_path = None
@@ -60,15 +74,21 @@ def run(model, source, topk, threads, device, json_lines, show, save, serve, ser
         if token_path is not None:
             info(f"live page token kept in {token_path}")
 
-    summary = classify_source(model, source, topk=topk, threads=threads, device=device, json_lines=json_lines,
-                              save=save, show=show, serve=serve, serve_host=serve_host, max_frames=max_frames,
-                              on_serving=serving, camera_size=parse_size(camera_size) if camera_size else None,
-                              camera_fps=camera_fps, serve_token=token, serve_allowed_hosts=serve_allowed_hosts,
-                              heartbeat=heartbeat)
+    settings = RunSettings(topk=topk, threads=threads, device=device, max_frames=max_frames,
+                           min_confidence=min_confidence, camera_size=parse_size(camera_size) if camera_size else None,
+                           camera_fps=camera_fps, json_lines=json_lines, save=save, show=show, serve=serve,
+                           serve_host=serve_host, serve_token=token, serve_allowed_hosts=tuple(serve_allowed_hosts),
+                           heartbeat=heartbeat, mqtt=mqtt, mqtt_queue=mqtt_queue, mqtt_auth=mqtt_auth, mqtt_ca=mqtt_ca)
+    summary = classify_source(model, source, settings, on_serving=serving)
     if not json_lines:  # with --json-lines the summary is the last line, written by json_option
         infer = summary.get("infer_ms", {})
-        table(f"run: {summary['source']}", ["frames", "FPS", "model FPS", "infer p50 ms", "infer p99 ms", "dropped"],
+        table(f"run: {summary['source']}", ["frames", "FPS", "model FPS", "infer p50 ms", "infer p99 ms", "dropped",
+                                            "unknown"],
               [[summary["frames"], summary["fps"], summary.get("model_fps"), infer.get("p50_ms"), infer.get("p99_ms"),
-                summary["dropped"]]])
+                summary["dropped"], summary["unknown"] if min_confidence is not None else "-"]])
         say(f"model {summary['model']} ({summary['format']} {summary['precision']})")
+        if "mqtt" in summary:
+            sent = summary["mqtt"]
+            say(f"mqtt {sent['broker']}: {sent['published']} published, {sent['dropped']} dropped, "
+                f"{sent['queued']} not delivered at exit")
     return {"summary": summary}

@@ -3,7 +3,8 @@
 A small threaded HTTP server: `/` is a page showing the annotated stream and the
 latest predictions, `/stream.mjpg` the annotated frames as MJPEG
 (multipart/x-mixed-replace, which every browser plays in an <img>), and
-`/predictions.json` the latest result. Only the latest frame is kept; slow
+`/predictions.json` the latest result, `/status.json` the run's health (the
+heartbeat's object). Only the latest frame is kept; slow
 viewers skip frames instead of growing memory. Standard library + OpenCV only.
 This module holds the frames, the token and the checks; serve_http.py the page,
 the request handler and the server.
@@ -26,7 +27,6 @@ import errno
 import hmac
 import html
 import ipaddress
-import json
 import os
 import re
 import secrets
@@ -39,7 +39,7 @@ from urllib.parse import quote
 
 from edgetl.errors import BadInputError, require
 from edgetl.runtime.serve_http import PAGE, CappedHTTPServer, handler_for
-from edgetl.runtime.sinks import annotate, json_line
+from edgetl.runtime.sinks import annotate, result_object
 from edgetl.runtime.stream import Result
 
 TOKEN_PATTERN = re.compile(r"[A-Za-z0-9._~-]{16,}")  # URL-, cookie- and header-safe as is
@@ -144,8 +144,10 @@ class LiveServer:
     """The live page of one `edgetl run`: call it with each Result; viewers get the latest one."""
 
     def __init__(self, port: int, host: str = "127.0.0.1", title: str = "model", token: str | None = None,
-                 max_connections: int = 16, socket_timeout: float = 30.0, allowed_hosts: Iterable[str] = ()):
+                 max_connections: int = 16, socket_timeout: float = 30.0, allowed_hosts: Iterable[str] = (),
+                 status=None):
         _check_settings(host, token, max_connections, socket_timeout)
+        self.status = status  # a RunStatus, served as /status.json
         self.cv2 = require("cv2", "device", "serving the live page")
         self.condition = threading.Condition()
         self.jpeg: bytes | None = None
@@ -199,7 +201,7 @@ class LiveServer:
 
     def __call__(self, result: Result) -> None:
         ok, encoded = self.cv2.imencode(".jpg", annotate(result), [self.cv2.IMWRITE_JPEG_QUALITY, 80])
-        latest = json.loads(json_line(result))
+        latest = result_object(result)
         latest["fps"] = result.fps
         with self.condition:
             if ok:

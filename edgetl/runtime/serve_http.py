@@ -32,7 +32,7 @@ function row(cells){const tr=document.createElement('tr');for(const text of cell
 const td=document.createElement('td');td.textContent=text;tr.appendChild(td);}return tr;}
 async function poll(){try{const r=await fetch('/predictions.json',{cache:'no-store'});
 if(r.ok){const p=await r.json();if(p.frame!==undefined){stats.textContent=
-`frame ${p.frame} - ${p.latency_ms.infer.toFixed(1)} ms inference - ${p.fps.toFixed(1)} FPS`;
+`${p.unknown?'unknown':String(p.label)} - frame ${p.frame} - ${p.latency_ms.infer.toFixed(1)} ms inference - ${p.fps.toFixed(1)} FPS`;
 table.replaceChildren(...p.topk.map(([l,s])=>row([String(l),(100*s).toFixed(1)+'%'])));}}}
 catch(e){} setTimeout(poll,300);} poll();
 """
@@ -112,6 +112,9 @@ class LiveRequestHandler(BaseHTTPRequestHandler):
             with self.live.condition:
                 body = json.dumps(self.live.latest).encode()
             self._send(200, "application/json", body)
+        elif url.path == "/status.json":  # the run's health (runtime/status.py), as the heartbeat file has it
+            status = self.live.status
+            self._send(200, "application/json", json.dumps(status.latest if status else {}).encode())
         elif url.path == "/stream.mjpg":
             self._stream()
         else:

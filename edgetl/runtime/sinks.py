@@ -19,10 +19,17 @@ def json_line(result: Result) -> str:
     The source is redacted again here: sources already redact their description, but a
     Frame built elsewhere (scripts, other sources) must not carry stream credentials out.
     """
-    return json.dumps({
+    return json.dumps(result_object(result))
+
+
+def result_object(result: Result) -> dict:
+    """What every sink reports of one frame. `label` is the top-1 class, or null with `unknown: true`
+    when its probability is below --min-confidence (null can never be a class name)."""
+    return {
         "frame": result.frame.index, "source": redact_url(result.frame.name), "ts": round(result.frame.ts, 6),
+        "label": result.label, "unknown": result.label is None,
         "topk": [[label, round(score, 6)] for label, score in result.topk], "latency_ms": result.latency_ms,
-    })
+    }
 
 
 def annotate(result: Result) -> np.ndarray:
@@ -41,10 +48,14 @@ def annotate(result: Result) -> np.ndarray:
     scale = max(0.4, min(frame.shape[:2]) / 480)
     thickness = max(1, int(round(scale * 1.5)))
     lines = [f"{label} {score:.2f}" for label, score in result.topk]
+    first = (0, 255, 0)  # green: the top-1 class is reported
+    if result.label is None:
+        lines.insert(0, f"unknown (below {result.min_confidence:.2f})")
+        first = (0, 165, 255)  # orange: not sure
     lines.append(f"{result.latency_ms['infer']:.1f} ms  {result.fps:.1f} FPS")
     y = int(24 * scale) + 4
     for number, text in enumerate(lines):
-        colour = (0, 255, 0) if number == 0 else (255, 255, 255)
+        colour = first if number == 0 else (255, 255, 255)
         cv2.putText(frame, text, (8, y), cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale, (0, 0, 0), thickness + 2, cv2.LINE_AA)
         cv2.putText(frame, text, (8, y), cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale, colour, thickness, cv2.LINE_AA)
         y += int(24 * scale)
@@ -108,40 +119,3 @@ class JsonLinesSink:
 
     def close(self) -> None:
         pass
-
-
-class HeartbeatSink:
-    """A small JSON file the service rewrites (atomically) at most once a second while it classifies:
-    {"pid", "model", "frames", "time"}. A deploy reads it to know that the release it switched to really
-    serves: the process is up, frames are being classified, and the model is the new release's (`model`
-    is the resolved folder, ROOT/releases/<id>/model, not the `current` link)."""
-
-    INTERVAL_S = 1.0
-
-    def __init__(self, path: str | Path, model_path: str | Path):
-        import os
-
-        self.path, self.pid = Path(path), os.getpid()
-        self.model = os.path.realpath(Path(model_path).parent if Path(model_path).is_file() else model_path)
-        self.frames, self.written = 0, 0.0
-
-    def __call__(self, result: Result) -> None:
-        import time
-
-        self.frames += 1
-        now = time.time()
-        if self.frames == 1 or now - self.written >= self.INTERVAL_S:
-            self._write(now)
-
-    def _write(self, now: float) -> None:
-        from edgetl import atomic
-
-        atomic.write_json(self.path, {"pid": self.pid, "model": self.model, "frames": self.frames, "time": now})
-        self.written = now
-
-    def close(self) -> None:
-        """The last count, when the source ended (a folder of images, a video file)."""
-        import time
-
-        if self.frames:
-            self._write(time.time())

@@ -35,12 +35,21 @@ class Result:
     latency_ms: dict[str, float]
     fps: float
     annotated: np.ndarray | None = field(default=None, repr=False)  # drawn once, shared by every sink
+    min_confidence: float | None = None
+
+    @property
+    def label(self) -> str | None:
+        """The top-1 class, or None ("unknown": never a class name, which is a non-empty string) when its
+        probability is below `min_confidence`: a camera classifier must be able to say "not sure"."""
+        name, score = self.topk[0]
+        return None if self.min_confidence is not None and score < self.min_confidence else name
 
 
 @dataclass
 class StreamStats:
     frames: int = 0
     dropped: int = 0
+    unknown: int = 0  # frames below --min-confidence
     started: float = field(default_factory=time.perf_counter)
     latencies: dict[str, deque] = field(default_factory=lambda: {k: deque(maxlen=WINDOW)
                                                                  for k in ("pre", "infer", "post")})
@@ -53,7 +62,7 @@ class StreamStats:
 
     def summary(self) -> dict:
         seconds = time.perf_counter() - self.started
-        out = {"frames": self.frames, "dropped": self.dropped, "seconds": round(seconds, 3),
+        out = {"frames": self.frames, "dropped": self.dropped, "unknown": self.unknown, "seconds": round(seconds, 3),
                "fps": round(self.frames / seconds, 2) if seconds > 0 else None}
         for stage, values in self.latencies.items():
             if values:
@@ -161,7 +170,8 @@ class _FrameFeed:
         self.source.close()
 
 
-def _classify(runner: Runner, prepared: tuple, topk: int, rate: FrameRate, stats: StreamStats) -> Result:
+def _classify(runner: Runner, prepared: tuple, topk: int, rate: FrameRate, stats: StreamStats,
+              min_confidence: float | None) -> Result:
     """Inference and top-k on one preprocessed frame, timed and counted."""
     frame, tensor, pre_ms = prepared
     start = time.perf_counter()
@@ -172,14 +182,19 @@ def _classify(runner: Runner, prepared: tuple, topk: int, rate: FrameRate, stats
     post_ms = (time.perf_counter() - start) * 1000
     fps = rate.tick()
     stats.record(pre_ms, infer_ms, post_ms)
-    return Result(frame, top, {"pre": round(pre_ms, 3), "infer": round(infer_ms, 3), "post": round(post_ms, 3)},
-                  fps)
+    result = Result(frame, top, {"pre": round(pre_ms, 3), "infer": round(infer_ms, 3), "post": round(post_ms, 3)},
+                    fps, min_confidence=min_confidence)
+    if result.label is None:
+        stats.unknown += 1
+    return result
 
 
 def run_stream(runner: Runner, source: Source, topk: int = 3, max_frames: int | None = None,
-               on_result: Callable[[Result], None] | None = None, queue_size: int = 4) -> dict:
-    """Classify `source` until it ends or `max_frames` results, handing each to `on_result`; the summary."""
-    stats = StreamStats()
+               on_result: Callable[[Result], None] | None = None, queue_size: int = 4,
+               min_confidence: float | None = None, stats: StreamStats | None = None) -> dict:
+    """Classify `source` until it ends or `max_frames` results, handing each to `on_result`; the summary.
+    `stats`: counters the caller reads while the stream runs (the heartbeat)."""
+    stats = stats or StreamStats()
     feed = _FrameFeed(runner, source, stats, queue_size)
     feed.start()
     rate = FrameRate()
@@ -188,7 +203,7 @@ def run_stream(runner: Runner, source: Source, topk: int = 3, max_frames: int | 
             item = feed.prepared.get()
             if item is _END:
                 break
-            result = _classify(runner, item, topk, rate, stats)
+            result = _classify(runner, item, topk, rate, stats, min_confidence)
             if on_result is not None:
                 on_result(result)
         if feed.errors:
