@@ -38,7 +38,7 @@ def cli(debug: bool) -> None:
 
 
 def _register() -> None:
-    from edgetl.cli import bench, demo, deploy, devices, export, keys, models, run, train
+    from edgetl.cli import bench, demo, deploy, devices, export, keys, models, run, status, train
 
     cli.add_command(train.finetune)
     cli.add_command(export.export)
@@ -46,6 +46,7 @@ def _register() -> None:
     cli.add_command(run.run)
     cli.add_command(bench.bench)
     cli.add_command(deploy.deploy)
+    cli.add_command(status.status)
     cli.add_command(deploy.selftest)
     cli.add_command(deploy.install)
     cli.add_command(deploy.activate)
