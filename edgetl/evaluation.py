@@ -9,7 +9,7 @@ accuracy changes, and which images changed their prediction.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -114,3 +114,23 @@ def fp32_ratios(rows: list[dict], precision_key: str, latency_key: str,
             fp32.setdefault(key(row), row[latency_key])
     return [round(row[latency_key] / fp32[key(row)], 3) if row.get(latency_key) and key(row) in fp32
             else None for row in rows]
+
+
+CONFIDENCE_THRESHOLDS = (0.0, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+def confidence_tradeoff(logits: np.ndarray, labels: np.ndarray,
+                        thresholds: Sequence[float] = CONFIDENCE_THRESHOLDS) -> list[dict]:
+    """What `edgetl run --min-confidence P` would do on these images, for a few P: the share of images it
+    still names a class for (coverage), and how often that class is right (accuracy on the covered ones).
+    The rest it reports unknown. Choose P on the validation split; quote the test split."""
+    probs = softmax(np.asarray(logits, dtype=np.float64))
+    top, correct = probs.max(axis=1), probs.argmax(axis=1) == np.asarray(labels)
+    rows = []
+    for threshold in thresholds:
+        covered = top >= threshold
+        count = int(covered.sum())
+        rows.append({"min_confidence": threshold, "covered": count, "images": int(len(top)),
+                     "coverage": round(count / len(top), 6) if len(top) else None,
+                     "accuracy": round(float(correct[covered].mean()), 6) if count else None})
+    return rows

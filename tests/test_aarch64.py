@@ -6,6 +6,12 @@ offline procedure in it as a Pi user would (the unpacked bundle copied onto the 
 `sh bundle/install.sh --root /opt/edgetl`), so the bundle's aarch64 wheels, the runtime and the
 golden answers are proven on arm64. Timings under emulation mean nothing and are not checked;
 there is no camera and no systemd. Skipped (with the reason) unless root with the tools at hand.
+
+The Camera Module source: the first install is a Pi without python3-picamera2 (install.sh says so in one
+line, `edgetl run --source picamera2` exits 2 saying the same); then test_picamera.py's stand-in picamera2,
+with a system-only module it imports and a system numpy, goes into the userland's system site-packages and
+a second release is installed: its venv gets picamera2 and prctl from the system, numpy still from the
+bundle's wheel, and `edgetl run --source picamera2` classifies the stand-in's frames on arm64.
 """
 
 from __future__ import annotations
@@ -19,11 +25,13 @@ import secrets
 import shutil
 import subprocess
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO, artifact
+from conftest import REPO, artifact, variant
+from test_picamera import write_standin
 
 pytestmark = pytest.mark.slow
 
@@ -36,6 +44,9 @@ INSTALL_ROOT = "/opt/edgetl"
 CHROOT_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root",
               "LANG": "C.UTF-8", "QEMU_CPU": "cortex-a76"}
 EM_AARCH64 = 183  # ELF e_machine
+SYSTEM_SITE = "usr/lib/python3/dist-packages"  # Debian's system site-packages, where apt puts python3-picamera2
+NO_PICAMERA2 = ("install.sh: no Picamera2 on this system: the Camera Module source (--source picamera2) needs it: "
+                "sudo apt install python3-picamera2 (USB webcams work without it)")
 # /proc/cpuinfo of a Raspberry Pi 5 (BCM2712), one entry per CPU: qemu-user shows programs the host's
 # x86 text, and XNNPACK's cpuinfo then crashes (with /sys) or gives up and XNNPACK is not used (without).
 PI5_CPU = """processor\t: {n}
@@ -93,6 +104,25 @@ def booted(rootfs: Path, scratch: Path):
                     subprocess.run(["umount", "-l", str(point)], capture_output=True)
 
 
+@contextlib.contextmanager
+def system_picamera2(rootfs: Path, scratch: Path):
+    """What `apt install python3-picamera2` would add, as stand-ins: picamera2, a module only the system has
+    that it imports (prctl), and the system's own numpy, which must never reach a release venv. A copy of the
+    system site-packages with them is bind-mounted over it for the duration, always unmounted: the cached
+    userland itself never changes."""
+    site = scratch / "dist-packages"
+    shutil.copytree(rootfs / SYSTEM_SITE, site, symlinks=True)
+    write_standin(site)
+    (site / "numpy").mkdir()
+    (site / "numpy" / "__init__.py").write_text('__version__ = "0+system"  # bookworm\'s python3-numpy is 1.24\n')
+    subprocess.run(["mount", "--bind", str(site), str(rootfs / SYSTEM_SITE)], check=True, capture_output=True)
+    try:
+        yield site
+    finally:
+        if subprocess.run(["umount", str(rootfs / SYSTEM_SITE)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(rootfs / SYSTEM_SITE)], capture_output=True)
+
+
 def install_offline(rootfs: Path, bundle: Path, root: str) -> subprocess.CompletedProcess:
     """The README's offline install as a Pi user runs it: the unpacked bundle copied onto the device,
     then `sh bundle/install.sh --root ROOT` there (checksums, a venv from the bundled wheels with no
@@ -112,7 +142,7 @@ def elf_machine(path: Path) -> int | None:
     return int.from_bytes(header[18:20], "little") if header[:4] == b"\x7fELF" and len(header) == 20 else None
 
 
-@pytest.mark.timeout(2400)  # a cold rootfs (~5 min), the shared export (minutes), the install under qemu (~2.5 min)
+@pytest.mark.timeout(2400)  # a cold rootfs (~5 min), the shared export (minutes), 2 installs under qemu (~2.5 min each)
 def test_rpi5_bundle_installs_and_self_tests_on_aarch64(arm64_rootfs, request, tmp_path):
     from edgetl.deploy.bundle import build_bundle
     from edgetl.deploy.profiles import get_profile
@@ -150,6 +180,23 @@ def test_rpi5_bundle_installs_and_self_tests_on_aarch64(arm64_rootfs, request, t
             foreign = sorted(p.name for p, machine_id in native.items() if machine_id != EM_AARCH64)
             # The same release, same files, on this x86 host: what the arm64 answers are compared with.
             host = self_test(root / "current", runs=5) if link else None
+            # This Pi has no python3-picamera2: the Camera Module source says so, in one line.
+            no_camera = chroot(arm64_rootfs, f"{current}/venv/bin/python", "-m", "edgetl", "run", f"{current}/model",
+                               "--source", "picamera2", "--max-frames", "3")
+            # python3-picamera2 installed since: the next release's venv takes it from the system.
+            later = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + release.split("-")[2] + "-camera"
+            upgrade = variant(tmp_path / "bundle", tmp_path, later)
+            with system_picamera2(arm64_rootfs, tmp_path / "system"):
+                upgraded = install_offline(arm64_rootfs, upgrade, INSTALL_ROOT)
+                camera = chroot(arm64_rootfs, f"{current}/venv/bin/python", "-m", "edgetl", "run", f"{current}/model",
+                                "--source", "picamera2", "--max-frames", "3", "--json-lines")
+                imported = chroot(arm64_rootfs, f"{current}/venv/bin/python", "-c",
+                                  "import json, sys, numpy, picamera2, prctl; print(json.dumps([numpy.__version__, "
+                                  "numpy.__file__, picamera2.__file__, prctl.__file__, sys.path]))")
+                folder = root / "current" / "venv" / "system-camera"
+                linked = sorted(p.name for p in folder.iterdir() if p.is_symlink()) if folder.is_dir() else []
+                pth = [p.read_text() for p in (root / "current" / "venv").glob("lib/python3*/site-packages/*.pth")
+                       if p.name == "edgetl-system-camera.pth"]
         finally:
             shutil.rmtree(root, ignore_errors=True)
 
@@ -181,3 +228,30 @@ def test_rpi5_bundle_installs_and_self_tests_on_aarch64(arm64_rootfs, request, t
           f"x86 {max(s['max_logit_error'] for s in host['golden']['samples']):.4f}), accuracy {arm['accuracy']:.3f} "
           f"(x86 {host['accuracy']:.3f}) on {arm['samples']} held-out images; install under qemu {seconds:.0f} s "
           "(timings under emulation mean nothing)")
+
+    # No Picamera2: install.sh says so in one line and the install goes on; `edgetl run` exits 2 naming it.
+    assert [line for line in said.splitlines() if "Picamera2" in line] == [NO_PICAMERA2], said[-2000:]
+    errors = [line for line in no_camera.stderr.splitlines() if line.startswith("error:")]
+    assert no_camera.returncode == 2 and "Traceback" not in no_camera.stderr, no_camera.stderr[-2000:]
+    assert len(errors) == 1 and "python3-picamera2" in errors[0], no_camera.stderr[-2000:]
+    # With the system's Picamera2: linked into the new release's venv, which classifies its frames.
+    upgrade_said = upgraded.stdout + upgraded.stderr
+    assert upgraded.returncode == 0 and f"installed {later} under {INSTALL_ROOT}" in upgrade_said, upgrade_said[-3000:]
+    assert [line for line in upgrade_said.splitlines() if "Picamera2" in line] == [], upgrade_said[-2000:]
+    assert camera.returncode == 0, camera.stderr[-2000:]
+    lines = [json.loads(line) for line in camera.stdout.splitlines()]
+    assert len(lines) == 4 and all(f["source"] == "picamera2 camera 0" for f in lines[:-1]), camera.stdout[-2000:]
+    assert lines[-1]["summary"]["frames"] == 3 and lines[-1]["summary"]["frame_size"] == [640, 480]
+    # Only what the venv lacks comes from the system: picamera2 and prctl, never numpy, and after the venv's own.
+    assert linked == ["picamera2", "prctl.py"], linked
+    assert pth == ["../../../system-camera\n"], pth
+    assert imported.returncode == 0, imported.stderr[-2000:]
+    numpy_version, numpy_file, picamera2_file, prctl_file, path = json.loads(imported.stdout)
+    assert numpy_version.startswith("1.") and "/venv/lib/python3.11/site-packages/numpy/" in numpy_file, numpy_file
+    assert picamera2_file.endswith("/venv/system-camera/picamera2/__init__.py") and prctl_file.endswith(
+        "/venv/system-camera/prctl.py"), (picamera2_file, prctl_file)
+    venv_site = next(i for i, entry in enumerate(path) if entry.endswith("/venv/lib/python3.11/site-packages"))
+    assert path.index(next(e for e in path if e.endswith("/venv/system-camera"))) > venv_site, path
+    assert not any("dist-packages" in entry for entry in path), path  # the venv stays isolated
+    print(f"aarch64 Camera Module: 3 frames through the system's Picamera2 (stand-in), numpy {numpy_version} "
+          "from the bundle")

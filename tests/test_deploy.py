@@ -109,9 +109,16 @@ def test_rpi5_bundle_has_aarch64_wheels_for_python_311(exported, tmp_path):
     binary = [w for w in wheels if not w.endswith("-none-any.whl")]
     assert binary and all("aarch64" in w for w in binary), binary
     assert any(w.startswith("ai_edge_litert-") and "cp311" in w for w in wheels), wheels
+    # the profile's wheel_constraints: numpy 1.x, which the system's Picamera2 extensions are built for
+    numpy = next(w for w in wheels if w.startswith("numpy-"))
+    opencv = next(w for w in wheels if w.startswith("opencv_python_headless-"))
+    assert numpy.split("-")[1].startswith("1."), numpy
+    assert tuple(int(part) for part in opencv.split("-")[1].split(".")[:2]) < (4, 12), opencv
     with tarfile.open(out) as tar:
         tar.extractall(tmp_path / "x", filter="data")
     assert verify_bundle(tmp_path / "x" / "bundle") == []
+    manifest = json.loads((tmp_path / "x" / "bundle" / MANIFEST).read_text())
+    assert manifest["profile"]["wheel_constraints"] == ["numpy<2", "opencv-python-headless<4.12"]
 
 
 # -- over SSH, to a real OpenSSH server on loopback ---------------------------------------------
@@ -261,6 +268,13 @@ def test_pi_service_asks_the_camera_for_the_profiles_capture_mode(exported, tmp_
     build_bundle(Path(artifact(exported, "tflite", "int8")["path"]), get_profile("rpi5"), bundle, samples=2,
                  wheels=False)
     service = (bundle / "edgetl.service").read_text()
-    assert ('"--source" "0" "--threads" "4" "--camera-size" "640x480" "--camera-fps" "30" "--serve" "8080" '
+    # The Camera Module through Picamera2 (libcamera): OpenCV's V4L2 capture gets no frames from it.
+    assert ('"--source" "picamera2" "--threads" "4" "--camera-size" "640x480" "--camera-fps" "30" "--serve" "8080" '
             '"--serve-host" "0.0.0.0"') in service
-    assert "opencv-python-headless" not in (bundle / "install.sh").read_text()
+    install = (bundle / "install.sh").read_text()
+    assert "opencv-python-headless" not in install
+    assert "--system-site-packages" not in install  # the venv stays isolated: no system package shadows a wheel
+    # the system's Picamera2 is linked into the release venv, and the offline install reports what it lacks
+    assert 'system_camera "$here/venv" link' in install
+    assert 'system_camera "$offline/releases/$release/venv" check' in install
+    assert subprocess.run(["sh", "-n", str(bundle / "install.sh")]).returncode == 0

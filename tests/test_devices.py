@@ -77,3 +77,43 @@ def test_an_engine_cache_outside_the_model_folder_is_refused(tmp_path, monkeypat
                                                .replace("engine_cache: trt_cache", f"engine_cache: {cache}"))
         with pytest.raises(BadInputError, match="tensorrt.engine_cache"):
             get_profile(name)
+
+
+def test_wheel_constraints_are_version_limits_and_nothing_else(tmp_path, monkeypatch):
+    """The Pi profiles keep the bundle's numpy on 1.x (the system's Picamera2 extensions are built for it); the
+    list becomes a pip constraints file, so an option line (`--index-url ...`) or a bare name is refused."""
+    assert get_profile("rpi5").wheel_constraints == ("numpy<2", "opencv-python-headless<4.12")
+    assert get_profile("rpi4").to_dict()["wheel_constraints"] == ["numpy<2", "opencv-python-headless<4.12"]
+    assert get_profile("linux-x86").wheel_constraints == ()
+    monkeypatch.setenv("EDGETL_DEVICES_PATH", str(tmp_path))
+    text = open(get_profile("linux-aarch64").source_file).read()
+    for number, value in enumerate(('["--index-url http://example.invalid/simple"]', '["numpy"]', '"numpy<2"',
+                                    '["numpy<2\\n-e ."]', '[2]')):
+        name = f"constrained-{number}"
+        (tmp_path / f"{name}.yaml").write_text(text.replace("name: linux-aarch64", f"name: {name}")
+                                               + f"wheel_constraints: {value}\n")
+        with pytest.raises(BadInputError, match="wheel_constraints"):
+            get_profile(name)
+    (tmp_path / "fine.yaml").write_text(text.replace("name: linux-aarch64", "name: fine")
+                                        + 'wheel_constraints: ["numpy >= 1.24, <2"]\n')
+    assert get_profile("fine").wheel_constraints == ("numpy >= 1.24, <2",)
+
+
+def test_a_profile_can_make_the_service_publish_and_say_unknown(tmp_path, monkeypatch):
+    """`results:` becomes the service's --min-confidence and --mqtt; a broker URL with credentials (they would
+    sit in the bundle and the world-readable unit) and a threshold that is no probability are refused."""
+    from edgetl.deploy.service import service_unit
+
+    monkeypatch.setenv("EDGETL_DEVICES_PATH", str(tmp_path))
+    text = open(get_profile("rpi5").source_file).read()
+    (tmp_path / "shop.yaml").write_text(text.replace("name: rpi5", "name: shop")
+                                        + "results: {min_confidence: 0.6, mqtt: 'mqtt://broker.lan:1883/shop/cam1'}\n")
+    unit = service_unit(get_profile("shop").to_dict(), "/opt/edgetl")
+    assert '"--min-confidence" "0.6" "--mqtt" "mqtt://broker.lan:1883/shop/cam1"' in unit
+    assert '"--min-confidence"' not in service_unit(get_profile("rpi5").to_dict(), "/opt/edgetl")
+    for number, value in enumerate(("{mqtt: 'mqtt://u:p@broker.lan/shop'}", "{min_confidence: 1.5}",
+                                    "{min_confidence: true}", "{mqtt: 'mqtt://broker.lan/#'}", "{topic: x}", "[1]")):
+        name = f"bad-results-{number}"
+        (tmp_path / f"{name}.yaml").write_text(text.replace("name: rpi5", f"name: {name}") + f"results: {value}\n")
+        with pytest.raises(BadInputError, match="results"):
+            get_profile(name)

@@ -88,6 +88,8 @@ def export(run_dir, formats, precisions, calib_size, calib_data, max_drop, min_a
 @click.command(short_help="Compare every artifact with the float model on held-out images; gate on the drop.")
 @click.argument("run_dir", type=click.Path())
 @click.option("--data", type=click.Path(), help="Held-out image folder (default: the run's test split).")
+@click.option("--split", type=click.Choice(["test", "val"]), help="The run's split to measure on (default: test, "
+              "else val). Choose --min-confidence on val; quote test.")
 @click.option("--artifacts", multiple=True, type=click.Path(),
               help="An artifact folder or model file. Repeatable (default: every RUN_DIR/export/*).")
 @max_drop_option("Fail (exit 1) when an artifact's top-1 drops more than this many percentage points.",
@@ -95,7 +97,7 @@ def export(run_dir, formats, precisions, calib_size, calib_data, max_drop, min_a
 @click.option("--report", "report_dir", type=click.Path(file_okay=False), help="Report folder (default RUN_DIR/parity).")
 @threads_option()
 @json_option
-def parity(run_dir, data, artifacts, max_drop, report_dir, threads):
+def parity(run_dir, data, split, artifacts, max_drop, report_dir, threads):
     """Evaluate the float model and every artifact on the same held-out images.
 
     Per artifact: top-1 (and top-5), drop versus float, top-1 agreement, KL divergence, cosine
@@ -108,7 +110,7 @@ def parity(run_dir, data, artifacts, max_drop, report_dir, threads):
     from edgetl.parity.report import artifact_name, golden_cell
 
     result = run_parity(run_dir, data=data, artifacts=list(artifacts) or None, max_drop=max_drop,
-                        report_dir=report_dir, threads=threads)
+                        report_dir=report_dir, threads=threads, split=split)
     table(f"parity on {result['images']} images ({result['source']}), float {percent(result['float']['accuracy'])}",
           ["Artifact", "Status", "Top-1", "Drop pp", "Agreement", "KL", "Worst class", "Golden"],
           [[artifact_name(r), r["status"], percent(r.get("accuracy")), r.get("drop_pp"),
@@ -119,15 +121,33 @@ def parity(run_dir, data, artifacts, max_drop, report_dir, threads):
         if row.get("detail") or row.get("error"):
             click.echo(printable(f"{artifact_name(row)}: {row['status']}: {row.get('detail') or row.get('error')}"),
                        err=True)
+    _confidence_table(result)
     summary = {"images": result["images"], "source": result["source"], "float": result["float"],
                "max_drop": max_drop, "passed": result["passed"],
                "report": result["report"], "artifacts": [
                    {k: r.get(k) for k in ("format", "precision", "path", "status", "accuracy", "drop_pp", "agreement",
                                           "kl", "cosine", "worst_class", "top5", "golden", "detail",
-                                          "float_layers", "sensitivity")}
+                                          "float_layers", "sensitivity", "confidence")}
                    for r in result["artifacts"]]}
     try:
         gate(result)
     except CheckFailedError as error:
         fail(error, summary)
     return summary
+
+
+def _confidence_table(result: dict) -> None:
+    """Coverage / accuracy-on-covered at each --min-confidence, for the float model and every artifact."""
+    from edgetl.parity.report import artifact_name
+
+    columns = [("float", result["float"]["confidence"])]
+    columns += [(artifact_name(r), r["confidence"]) for r in result["artifacts"] if r.get("confidence")]
+    rows = []
+    for index, first in enumerate(columns[0][1]):
+        cells = [f"{first['min_confidence']:.1f}"]
+        for _, points in columns:
+            point = points[index]
+            cells.append(f"{percent(point['coverage'])} / {percent(point['accuracy']) or '-'}")
+        rows.append(cells)
+    table(f"--min-confidence on {result['images']} images ({result['source']}): share named / top-1 of those",
+          ["min conf."] + [name for name, _ in columns], rows)

@@ -10,8 +10,9 @@ from edgetl.cli.common import json_option, table, threads_option
 @click.command(short_help="Classify a camera, stream, video or images with an exported model (no torch).")
 @click.argument("model", type=click.Path())
 @click.option("--source", required=True, envvar="EDGETL_SOURCE", show_envvar=True,
-              help="Camera index (0) or /dev/videoN, video file, rtsp:// or http:// stream, image file or folder "
-                   "of images. A stream URL with credentials is better in EDGETL_SOURCE: a command line is "
+              help="Camera index (0) or /dev/videoN (V4L2: USB webcams), picamera2 or picamera2:N (a Raspberry Pi "
+                   "Camera Module through the system's Picamera2), video file, rtsp:// or http:// stream, image "
+                   "file or folder of images. A stream URL with credentials is better in EDGETL_SOURCE: a command line is "
                    "visible to every user in `ps`, a process's environment only to its owner and root.")
 @click.option("--topk", type=int, default=3, show_default=True, help="Classes shown per frame, best first.")
 @threads_option()

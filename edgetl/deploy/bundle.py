@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import secrets
 import shlex
 import shutil
@@ -35,6 +34,7 @@ import stat
 import subprocess
 import sys
 import tarfile
+import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -44,13 +44,14 @@ from edgetl.contract.artifact import LABELS_FILE, SAMPLES_DIR, int8_over_fp32, r
 from edgetl.contract.formats import get_format
 from edgetl.contract.sidecar import SIDECAR_NAME, Sidecar, sha256_file
 from edgetl.deploy import signing
+from edgetl.deploy.install_script import engine_script, install_script
 from edgetl.deploy.profiles import DeviceProfile
 from edgetl.deploy.service import SERVICE_NAME, service_unit
 from edgetl.errors import BadInputError
 
 MANIFEST = "manifest.json"
 CHECKSUMS = "SHA256SUMS"
-DEVICE_DEPENDENCIES = ("numpy", "pillow", "opencv-python-headless", "click", "rich", "pyyaml")
+CORE_DEPENDENCIES = ("numpy", "pillow", "click", "rich", "pyyaml")  # + the `device` extra (OpenCV, paho-mqtt)
 
 
 class NoArtifactError(BadInputError):
@@ -172,7 +173,7 @@ def _wheels(profile: DeviceProfile, folder: Path, extra: str) -> list[str]:
     folder.mkdir(parents=True)
     edgetl_wheel(folder)  # from the source tree, or repacked from an installed edgetl
     runtime = profile.runtime
-    packages = list(DEVICE_DEPENDENCIES)
+    packages = [*CORE_DEPENDENCIES, *extra_requirements("device")]
     if not runtime.get("preinstalled"):
         packages.append(f"{runtime['package']}=={runtime['version']}" if runtime.get("version")
                         else runtime["package"])
@@ -182,102 +183,18 @@ def _wheels(profile: DeviceProfile, folder: Path, extra: str) -> list[str]:
                "--python-version", profile.python, "--implementation", "cp"]
     for tag in profile.platform_tags:
         command += ["--platform", tag]
-    result = subprocess.run(command + packages, capture_output=True, text=True)
+    with tempfile.TemporaryDirectory(prefix="edgetl-wheels-") as scratch:  # outside the bundle: not shipped
+        if profile.wheel_constraints:  # e.g. the Pi's numpy<2, for the system's Picamera2 (profiles._constraints)
+            constraints = Path(scratch) / "constraints.txt"
+            constraints.write_text("".join(f"{line}\n" for line in profile.wheel_constraints))
+            command += ["--constraint", str(constraints)]
+        result = subprocess.run(command + packages, capture_output=True, text=True)
     if result.returncode != 0:
         last = (result.stderr.strip().splitlines() or ["pip download failed"])[-1]
         raise BadInputError(f"could not download wheels for {profile.name} ({profile.arch}, Python "
-                            f"{profile.python}): {last}", "check the profile's runtime version and platform tags")
+                            f"{profile.python}): {last}",
+                            "check the profile's runtime version, platform tags and wheel_constraints")
     return sorted(p.name for p in folder.iterdir())
-
-
-INSTALL_SH = """#!/bin/sh
-# Installs this release from the bundled wheels, with no network. Two ways:
-#   sh install.sh              what `edgetl deploy` runs in ROOT/releases/ID.partial: builds venv/ here
-#   sh install.sh --root DIR   offline: the same releases/ + current layout, self-test and switch as a
-#                              deploy, through the bundle's own edgetl (PYTHON=python3.X to choose Python)
-# Before anything from the bundle runs: SHA256SUMS must carry a signature by a key that ROOT trusts
-# (ROOT/trusted-keys/ID.pem; `edgetl deploy` puts its own there on first contact, and an offline first
-# install into a root with no keys trusts the bundle's signer, as SSH's first contact does), checked with
-# the device's OpenSSL, and every file must match SHA256SUMS.
-# --allow-unsigned (or EDGETL_ALLOW_UNSIGNED=1) accepts a bundle without a signature: then anyone who
-# can change the bundle's files and recompute SHA256SUMS can run code on this device.
-# --allow-downgrade installs a bundle built before the current release (refused by default).
-# --stage (with --root) installs and self-tests the release without switching to it (`edgetl activate`
-# switches later: what the Mender update module's ArtifactInstall and ArtifactCommit do).
-set -eu
-here=$(cd "$(dirname "$0")" && pwd)
-python=${{PYTHON:-python{python}}}
-fail() {{ echo "install.sh: $*" >&2; exit 1; }}
-root=$(cd "$here/../.." && pwd)
-offline=""
-stage=""
-unsigned=${{EDGETL_ALLOW_UNSIGNED:-0}}
-while [ $# -gt 0 ]; do
-  case $1 in
-    --root) [ -n "${{2:-}}" ] || {{ echo "usage: sh install.sh [--root DIR] [--allow-unsigned] [--allow-downgrade]" >&2; exit 2; }}
-            offline=$2; root=$2; shift 2 ;;
-    --allow-unsigned) unsigned=1; shift ;;
-    --allow-downgrade) export EDGETL_ALLOW_DOWNGRADE=1; shift ;;
-    --stage) stage=--no-activate; shift ;;
-    *) echo "usage: sh install.sh [--root DIR [--stage]] [--allow-unsigned] [--allow-downgrade]" >&2; exit 2 ;;
-  esac
-done
-keys="$root/{trusted}"
-trusted=$(ls "$keys" 2>/dev/null | grep -c '^[0-9a-f]\\{{16\\}}\\.pem$' || true)
-if [ ! -f "$here/{signature}" ]; then
-  [ "$unsigned" = 1 ] || fail "this bundle is not signed: refusing it (rebuild it with edgetl deploy ... --bundle-only, which signs it, or pass --allow-unsigned to install it unverified)"
-  echo "install.sh: installing an UNSIGNED bundle (--allow-unsigned): its origin is not verified" >&2
-else
-  command -v openssl >/dev/null 2>&1 || fail "openssl is needed to check the bundle's signature (apt install openssl)"
-  id=$(openssl pkey -pubin -in "$here/{signer}" -outform DER 2>/dev/null | tail -c 32 | sha256sum | cut -c1-16)
-  case $id in *[!0-9a-f]*|"") fail "{signer} is not an Ed25519 public key" ;; esac
-  if [ ! -f "$keys/$id.pem" ]; then
-    [ -n "$offline" ] && [ "$trusted" = 0 ] || fail "signed by key $id, which $root does not trust (its keys: $keys)"
-    key="$here/{signer}"
-  else
-    key="$keys/$id.pem"
-  fi
-  openssl pkeyutl -verify -pubin -inkey "$key" -rawin -in "$here/SHA256SUMS" -sigfile "$here/{signature}" >/dev/null 2>&1 \\
-    || fail "the signature of SHA256SUMS does not verify with key $id: the bundle was changed after it was signed"
-fi
-if ! (cd "$here" && sha256sum --quiet -c SHA256SUMS); then
-  fail "files differ from SHA256SUMS: this bundle is corrupt or incomplete; copy it again"
-fi
-if [ -f "$here/{signature}" ] && [ "$key" = "$here/{signer}" ]; then
-  mkdir -p "$keys"
-  cp "$here/{signer}" "$keys/$id.pem.tmp" && mv "$keys/$id.pem.tmp" "$keys/$id.pem"
-  echo "install.sh: $root had no trusted keys: it now trusts key $id, this bundle's signer" >&2
-fi
-if [ -n "$offline" ]; then
-  boot=$(mktemp -d)
-  trap 'rm -rf "$boot"' EXIT
-  "$python" -m venv {venv_flags}"$boot/venv"
-  "$boot/venv/bin/pip" install --no-index --find-links "$here/wheels" --disable-pip-version-check -q {requirement}
-  EDGETL_ALLOW_UNSIGNED=$unsigned PYTHON=$python "$boot/venv/bin/python" -m edgetl install "$here" --root "$offline" $stage
-  exit 0
-fi
-"$python" -m venv {venv_flags}"$here/venv"
-"$here/venv/bin/pip" install --no-index --find-links "$here/wheels" --disable-pip-version-check -q {requirement}
-{system_opencv}"$here/venv/bin/python" -m edgetl --version
-if [ -x "$here/build_engine.sh" ]; then "$here/build_engine.sh"; fi
-"""
-
-# GStreamer camera pipelines need the system's OpenCV (pip's wheels are built without GStreamer):
-# drop the wheel from the venv so the system-site-packages one is imported, when the system has it.
-SYSTEM_OPENCV = """if "$python" -c "import cv2, re, sys; sys.exit(not re.search(r'GStreamer:\\s+YES', cv2.getBuildInformation()))" 2>/dev/null; then
-  "$here/venv/bin/pip" uninstall -y -q opencv-python-headless
-fi
-"""
-
-ENGINE_SH = """#!/bin/sh
-# Builds the TensorRT engine on this device from the QDQ ONNX model: engines are tied to the
-# GPU and TensorRT version they were built with, so they are never shipped, always built here.
-# onnxruntime's TensorRT provider then loads it from the cache folder beside the model.
-set -eu
-here=$(cd "$(dirname "$0")" && pwd)
-mkdir -p "$here"/model/{cache}
-{command}
-"""
 
 
 def _refuse_secret_source(profile: DeviceProfile) -> None:
@@ -299,18 +216,6 @@ def _refuse_engines(artifact: Path, profile: DeviceProfile) -> None:
         if (artifact / name).exists() or (artifact / name).is_symlink():
             raise BadInputError(f"{artifact / name} is a TensorRT engine cache inside the artifact: refusing to "
                                 "bundle it (engines are built on the device)", f"delete {artifact / name}")
-
-
-def engine_script(profile: DeviceProfile, model_file: str) -> str:
-    """The device-side TensorRT build command from the profile's template, every path quoted."""
-    template = profile.tensorrt["build"]
-    cache = profile.tensorrt.get("engine_cache", "trt_cache")
-    model = '"$here"/model/' + shlex.quote(model_file)
-    engine = '"$here"/model/' + shlex.quote(f"{cache}/model.engine")
-    paths = {"{model}": model, "{engine}": engine}  # already quoted
-    parts = ["".join(paths.get(piece) or shlex.quote(piece) for piece in re.split(r"(\{model\}|\{engine\})", part)
-                     if piece) for part in shlex.split(template)]  # the text around a placeholder is quoted too
-    return ENGINE_SH.format(cache=shlex.quote(cache), command=" ".join(parts))
 
 
 def build_bundle(source: str | Path, profile: DeviceProfile, out: str | Path, samples: int = 50,
@@ -338,10 +243,7 @@ def build_bundle(source: str | Path, profile: DeviceProfile, out: str | Path, sa
                                   else "edgetl[device]")
         # A preinstalled runtime (JetPack's onnxruntime-gpu) is reached through the system site-packages.
         venv_flags = "--system-site-packages " if profile.runtime.get("preinstalled") else ""
-        gstreamer = profile.camera.get("pipeline") == "gstreamer" and bool(venv_flags)
-        (tmp / "install.sh").write_text(INSTALL_SH.format(
-            python=profile.python, requirement=requirement, venv_flags=venv_flags, trusted=signing.TRUSTED_KEYS,
-            signature=signing.SIGNATURE, signer=signing.SIGNER, system_opencv=SYSTEM_OPENCV if gstreamer else ""))
+        (tmp / "install.sh").write_text(install_script(profile, requirement, venv_flags))
         (tmp / "install.sh").chmod(0o755)
         if profile.tensorrt.get("build") and sidecar.format == "onnx":
             (tmp / "build_engine.sh").write_text(engine_script(profile, sidecar.model_file))

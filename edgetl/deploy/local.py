@@ -41,7 +41,7 @@ import sys
 from pathlib import Path, PurePosixPath
 
 from edgetl import atomic
-from edgetl.console import info, printable
+from edgetl.console import info, printable, warn
 from edgetl.deploy.bundle import CHECKSUMS, MANIFEST
 from edgetl.deploy import signing
 from edgetl.deploy.health import restart_and_prove, restart_service
@@ -323,6 +323,9 @@ def install_release(bundle: Path, root: Path | str, device=None, keep: int = KEE
             if installed.returncode != 0:
                 raise CheckFailedError(f"install failed on {device.name}: {_last_line(installed.stderr)}",
                                        "check the bundle's wheels match the device's platform and Python")
+            for line in installed.stderr.splitlines():  # what install.sh says the device lacks (e.g. Picamera2)
+                if line.startswith("install.sh: "):
+                    warn(f"{device.name}: {printable(line[12:])[:300]}")
             _fault("installed")
             report = self_test_release(device, partial, threads)
             _fault("self-tested")

@@ -2,8 +2,9 @@
 
 A profile says what a device is (architecture, Python, wheel platform tags), what
 it should run (preferred format and precision, then fallbacks), with which runtime
-package and settings (threads, execution device), how its camera is opened, and
-where and as whom edgetl is installed. Deploy reads nothing else about a device, so
+package and settings (threads, execution device), which version limits its bundled wheels
+need (`wheel_constraints`: numpy<2 for the Pi's system Picamera2), how its camera is opened,
+and where and as whom edgetl is installed. Deploy reads nothing else about a device, so
 adding a device is adding a file (`$EDGETL_DEVICES_PATH` adds folders of your own).
 Validation errors name the file and the field. No torch.
 """
@@ -57,6 +58,8 @@ class DeviceProfile:
     tensorrt: dict = field(default_factory=dict)
     health: dict = field(default_factory=lambda: dict(HEALTH_DEFAULTS))
     max_image_pixels: int | None = None  # the service's decompression-bomb limit (EDGETL_MAX_IMAGE_PIXELS)
+    wheel_constraints: tuple[str, ...] = ()  # pip constraints for the bundle's wheels, e.g. "numpy<2"
+    results: dict = field(default_factory=dict)  # the service's min_confidence and mqtt URL (`edgetl run` flags)
     source_file: str = ""
 
     @property
@@ -67,6 +70,7 @@ class DeviceProfile:
     def to_dict(self) -> dict:
         data = asdict(self)
         data["platform_tags"] = list(self.platform_tags)
+        data["wheel_constraints"] = list(self.wheel_constraints)
         data["targets"] = [asdict(t) for t in self.targets]
         return data
 
@@ -153,8 +157,47 @@ def parse_profile(path: Path) -> DeviceProfile:
         runtime=dict(runtime), threads=threads, execution_device=str(data.get("execution_device", "cpu")),
         camera=dict(camera), install_path=install_path, service_user=str(data.get("service_user", "edgetl")),
         tensorrt=_tensorrt(path, data.get("tensorrt")), health=_health(path, data.get("health")),
-        max_image_pixels=_pixels(path, data.get("max_image_pixels")), source_file=str(path),
+        max_image_pixels=_pixels(path, data.get("max_image_pixels")),
+        wheel_constraints=_constraints(path, data.get("wheel_constraints")), results=_results(path, data.get("results")),
+        source_file=str(path),
     )
+
+
+def _results(path: Path, data) -> dict:
+    """`results: {min_confidence: 0.6, mqtt: mqtt://broker.lan/edgetl/pi}`: what the service reports and where.
+    A URL with credentials is refused (they would sit in the bundle and the unit): they belong in --camera-env."""
+    from edgetl.runtime.mqtt import parse_mqtt_url
+
+    if data is None:
+        return {}
+    if not isinstance(data, dict) or set(data) - {"min_confidence", "mqtt"}:
+        _fail(path, "results", "must be a mapping of min_confidence and mqtt")
+    confidence = data.get("min_confidence")
+    if confidence is not None and not (isinstance(confidence, (int, float)) and not isinstance(confidence, bool)
+                                       and 0 <= confidence <= 1):
+        _fail(path, "results.min_confidence", f"must be a probability from 0 to 1, got {confidence!r}")
+    if data.get("mqtt") is not None:
+        try:
+            parse_mqtt_url(str(data["mqtt"]))
+        except BadInputError as exc:
+            _fail(path, "results.mqtt", exc.message)
+    return dict(data)
+
+
+_CLAUSE = r" *(?:===|==|!=|<=|>=|~=|<|>) *[A-Za-z0-9.*+!_-]+ *"  # spaces, never a line break
+CONSTRAINT = re.compile(rf"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?{_CLAUSE}(?:,{_CLAUSE})*")
+
+
+def _constraints(path: Path, value) -> tuple[str, ...]:
+    """Version limits on the bundle's wheels (`pip download -c`), for what the device's own system packages
+    need: the Pi's python3-picamera2 extensions are built for bookworm's numpy 1.x, so its bundles need numpy<2.
+    Each is a package name and version clauses, nothing else: the list becomes a constraints file, where a
+    line like `--index-url ...` would be an option to pip."""
+    if value is None:
+        return ()
+    if not (isinstance(value, list) and all(isinstance(v, str) and CONSTRAINT.fullmatch(v.strip()) for v in value)):
+        _fail(path, "wheel_constraints", f"must be a list of package version limits like \"numpy<2\", got {value!r}")
+    return tuple(v.strip() for v in value)
 
 
 def _pixels(path: Path, value) -> int | None:

@@ -58,6 +58,16 @@ def _camera_flags(camera: dict) -> list[str]:
     return flags
 
 
+def _result_flags(results: dict) -> list[str]:
+    """The profile's results settings as `edgetl run` flags (validated by the profile; quoted by the caller)."""
+    flags = []
+    if results.get("min_confidence") is not None:
+        flags += ["--min-confidence", f"{float(results['min_confidence']):g}"]
+    if results.get("mqtt"):
+        flags += ["--mqtt", str(results["mqtt"])]
+    return flags
+
+
 def heartbeat_path(profile: dict) -> str:
     """Where the service writes its heartbeat (the profile's health.heartbeat), a plain absolute path."""
     return plain_path(str((profile.get("health") or {}).get("heartbeat", HEARTBEAT_FILE)), "health.heartbeat")
@@ -103,7 +113,7 @@ def service_unit(profile: dict, root: str, source_in_env: bool = False) -> str:
     source = [] if source_in_env else ["--source", str(camera.get("source", "0"))]
     command = [f"{root}/current/venv/bin/python", "-m", "edgetl", "run", f"{root}/current/model",
                *source, "--threads", str(int(profile.get("threads", 2))),
-               *_camera_flags(camera), "--serve", str(SERVE_PORT), "--serve-host", "0.0.0.0",
+               *_camera_flags(camera), *_result_flags(profile.get("results") or {}), "--serve", str(SERVE_PORT), "--serve-host", "0.0.0.0",
                "--serve-token-file", TOKEN_FILE, "--heartbeat", heartbeat_path(profile), "--json-lines"]
     return f"""[Unit]
 Description=edgetl camera classifier ({re.sub(r'[^A-Za-z0-9._ -]', '', str(profile.get('name', 'device')))})
@@ -111,6 +121,8 @@ After=network-online.target
 
 [Service]
 User={user}
+# Cameras: /dev/video*, /dev/media* and the Pi's /dev/dma_heap belong to the video group.
+SupplementaryGroups=video
 WorkingDirectory={root}/current
 # `python -m edgetl`, not the venv's console script: the release folder is renamed after install,
 # and console scripts keep the old path in their shebang while the interpreter link does not.

@@ -23,7 +23,7 @@ from edgetl.console import info, warn
 from edgetl.contract.artifact import int8_over_fp32
 from edgetl.contract.sidecar import SIDECAR_NAME
 from edgetl.errors import BadInputError, CheckFailedError
-from edgetl.evaluation import ImageCache, compare, runner_logits
+from edgetl.evaluation import ImageCache, compare, confidence_tradeoff, runner_logits
 from edgetl.runtime import load as load_runner
 
 COMPARED_FIELDS = ("size", "resize", "crop_ratio", "interpolation", "mean", "std", "color_order")
@@ -53,7 +53,7 @@ def preprocessing_differences(run_pre, sidecar_pre) -> list[str]:
     return problems
 
 
-def _held_out(reference, data: str | None) -> tuple[ImageCache, np.ndarray, str]:
+def _held_out(reference, data: str | None, split: str | None = None) -> tuple[ImageCache, np.ndarray, str]:
     if data:
         from edgetl.data.folder import scan_image_folder
 
@@ -65,22 +65,25 @@ def _held_out(reference, data: str | None) -> tuple[ImageCache, np.ndarray, str]
         index = {name: i for i, name in enumerate(reference.labels)}
         return (ImageCache(folder.root, [s.path for s in samples]),
                 np.array([index[s.label] for s in samples]), f"folder {data}")
-    for split in ("test", "val"):
-        cache, labels = reference.split_images(split)
+    for name in (split,) if split else ("test", "val"):
+        cache, labels = reference.split_images(name)
         if len(labels):
-            return cache, labels, f"{split} split"
-    raise BadInputError("the run has no held-out images", "pass --data DIR")
+            return cache, labels, f"{name} split"
+    raise BadInputError(f"the run has no {split + ' ' if split else 'held-out '}images", "pass --data DIR")
 
 
 def run_parity(run_dir: str | Path, data: str | None = None, artifacts: list[str] | None = None,
-               max_drop: float | None = 1.0, report_dir: str | Path | None = None, threads: int | None = None) -> dict:
+               max_drop: float | None = 1.0, report_dir: str | Path | None = None, threads: int | None = None,
+               split: str | None = None) -> dict:
+    """Every artifact against the float model on the same held-out images (`split`: test, else val; or
+    the folder `data`), with what --min-confidence would cost each (confidence_tradeoff)."""
     from edgetl.export.reference import load_reference
     from edgetl.parity.report import write_report
     from edgetl.runtime.golden import check_golden
 
     reference = load_reference(run_dir)
     paths = find_artifacts(reference.run.path, artifacts)
-    cache, labels, source = _held_out(reference, data)
+    cache, labels, source = _held_out(reference, data, split)
     float_logits = reference.logits(cache.pixels(reference.preprocess))
     if cache.unreadable:
         warn(f"{len(cache.unreadable)} held-out image(s) could not be read, e.g. {cache.unreadable[0]}")
@@ -108,6 +111,7 @@ def run_parity(run_dir: str | Path, data: str | None = None, artifacts: list[str
             row["float_layers"] = sidecar.sensitivity.get("float_layers", [])
             row["sensitivity_method"] = {k: sidecar.sensitivity.get(k) for k in ("method", "split", "images")}
         row["int8_over_fp32"] = int8_over_fp32(sidecar)
+        row["confidence"] = confidence_tradeoff(logits, labels)
         row["changed_images"] = [cache.paths[i] for i in metrics["changed"]]
         if differences:
             row.update(status="preprocessing mismatch", detail="; ".join(differences))
@@ -122,7 +126,7 @@ def run_parity(run_dir: str | Path, data: str | None = None, artifacts: list[str
     passed = all(r["status"] == "ok" for r in rows)
     result = {
         "run_dir": str(reference.run.path), "images": int(len(labels)), "source": source,
-        "float": {"accuracy": round(float_accuracy, 6)},
+        "float": {"accuracy": round(float_accuracy, 6), "confidence": confidence_tradeoff(float_logits, labels)},
         "artifacts": rows, "max_drop": max_drop, "passed": passed,
     }
     report = Path(report_dir) if report_dir else reference.run.path / "parity"

@@ -53,8 +53,27 @@ def markdown(result: dict) -> str:
         if changed:
             lines += ["", f"{artifact_name(row)}: {len(changed)} image(s) changed prediction: "
                       + ", ".join(f"`{p}`" for p in changed[:20]) + (" ..." if len(changed) > 20 else "")]
+    lines += confidence_markdown(result)
     lines += sensitivity_markdown(result)
     return "\n".join(lines) + "\n"
+
+
+def confidence_markdown(result: dict) -> list[str]:
+    """What `edgetl run --min-confidence P` would cost: per P, the share of images still named a class and
+    the top-1 accuracy on those (the rest are reported unknown)."""
+    columns = [("float", result["float"].get("confidence") or [])]
+    columns += [(artifact_name(r), r["confidence"]) for r in result["artifacts"] if r.get("confidence")]
+    if not columns[0][1]:
+        return []
+    lines = ["", "## Confidence threshold (`edgetl run --min-confidence P`)", "",
+             "Per P: share of images named a class / top-1 accuracy on those; the rest are reported unknown. "
+             "Choose P on the validation split (`edgetl parity RUN --split val`), then quote the test split.", "",
+             "| P | " + " | ".join(name for name, _ in columns) + " |",
+             "| --- |" + " --- |" * len(columns)]
+    for index, first in enumerate(columns[0][1]):
+        cells = [f"{_pct(points[index]['coverage'])} / {_pct(points[index]['accuracy'])}" for _, points in columns]
+        lines.append(f"| {first['min_confidence']:.1f} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def sensitivity_markdown(result: dict, rows: int = 10) -> list[str]:

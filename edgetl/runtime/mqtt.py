@@ -66,7 +66,8 @@ def parse_mqtt_url(url: str) -> MqttTarget:
     except ValueError as exc:
         raise BadInputError(f"--mqtt {url!r}: {exc}", USAGE) from exc
     topic = parts.path[1:]
-    if "#" in str(url) or "?" in str(url) or not topic or any(c in topic for c in "+#\0") or len(topic.encode()) > 65535:
+    wildcard = any(c in topic for c in "+\0") or "#" in str(url) or "?" in str(url)
+    if wildcard or not topic or len(topic.encode()) > 65535:
         raise BadInputError(f"--mqtt {url!r} needs one topic to publish to (no wildcards + or #, no query)", USAGE)
     return MqttTarget(parts.scheme, parts.hostname, port, topic)
 

@@ -1,6 +1,7 @@
 """Where frames come from: a camera, a video file, a network stream, an image or a folder.
 
-    0, 1, /dev/video0          a camera (V4L2 through OpenCV), live
+    0, 1, /dev/video0          a camera (V4L2 through OpenCV: USB webcams), live
+    picamera2, picamera2:1     a Raspberry Pi Camera Module (libcamera through Picamera2), live
     "... ! appsink"            a GStreamer pipeline (Jetson CSI cameras), live
     rtsp://..., http(s)://...  a network stream, live
     clip.mp4                   a video file, every frame
@@ -157,6 +158,15 @@ def open_source(spec: str, camera_size: tuple[int, int] | None = None, camera_fp
         if not Path(spec).exists():
             raise SourceError(f"camera {spec} does not exist", "list cameras with: ls /dev/video*")
         return VideoSource(spec, spec, live=True, size=camera_size, fps=camera_fps)
+    if spec == "picamera2" or spec.startswith("picamera2:"):  # CSI cameras on Raspberry Pi OS: see picamera.py
+        number = spec.partition(":")[2] if ":" in spec else "0"
+        if not re.fullmatch(r"[0-9]+", number):
+            raise BadInputError(f"camera source {spec!r} is not picamera2 or picamera2:N",
+                                "pass picamera2 (camera 0) or picamera2:N, N counted from 0 as in "
+                                "`rpicam-hello --list-cameras`")
+        from edgetl.runtime.picamera import Picamera2Source
+
+        return Picamera2Source(int(number), camera_size, camera_fps)
     if " ! " in spec and "appsink" in spec:  # a GStreamer pipeline (Jetson CSI cameras: nvarguscamerasrc)
         if camera_size or camera_fps:
             raise BadInputError("--camera-size and --camera-fps do not apply to a GStreamer pipeline",
@@ -164,7 +174,7 @@ def open_source(spec: str, camera_size: tuple[int, int] | None = None, camera_fp
         return VideoSource(spec, redact_url(spec), live=True, gstreamer=True)
     if camera_size or camera_fps:
         raise BadInputError(f"--camera-size and --camera-fps apply to cameras, not to {redact_url(spec)}",
-                            "drop them, or pass a camera index (0) or /dev/videoN as --source")
+                            "drop them, or pass a camera (0, /dev/videoN, picamera2) as --source")
     if spec.startswith(("rtsp://", "http://", "https://", "rtmp://")):
         return VideoSource(spec, redact_url(spec), live=True)  # OpenCV gets the credentials, nothing else
     path = Path(spec).expanduser()
@@ -175,7 +185,7 @@ def open_source(spec: str, camera_size: tuple[int, int] | None = None, camera_fp
         return ImageSource(images, str(path))
     if not path.exists():
         raise SourceError(f"source {redact_url(spec)} does not exist",
-                          "pass a camera index (0), /dev/videoN, a video or image file, a folder, or an rtsp:// URL")
+                          "pass a camera (0, /dev/videoN, picamera2), a video or image file, a folder, or an rtsp:// URL")
     if is_image_name(path):
         return ImageSource([path], str(path))
     return VideoSource(str(path), str(path), live=False)
