@@ -34,12 +34,12 @@ def _free_port() -> int:
 class Broker:
     """A Mosquitto on 127.0.0.1 with on-disk persistence; `restart()` stops it (SIGTERM) and starts it again."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, listener: str = "allow_anonymous true\n"):
         self.folder, self.port = folder, _free_port()
         (folder / "db").mkdir(parents=True)
         self.config = folder / "mosquitto.conf"
         # `user`: as root, mosquitto would otherwise drop to the `mosquitto` user and fail to save its database.
-        self.config.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
+        self.config.write_text(f"listener {self.port} 127.0.0.1\n{listener}persistence true\n"
                                f"persistence_location {folder / 'db'}/\nuser {getpass.getuser()}\n")
         self.process = None
         self.start()
@@ -196,3 +196,57 @@ def test_credentials_come_from_the_environment_or_a_private_file(tmp_path):
     auth.write_text("password=pw\n")
     with pytest.raises(BadInputError, match="no username"):
         read_credentials(str(auth), {})
+
+
+def _certificates(folder: Path) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a server certificate for 127.0.0.1 signed by it (OpenSSL)."""
+    folder.mkdir(parents=True)
+    ca, server = folder / "ca", folder / "server"
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    subprocess.run(["openssl", "req", "-x509", *ec, "-keyout", f"{ca}.key", "-out", f"{ca}.pem", "-subj",
+                    "/CN=edgetl test CA", "-days", "2"], check=True, capture_output=True)
+    subprocess.run(["openssl", "req", *ec, "-keyout", f"{server}.key", "-out", f"{server}.csr", "-subj",
+                    "/CN=127.0.0.1"], check=True, capture_output=True)
+    (folder / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    subprocess.run(["openssl", "x509", "-req", "-in", f"{server}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key",
+                    "-CAcreateserial", "-out", f"{server}.pem", "-days", "2", "-extfile", str(folder / "san.ext")],
+                   check=True, capture_output=True)
+    return Path(f"{ca}.pem"), Path(f"{server}.pem"), Path(f"{server}.key")
+
+
+@pytest.mark.skipif(not shutil.which("mosquitto_passwd"), reason="needs mosquitto_passwd")
+def test_mqtts_with_a_password_from_the_environment(exported, tmp_path):
+    """A TLS listener that wants a user: the password comes from the environment (never argv), the broker's
+    certificate is checked against --mqtt-ca; with the system's CAs instead the run still classifies every
+    frame, says it cannot reach the broker and that its results were not delivered."""
+    ca, cert, key = _certificates(tmp_path / "tls")
+    passwords = tmp_path / "passwd"
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwords), "cam", "s3cret"], check=True)
+    listener = (f"allow_anonymous false\npassword_file {passwords}\ncafile {ca}\ncertfile {cert}\n"
+                f"keyfile {key}\n")
+    broker = Broker(tmp_path / "broker", listener)
+    model = artifact(exported, "onnx", "fp32")["path"]
+    video = _video(tmp_path / "clip.avi", 20)
+    received = tmp_path / "sub.txt"
+    handle = open(received, "w")
+    sub = subprocess.Popen(["mosquitto_sub", "-h", "127.0.0.1", "-p", str(broker.port), "-t", "edgetl/tls", "-q",
+                            "1", "--cafile", str(ca), "-u", "cam", "-P", "s3cret"], stdout=handle,
+                           stderr=subprocess.STDOUT)
+    time.sleep(0.5)
+    env = {"EDGETL_MQTT_USERNAME": "cam", "EDGETL_MQTT_PASSWORD": "s3cret"}
+    url = f"mqtts://127.0.0.1:{broker.port}/edgetl/tls"
+    try:
+        good = run_cli("run", model, "--source", str(video), "--mqtt", url, "--mqtt-ca", str(ca), "--json-lines",
+                       env=env, check=True)
+        _wait_for_lines(received, 20, timeout=10)
+        untrusted = run_cli("run", model, "--source", str(video), "--mqtt", url, "--json-lines", env=env)
+    finally:
+        sub.terminate()
+        broker.stop()
+    assert [m["frame"] for m in _messages(received)] == list(range(20))
+    assert json.loads(good.stdout.splitlines()[-1])["summary"]["mqtt"]["published"] == 20
+    summary = json.loads(untrusted.stdout.splitlines()[-1])["summary"]
+    assert untrusted.returncode == 0 and summary["frames"] == 20
+    assert summary["mqtt"]["published"] == 0 and summary["mqtt"]["queued"] == 20
+    assert "cannot reach the MQTT broker" in untrusted.stderr and "20 results were not delivered" in untrusted.stderr
+    assert "s3cret" not in good.stderr + untrusted.stderr

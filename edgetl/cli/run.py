@@ -57,7 +57,7 @@ def run(model, source, topk, threads, device, json_lines, show, save, serve, ser
     Capture, preprocessing and inference overlap; live sources drop stale frames, files never do.
     The live page (--serve) shows the camera: off loopback it needs a token, printed with its URL.
     """
-    from edgetl.console import info, say
+    from edgetl.console import info, say, warn
     from edgetl.runtime.app import RunSettings, classify_source
     from edgetl.runtime.sources import parse_size
 
@@ -90,6 +90,8 @@ def run(model, source, topk, threads, device, json_lines, show, save, serve, ser
         say(f"model {summary['model']} ({summary['format']} {summary['precision']})")
         if "mqtt" in summary:
             sent = summary["mqtt"]
-            say(f"mqtt {sent['broker']}: {sent['published']} published, {sent['dropped']} dropped, "
-                f"{sent['queued']} not delivered at exit")
+            say(f"mqtt {sent['broker']}: {sent['published']} published, {sent['dropped']} dropped")
+    if summary.get("mqtt", {}).get("queued"):
+        warn(f"{summary['mqtt']['queued']} results were not delivered to {summary['mqtt']['broker']} before the run "
+             "ended (the broker did not take them)")
     return {"summary": summary}
