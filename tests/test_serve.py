@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import os
 import socket
 import stat
 import subprocess
@@ -412,3 +413,33 @@ def test_cli_checks_the_token_file_before_anything_else(tmp_path):
     assert created.exists() and stat.S_IMODE(created.stat().st_mode) == 0o600, made.stderr
     assert made.returncode != 0 and "Traceback" not in made.stderr  # then the missing model, one line
 
+
+
+def test_below_the_threshold_every_surface_says_unknown():
+    """--min-confidence 0.9 and a top-1 of 0.75: the page's JSON says label null / unknown true, the overlay
+    draws its first line orange instead of green, and /status.json serves the run's status."""
+    from edgetl.runtime.sinks import annotate
+    from edgetl.runtime.status import RunStatus
+    from edgetl.runtime.stream import StreamStats
+
+    unsure, sure = result(0), result(0)
+    unsure.min_confidence, sure.min_confidence = 0.9, 0.5
+    assert unsure.label is None and sure.label == "cat"
+
+    def has(colour, image):
+        return bool(np.all(image[:60, :200] == colour, axis=-1).any())
+
+    orange, green = (0, 165, 255), (0, 255, 0)
+    assert has(orange, annotate(unsure)) and not has(green, annotate(unsure))
+    assert has(green, annotate(sure)) and not has(orange, annotate(sure))
+    status = RunStatus(StreamStats(), Path(__file__), "synthetic", min_confidence=0.9)
+    server = LiveServer(0, status=status)
+    try:
+        server(unsure)
+        code, _, body = get(server.port, "/predictions.json")
+        latest = json.loads(body)
+        assert code == 200 and latest["label"] is None and latest["unknown"] is True
+        code, _, body = get(server.port, "/status.json")
+        assert code == 200 and json.loads(body)["min_confidence"] == 0.9 and json.loads(body)["pid"] == os.getpid()
+    finally:
+        server.close()

@@ -115,3 +115,18 @@ def test_status_of_a_fleet_over_ssh_names_the_unreachable_device(exported, tmp_p
     assert result.returncode == 1 and "1 of 2 device(s) not running" in result.stderr
     assert rows[0]["state"] == "running" and rows[0]["beat"]["frames"] == 42 and rows[0]["current"] == RELEASE
     assert rows[1]["state"] == "unreachable" and rows[1]["error"]
+
+
+def test_a_heartbeat_that_cannot_be_written_is_one_line(exported, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    from skimage import data
+    from PIL import Image
+
+    Image.fromarray(data.chelsea()).save(photos / "cat.jpg")
+    result = run_cli("run", artifact(exported, "onnx", "fp32")["path"], "--source", str(photos), "--heartbeat",
+                     str(blocker / "heartbeat.json"))
+    assert result.returncode == 2 and "cannot write the heartbeat" in result.stderr
+    assert "Traceback" not in result.stderr

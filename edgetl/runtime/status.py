@@ -18,6 +18,7 @@ from typing import Callable
 
 import numpy as np
 
+from edgetl.errors import BadInputError
 from edgetl.runtime.stream import Result, StreamStats
 
 SCHEMA = 1
@@ -58,8 +59,12 @@ class RunStatus:
         self.written = 0.0
         self.latest = self.snapshot()
         if self.heartbeat is not None:
-            self.heartbeat.parent.mkdir(parents=True, exist_ok=True)
-            self.publish()  # at once: a service waiting for its camera is up, with 0 frames
+            try:
+                self.heartbeat.parent.mkdir(parents=True, exist_ok=True)
+                self._write()  # at once: a service waiting for its camera is up, with 0 frames
+            except OSError as exc:
+                raise BadInputError(f"cannot write the heartbeat {self.heartbeat}: {exc.strerror or exc}",
+                                    "choose a file in a writable folder with --heartbeat") from exc
 
     def error(self, message: str) -> None:
         """Remember the most recent problem the run survived (shown until a newer one replaces it)."""
@@ -79,13 +84,25 @@ class RunStatus:
             out[name] = report()
         return out
 
-    def publish(self) -> None:
-        """Rebuild the snapshot and rewrite the heartbeat file with it."""
+    def _write(self) -> None:
         with self.lock:
             self.latest = self.snapshot()
             self.written = time.perf_counter()
             if self.heartbeat is not None:
                 write_volatile(self.heartbeat, json.dumps(self.latest) + "\n")
+
+    def publish(self) -> None:
+        """Rebuild the snapshot and rewrite the heartbeat file with it. A failed write (a full disk) is the
+        run's last error, said once, and never stops the camera loop."""
+        try:
+            self._write()
+        except OSError as exc:
+            message = f"cannot write the heartbeat {self.heartbeat}: {exc.strerror or exc}"
+            if not self.last_error or self.last_error["message"] != message:
+                from edgetl.console import warn
+
+                warn(message)
+            self.error(message)
 
     def __call__(self, result: Result) -> None:
         self.fps = result.fps
