@@ -45,7 +45,8 @@ CHROOT_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/
               "LANG": "C.UTF-8", "QEMU_CPU": "cortex-a76"}
 EM_AARCH64 = 183  # ELF e_machine
 SYSTEM_SITE = "usr/lib/python3/dist-packages"  # Debian's system site-packages, where apt puts python3-picamera2
-NO_PICAMERA2 = ("install.sh: no Picamera2 on this system: the Camera Module source (--source picamera2) needs it: "
+# install.sh's note, as `edgetl install` (and deploy) pass it on: one warning line naming the device.
+NO_PICAMERA2 = ("warning: local: no Picamera2 on this system: the Camera Module source (--source picamera2) needs it: "
                 "sudo apt install python3-picamera2 (USB webcams work without it)")
 # /proc/cpuinfo of a Raspberry Pi 5 (BCM2712), one entry per CPU: qemu-user shows programs the host's
 # x86 text, and XNNPACK's cpuinfo then crashes (with /sys) or gives up and XNNPACK is not used (without).

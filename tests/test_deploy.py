@@ -274,7 +274,6 @@ def test_pi_service_asks_the_camera_for_the_profiles_capture_mode(exported, tmp_
     install = (bundle / "install.sh").read_text()
     assert "opencv-python-headless" not in install
     assert "--system-site-packages" not in install  # the venv stays isolated: no system package shadows a wheel
-    # the system's Picamera2 is linked into the release venv, and the offline install reports what it lacks
-    assert 'system_camera "$here/venv" link' in install
-    assert 'system_camera "$offline/releases/$release/venv" check' in install
+    # the system's Picamera2 is linked into the release venv (install and deploy pass on what it lacks)
+    assert 'system_camera "$here/venv"\n' in install
     assert subprocess.run(["sh", "-n", str(bundle / "install.sh")]).returncode == 0

@@ -84,7 +84,7 @@ if [ -n "$offline" ]; then
   "$python" -m venv {venv_flags}"$boot/venv"
   "$boot/venv/bin/pip" install --no-index --find-links "$here/wheels" --disable-pip-version-check -q {requirement}
   EDGETL_ALLOW_UNSIGNED=$unsigned PYTHON=$python "$boot/venv/bin/python" -m edgetl install "$here" --root "$offline" $stage
-{camera_check}  exit 0
+  exit 0
 fi
 "$python" -m venv {venv_flags}"$here/venv"
 "$here/venv/bin/pip" install --no-index --find-links "$here/wheels" --disable-pip-version-check -q {requirement}
@@ -110,8 +110,8 @@ mkdir -p "$here"/model/{cache}
 """
 
 # -- the Camera Module's Picamera2 from the system (see edgetl/deploy/install_script.py) ------------------
-SYSTEM_CAMERA = r"""# system_camera VENV link|check: make the system's Picamera2 importable in VENV (link), or only say
-# why the Camera Module source will not work there (check). One line on stderr at most; never fatal.
+SYSTEM_CAMERA = r"""# system_camera VENV: make the system's Picamera2 importable in VENV, or say in one line on stderr why
+# the Camera Module source will not work there (edgetl install and deploy pass it on). Never fatal.
 system_camera() {
   found=$("$python" -I -c '
 import os, site, sys
@@ -143,8 +143,7 @@ for name, module in sorted(sys.modules.items()):
       echo "install.sh: the system's Picamera2 does not import (${found#error: }): the Camera Module source (--source picamera2) will not work (USB webcams work without it)" >&2
       return 0 ;;
   esac
-  if [ "$2" = link ]; then
-    linked=$(printf '%s\n' "$found" | "$1/bin/python" -I -c '
+  linked=$(printf '%s\n' "$found" | "$1/bin/python" -I -c '
 import importlib.util, os, sys, sysconfig
 folder = os.path.join(sys.argv[1], "system-camera")
 os.makedirs(folder, exist_ok=True)
@@ -163,20 +162,13 @@ with open(os.path.join(site, "edgetl-system-camera.pth"), "w") as pth:
     pth.write(os.path.relpath(folder, site) + "\n")
 print(" ".join(linked))
 ' "$1") || { echo "install.sh: could not link the system's Picamera2 into $1: the Camera Module source (--source picamera2) will not work" >&2; return 0; }
-    echo "install.sh: the Camera Module source uses the system's Picamera2 (from the system: $linked)"
-  fi
+  echo "install.sh: the Camera Module source uses the system's Picamera2 (from the system: $linked)"
   if ! problem=$("$1/bin/python" -I -c "import picamera2" 2>&1); then
     echo "install.sh: the system's Picamera2 does not import in the release venv ($(printf '%s\n' "$problem" | tail -n 1)): the Camera Module source (--source picamera2) will not work (USB webcams work without it)" >&2
   fi
 }
 """
-CAMERA_LINK = 'system_camera "$here/venv" link\n'
-# The offline install's inner install.sh runs under `edgetl install`, which keeps its output to itself
-# on success: the outer one says what the release's venv lacks.
-CAMERA_CHECK = """  release=$("$boot/venv/bin/python" -c 'import json, sys; print(json.load(open(sys.argv[1]))["bundle"])' \\
-    "$here/manifest.json") || release=""
-  if [ -n "$release" ]; then system_camera "$offline/releases/$release/venv" check; fi
-"""
+CAMERA_LINK = 'system_camera "$here/venv"\n'
 
 
 def install_script(profile: DeviceProfile, requirement: str, venv_flags: str) -> str:
@@ -188,8 +180,7 @@ def install_script(profile: DeviceProfile, requirement: str, venv_flags: str) ->
     return INSTALL_SH.format(
         python=profile.python, requirement=requirement, venv_flags=venv_flags, trusted=signing.TRUSTED_KEYS,
         signature=signing.SIGNATURE, signer=signing.SIGNER, system_opencv=SYSTEM_OPENCV if gstreamer else "",
-        camera_function=SYSTEM_CAMERA if libcamera else "", camera_link=CAMERA_LINK if libcamera else "",
-        camera_check=CAMERA_CHECK if libcamera else "")
+        camera_function=SYSTEM_CAMERA if libcamera else "", camera_link=CAMERA_LINK if libcamera else "")
 
 
 def engine_script(profile: DeviceProfile, model_file: str) -> str:
