@@ -134,6 +134,7 @@ def test_one_message_per_frame_with_unknown_below_the_threshold(exported, broker
     assert summary["mqtt"]["published"] == 150 and summary["mqtt"]["dropped"] == 0
 
 
+@pytest.mark.slow
 def test_a_broker_restart_mid_stream_loses_only_what_was_counted_as_dropped(exported, broker, tmp_path):
     """The broker goes away for 1.5 s while a long video is classified: the run classifies every frame,
     reconnects, and every frame is either delivered (once or more, first copies in order) or counted
@@ -214,6 +215,7 @@ def _certificates(folder: Path) -> tuple[Path, Path, Path]:
     return Path(f"{ca}.pem"), Path(f"{server}.pem"), Path(f"{server}.key")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not shutil.which("mosquitto_passwd"), reason="needs mosquitto_passwd")
 def test_mqtts_with_a_password_from_the_environment(exported, tmp_path):
     """A TLS listener that wants a user: the password comes from the environment (never argv), the broker's

@@ -11,7 +11,6 @@ the command exits non-zero. The device always ends on a release that runs.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from edgetl.deploy.health import restart_and_prove, restart_service
@@ -19,7 +18,7 @@ from edgetl.deploy.local import (LocalDevice, activate_release, claim_root, curr
                                  self_test_release, switch, verify_checksums)
 from edgetl.deploy.lock import device_lock
 from edgetl.deploy.service import SERVICE_NAME
-from edgetl.deploy.state import last_good, mark, read_state, write_state
+from edgetl.deploy.state import last_good, mark, read_state, release_profile, write_state
 from edgetl.errors import BadInputError, CheckFailedError
 
 
@@ -33,16 +32,6 @@ def _target(device, root: str, current: str, state: dict) -> str:
     why = f" ({', '.join(bad)} failed after a switch and is never rolled back to)" if bad else ""
     raise BadInputError(f"{device.name}:{root} keeps no earlier release known to be good{why}",
                         "deploy a new bundle instead")
-
-
-def _profile_of(device, root: str, release: str) -> dict:
-    """The profile a release was installed with (its manifest's), for its health window."""
-    text = device.read_text(f"{root}/releases/{release}/manifest.json")
-    try:
-        profile = json.loads(text).get("profile") if text else None
-    except (json.JSONDecodeError, AttributeError):
-        profile = None
-    return profile if isinstance(profile, dict) else {}
 
 
 def _verified(device, root: str, target: str, current: str, threads: int | None) -> None:
@@ -68,7 +57,7 @@ def activate_installed(root: Path | str, release: str, device=None) -> dict:
         previous = current_release(root, device)
         service = "unchanged (already current)"
         if previous != release:
-            service = activate_release(device, root, release, previous, _profile_of(device, root, release))
+            service = activate_release(device, root, release, previous, release_profile(device, root, release))
     return {"host": device.name, "path": root, "release": release, "previous_release": previous, "service": service}
 
 
@@ -87,7 +76,7 @@ def rollback(root: Path | str, device=None, threads: int | None = None) -> dict:
         switch(device, root, target)
         state.update(current=target, previous=current)
         write_state(device, root, state)
-        service = restart_and_prove(device, target, _profile_of(device, root, target))
+        service = restart_and_prove(device, target, release_profile(device, root, target))
         if service.startswith(("restart failed", "unhealthy")):
             switch(device, root, current)
             state.update(current=current, previous=None)

@@ -66,3 +66,14 @@ def last_good(state: dict, installed: list[str], current: str | None) -> str | N
     # No record (a torn state.json was replaced): the release that served before the current one did.
     previous = state.get("previous")
     return previous if isinstance(previous, str) and eligible(previous) else None
+
+
+def release_profile(device, root: str, release: str | None) -> dict:
+    """The profile a release was installed with (its manifest's): its health window and heartbeat path.
+    Empty when the release or its manifest is missing or torn."""
+    text = device.read_text(f"{root}/releases/{release}/manifest.json") if release else None
+    try:
+        profile = json.loads(text).get("profile") if text else None
+    except (json.JSONDecodeError, AttributeError):
+        profile = None
+    return profile if isinstance(profile, dict) else {}

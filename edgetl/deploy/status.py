@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from edgetl.deploy.health import device_time
 from edgetl.deploy.local import current_release, resolve_root
 from edgetl.deploy.service import heartbeat_path
+from edgetl.deploy.state import release_profile
 from edgetl.deploy.target import LocalTarget, SshTarget, connected
 from edgetl.errors import EdgetlError
 
@@ -77,20 +78,11 @@ def judge(beat: dict | None, current: str | None, now: float | None) -> str:
     return "running"
 
 
-def _manifest_profile(device, root: str, release: str | None) -> dict:
-    text = device.read_text(f"{root}/releases/{release}/manifest.json") if release else None
-    try:
-        profile = json.loads(text).get("profile") if text else None
-    except (json.JSONDecodeError, AttributeError):
-        profile = None
-    return profile if isinstance(profile, dict) else {}
-
-
 def device_status(device, root: str, heartbeat: str | None = None) -> dict:
     """The status row of one device: its current release, its heartbeat's fields, their age, a verdict."""
     root = resolve_root(root, device)
     current = current_release(root, device)
-    path = heartbeat or heartbeat_path(_manifest_profile(device, root, current))
+    path = heartbeat or heartbeat_path(release_profile(device, root, current))
     beat = clean_heartbeat(device.read_text(path))
     now = device_time(device)
     age = round(now - beat["time"], 1) if beat and now is not None and beat.get("time") is not None else None
