@@ -44,9 +44,11 @@ def result(index: int = 0, label: str = "cat", name: str = "synthetic", noisy: b
 
 
 @contextlib.contextmanager
-def fed(server: LiveServer, label: str = "cat", noisy: bool = False):
+def fed(server: LiveServer, label: str = "cat", noisy: bool = False, min_confidence: float | None = None):
     """Feed `server` a result every 20 ms from a thread, like run_stream does."""
     results = [result(i, label, noisy=noisy) for i in range(4 if noisy else 1)]
+    for each in results:
+        each.min_confidence = min_confidence
     done = threading.Event()
 
     def feed() -> None:
@@ -178,6 +180,11 @@ def test_a_browser_with_the_token_url_plays_the_page_and_shows_labels_as_text(tm
     assert "ms inference" in dom.stdout, dom.stdout[-2000:]  # the script ran and /predictions.json answered
     assert "<td>&lt;img src=x onerror=alert(1)&gt;</td>" in dom.stdout and '<img src="x"' not in dom.stdout
     assert "&lt;i&gt;model&lt;/i&gt;" in dom.stdout and "<i>model</i>" not in dom.stdout
+    assert "unknown" not in dom.stdout.split("ms inference")[0][-200:]  # no threshold: the label is named
+    with fed(LiveServer(0, "127.0.0.1", title="m"), label="cat", min_confidence=0.9) as server:
+        unsure = subprocess.run([CHROMIUM, *flags, "--dump-dom", f"http://127.0.0.1:{server.port}/"],
+                                capture_output=True, text=True, timeout=120)
+    assert "unknown - frame 0" in unsure.stdout, unsure.stdout[-2000:]  # top-1 0.75 < 0.9: the page says so
     page = np.asarray(Image.open(tmp_path / "page.png").convert("RGB")).astype(int)
     red = (page[:, :, 0] > 200) & (page[:, :, 1] < 60) & (page[:, :, 2] < 60)
     assert shot.returncode == 0 and red.sum() > 1000, "the MJPEG stream (all red) did not play"
