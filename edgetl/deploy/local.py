@@ -339,9 +339,7 @@ def install_release(bundle: Path, root: Path | str, device=None, keep: int = KEE
         if not activate:
             return _result(device, root, manifest, report, previous, "not activated")
         profile = service_profile(manifest["profile"], report, service_threads)
-        if camera_env is not None:
-            device.write_text(f"{root}/{ENV_FILE}", camera_env, mode=0o600)
-        service = activate_release(device, root, release, previous, profile, keep)
+        service = activate_release(device, root, release, previous, profile, keep, camera_env=camera_env)
     return {**_result(device, root, manifest, report, previous, service), "service_threads": profile["threads"]}
 
 
@@ -361,9 +359,12 @@ def _result(device, root: str, manifest: dict, report: dict, previous: str | Non
 
 
 def activate_release(device, root: str, release: str, previous: str | None, profile: dict,
-                     keep: int = KEEP_RELEASES) -> str:
+                     keep: int = KEEP_RELEASES, camera_env: str | None = None) -> str:
     """Make a complete, self-tested release current (under the device lock): switch, state, unit,
-    service restart (switched back if it fails), pruning. Returns what happened to the service."""
+    service restart (switched back if it fails), pruning. Returns what happened to the service.
+    `camera_env`: the service's secrets, written to ROOT/edgetl.env (0600) first; None keeps the file."""
+    if camera_env is not None:
+        device.write_text(f"{root}/{ENV_FILE}", camera_env, mode=0o600)
     switch(device, root, release)
     _fault("switched")
     state = read_state(device, root)

@@ -26,7 +26,6 @@ from edgetl.deploy.local import (LocalDevice, activate_release, claim_root, curr
                                  read_manifest, releases, resolve_root, service_profile)
 from edgetl.deploy.lock import device_lock
 from edgetl.deploy.profiles import DeviceProfile
-from edgetl.deploy.service import ENV_FILE
 from edgetl.deploy.target import LocalTarget, SshTarget, connected
 from edgetl.errors import BadInputError, CheckFailedError, EdgetlError
 
@@ -95,9 +94,7 @@ def _measure_and_activate(bundles, root: str, device, threads, service_threads, 
     previous = current_release(root, device)
     manifest = read_manifest(next(b for a, b in bundles if a.name == best["artifact"]))
     profile = service_profile(manifest["profile"], best["result"], service_threads)
-    if camera_env is not None:
-        device.write_text(f"{root}/{ENV_FILE}", camera_env, mode=0o600)
-    service = activate_release(device, root, best["release"], previous, profile)
+    service = activate_release(device, root, best["release"], previous, profile, camera_env=camera_env)
     result = {**best["result"], "previous_release": previous, "service": service, "service_threads": profile["threads"]}
     result["pick"] = {"strategy": "fastest", "chosen": best["artifact"],
                       "measured": [{k: m.get(k) for k in ("artifact", "p50_ms", "accuracy", "error")}
