@@ -126,6 +126,9 @@ def bad_layout_runs(tmp_path_factory) -> dict:
                          "--epochs", "1", "--img-size", "32", "--out", str(run_dir), timeout=120)
         return folder, run_dir, result
 
+    # The base folder first, in this thread: under xdist its first use removes and recreates it, and threads
+    # racing to be first would delete each other's folders.
+    tmp_path_factory.getbasetemp()
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
         return dict(zip(BAD_LAYOUTS, pool.map(run, BAD_LAYOUTS)))
 
