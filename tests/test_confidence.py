@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 
 from conftest import artifact, run_cli
@@ -21,7 +23,8 @@ def test_tradeoff_counts_what_a_threshold_keeps_and_how_often_it_is_right():
 
 
 def test_parity_prints_the_tradeoff_on_the_split_asked_for(trained_run, exported, tmp_path):
-    model = artifact(exported, "onnx", "fp32")["path"]
+    model = str(tmp_path / "onnx-fp32")  # parity writes its summary into the artifact: a copy of the shared one
+    shutil.copytree(artifact(exported, "onnx", "fp32")["path"], model)
     result = run_cli("parity", trained_run["run_dir"], "--split", "val", "--artifacts", model, "--report",
                      str(tmp_path / "report"), "--max-drop", "none", "--json", check=True)
     import json

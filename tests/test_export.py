@@ -212,7 +212,8 @@ def test_parity_report_and_json_contract(exported, trained_run, tmp_path):
 
 
 def test_parity_names_a_wrong_mean_a_preprocessing_mismatch(exported, trained_run, tmp_path):
-    source = Path(_row(exported, "onnx", "fp32")["path"])
+    source = tmp_path / "onnx-fp32"  # parity writes its summary into the artifact: a copy of the shared one
+    shutil.copytree(_row(exported, "onnx", "fp32")["path"], source)
     broken = tmp_path / "onnx-fp32-wrong-mean"
     shutil.copytree(source, broken)
     data = json.loads((broken / "model.json").read_text())

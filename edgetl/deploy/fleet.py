@@ -79,15 +79,23 @@ def deploy_one(bundle: Path, target: SshTarget, threads: int | None,
 def deploy_fleet(bundle: Path, targets: list[SshTarget], threads: int | None = None,
                  parallel: int = 8, service_threads: int | str | None = None, camera_env: str | None = None) -> list[dict]:
     """One row per target, in order: {"ok": True, **the install result}, or {"ok": False, "error", ...}."""
-    def attempt(target: SshTarget) -> dict:
-        failed = {"ok": False, "host": target.name, "port": target.port}
+    return per_host(targets, lambda target: {"ok": True, **deploy_one(bundle, target, threads, service_threads,
+                                                                        camera_env)},
+                    lambda target: {"ok": False, "host": target.name, "port": target.port}, parallel)
+
+
+def per_host(targets: list, work, failed, parallel: int = 8) -> list[dict]:
+    """`work(target)` for every target in parallel, in order. An exception is that target's row,
+    `failed(target)` with the error, hint and exit code, never the fleet's: deploy and status share this."""
+    def attempt(target) -> dict:
         try:
-            return {"ok": True, **deploy_one(bundle, target, threads, service_threads, camera_env)}
+            return work(target)
         except EdgetlError as exc:
-            return {**failed, "error": " ".join(exc.message.split()), "hint": exc.hint, "exit_code": exc.exit_code}
+            return {**failed(target), "error": " ".join(exc.message.split()), "hint": exc.hint,
+                    "exit_code": exc.exit_code}
         except Exception as exc:  # noqa: BLE001 - one host's bug or I/O error must not stop the fleet
-            return {**failed, "error": " ".join(f"{type(exc).__name__}: {exc}".split()), "hint": None,
+            return {**failed(target), "error": " ".join(f"{type(exc).__name__}: {exc}".split()), "hint": None,
                     "exit_code": 1}
 
-    with ThreadPoolExecutor(max_workers=min(parallel, len(targets))) as pool:
+    with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(targets)))) as pool:
         return list(pool.map(attempt, targets))

@@ -15,9 +15,10 @@ failure with the last reason seen; the caller switches back and records the rele
 
 from __future__ import annotations
 
-import json
 import time
+from dataclasses import dataclass
 
+from edgetl.deploy.heartbeat import clean_heartbeat
 from edgetl.deploy.profiles import HEALTH_DEFAULTS
 from edgetl.deploy.service import SERVICE_NAME, heartbeat_path
 
@@ -35,15 +36,6 @@ def restart_count(device) -> int | None:
     result = device.run(["systemctl", "show", "-p", "NRestarts", "--value", SERVICE_NAME], timeout=30)
     text = result.stdout.strip()
     return int(text) if result.returncode == 0 and text.isdigit() else None
-
-
-def _read_heartbeat(device, path: str) -> dict | None:
-    text = device.read_text(path)
-    try:
-        beat = json.loads(text) if text else None
-    except json.JSONDecodeError:
-        return None
-    return beat if isinstance(beat, dict) else None
 
 
 def judge(beat: dict | None, release: str, since: float | None, min_frames: int) -> str | None:
@@ -66,7 +58,7 @@ def wait_healthy(device, release: str, profile: dict, since: float | None, resta
     path, window, min_frames = heartbeat_path(profile), float(health["window_s"]), int(health["min_frames"])
     started = time.monotonic()
     while True:
-        reason = judge(_read_heartbeat(device, path), release, since, min_frames)
+        reason = judge(clean_heartbeat(device.read_text(path)), release, since, min_frames)
         now = restart_count(device)
         if restarts is not None and now is not None and now > restarts:
             reason = f"the service restarted {now - restarts} time(s) (a crash loop)"
@@ -89,14 +81,24 @@ def restart_service(device) -> str:
     return "restarted" if restarted.returncode == 0 else f"restart failed: {last}"
 
 
-def restart_and_prove(device, release: str, profile: dict) -> str:
-    """Restart the service and, where systemd runs it, wait for the release to prove healthy:
-    'restarted, healthy in N s', 'unhealthy: REASON', 'restart failed: ...' or 'not installed'."""
+@dataclass(frozen=True)
+class Verdict:
+    """What a restart did: `text` for the operator ('restarted, healthy in N s', 'unhealthy: REASON',
+    'restart failed: ...', 'not installed'); `failure` says how it failed, None when it did not."""
+
+    text: str
+    failure: str | None = None  # "did not restart" or "did not prove healthy"
+
+
+def restart_and_prove(device, release: str, profile: dict) -> Verdict:
+    """Restart the service and, where systemd runs it, wait for the release to prove healthy."""
     since = device_time(device)
     service = restart_service(device)
+    if service.startswith("restart failed"):
+        return Verdict(service, "did not restart")
     if service != "restarted":
-        return service
+        return Verdict(service)
     verdict = wait_healthy(device, release, profile, since, restart_count(device))
     if not verdict["healthy"]:
-        return f"unhealthy: {verdict['reason']} within {verdict['seconds']:g} s"
-    return f"restarted, healthy in {verdict['seconds']:g} s"
+        return Verdict(f"unhealthy: {verdict['reason']} within {verdict['seconds']:g} s", "did not prove healthy")
+    return Verdict(f"restarted, healthy in {verdict['seconds']:g} s")

@@ -374,15 +374,14 @@ def activate_release(device, root: str, release: str, previous: str | None, prof
     in_env = env_sets_source(device.read_text(f"{root}/{ENV_FILE}"))
     device.write_text(f"{root}/{SERVICE_NAME}", service_unit(profile, root, source_in_env=in_env))
     service = restart_and_prove(device, release, profile)
-    if service.startswith(("restart failed", "unhealthy")):
+    if service.failure:
         _switch_back(device, root, release, previous, state)
-        what = "did not restart" if service.startswith("restart failed") else "did not prove healthy"
-        raise CheckFailedError(f"{SERVICE_NAME} {what} on {device.name} with release {release} "
-                               f"({service}); switched back to {previous or 'no release'}",
+        raise CheckFailedError(f"{SERVICE_NAME} {service.failure} on {device.name} with release {release} "
+                               f"({service.text}); switched back to {previous or 'no release'}",
                                f"see `journalctl -u {SERVICE_NAME}` on the device")
     write_state(device, root, mark(state, release, good=True))
     _prune(device, root, keep, state)
-    return service
+    return service.text
 
 
 def _switch_back(device, root: str, release: str, previous: str | None, state: dict) -> None:

@@ -77,14 +77,14 @@ def rollback(root: Path | str, device=None, threads: int | None = None) -> dict:
         state.update(current=target, previous=current)
         write_state(device, root, state)
         service = restart_and_prove(device, target, release_profile(device, root, target))
-        if service.startswith(("restart failed", "unhealthy")):
+        if service.failure:
             switch(device, root, current)
             state.update(current=current, previous=None)
             write_state(device, root, mark(state, target, good=False))
             restart_service(device)
             raise CheckFailedError(f"rollback to {target} failed on {device.name}: {SERVICE_NAME} did not serve it "
-                                   f"({service}); switched back to {current}",
+                                   f"({service.text}); switched back to {current}",
                                    f"see `journalctl -u {SERVICE_NAME}` on the device; {target} is now recorded "
                                    "as bad and will not be rolled back to")
         write_state(device, root, mark(state, target, good=True))
-    return {"host": device.name, "path": root, "release": target, "previous_release": current, "service": service}
+    return {"host": device.name, "path": root, "release": target, "previous_release": current, "service": service.text}

@@ -51,16 +51,10 @@ class RunSettings:
 
 
 def _mqtt_sink(settings: RunSettings, status):
-    from edgetl.console import warn
     from edgetl.runtime.mqtt import QUEUE, MqttPublisher, parse_mqtt_url, read_credentials
 
-    def problem(message: str) -> None:
-        if not status.last_error or status.last_error["message"] != message:
-            warn(message)
-        status.error(message)
-
     publisher = MqttPublisher(parse_mqtt_url(settings.mqtt), settings.mqtt_queue or QUEUE,
-                              read_credentials(settings.mqtt_auth), settings.mqtt_ca, on_error=problem)
+                              read_credentials(settings.mqtt_auth), settings.mqtt_ca, on_error=status.problem)
     status.reporters["mqtt"] = publisher.report
     return publisher
 

@@ -2,7 +2,7 @@
 
 One small JSON object, rebuilt at most once a second from the stream's counters: frames classified,
 FPS now, inference latency p50/p99 over the recent window, frames below --min-confidence, the last
-error (a broker that went away, an unreadable image), uptime, and which release and model run. A
+error (a broker that went away, a heartbeat that cannot be written), uptime, and which release and model run. A
 deploy's health check reads `pid`, `model`, `frames` and `time` from the file (deploy/health.py);
 `edgetl status` prints it for a device or a fleet. No torch.
 """
@@ -70,6 +70,15 @@ class RunStatus:
         """Remember the most recent problem the run survived (shown until a newer one replaces it)."""
         self.last_error = {"message": str(message)[:500], "time": round(time.time(), 3)}
 
+    def problem(self, message: str) -> None:
+        """A problem the run survives: warned on stderr when it is new (a broker down for an hour is one
+        line, not thousands), and kept as the last error either way."""
+        if not self.last_error or self.last_error["message"] != str(message)[:500]:
+            from edgetl.console import warn
+
+            warn(message)
+        self.error(message)
+
     def snapshot(self) -> dict:
         stats = self.stats
         infer = list(stats.latencies["infer"])
@@ -97,12 +106,7 @@ class RunStatus:
         try:
             self._write()
         except OSError as exc:
-            message = f"cannot write the heartbeat {self.heartbeat}: {exc.strerror or exc}"
-            if not self.last_error or self.last_error["message"] != message:
-                from edgetl.console import warn
-
-                warn(message)
-            self.error(message)
+            self.problem(f"cannot write the heartbeat {self.heartbeat}: {exc.strerror or exc}")
 
     def __call__(self, result: Result) -> None:
         self.fps = result.fps
