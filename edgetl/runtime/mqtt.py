@@ -101,13 +101,13 @@ class MqttPublisher:
             raise BadInputError("--mqtt-queue must be at least 1")
         mqtt = require("paho.mqtt.client", "device", "publishing results to MQTT")
         self.target, self.flush_s, self.on_error = target, flush_s, on_error
-        self.queue: deque[str] = deque()
+        self.queue: deque[str | bytes] = deque()
         self.queue_size = queue_size
         self.inflight: set[int] = set()  # message ids paho holds until the broker acknowledges them
         self.early: set[int] = set()
         self.handing = 0  # a message between the queue and paho
         self.counts = {"published": 0, "dropped": 0}
-        self.connected, self.last_error, self.closing = False, None, False
+        self.connected, self.last_error, self.closing, self.stopped = False, None, False, False
         self.wake = threading.Condition()
         self.client = self._client(mqtt, credentials, ca_file)
         self.client.connect_async(target.host, target.port, keepalive=30)
@@ -141,10 +141,20 @@ class MqttPublisher:
         if reason.is_failure:
             self._problem(f"MQTT broker {self.target.url} refused the connection: {reason}")
             return
-        self.connected = True
-        client.publish(f"{self.target.topic}/status", "online", qos=1, retain=True)
+        # paho would resend what the broker never acknowledged only after this callback, while the pump
+        # already hands it newer results: take those messages back to the head of the queue instead, so
+        # results reach the broker in the order they were classified.
+        unacked = [m for m in client.drop_out_messages() if m.topic == self.target.topic]
         with self.wake:
+            for message in reversed(unacked):
+                self.inflight.discard(message.mid)
+                self.queue.appendleft(message.payload)
+            while len(self.queue) > self.queue_size:
+                self.queue.popleft()
+                self.counts["dropped"] += 1
+            self.connected = True
             self.wake.notify_all()
+        client.publish(f"{self.target.topic}/status", "online", qos=1, retain=True)
 
     def _unreachable(self, client, userdata) -> None:
         self._problem(f"cannot reach the MQTT broker {self.target.url}: retrying; results are queued")
@@ -178,9 +188,10 @@ class MqttPublisher:
         on_publish holding its own lock, so publish() is called without ours (no lock-order deadlock)."""
         while True:
             with self.wake:
-                while not (self.queue and len(self.inflight) < INFLIGHT) and not (self.closing and not self.queue):
-                    self.wake.wait(0.5)
-                if not self.queue:
+                while not (self.stopped or (self.closing and not self.queue)
+                           or (self.queue and self.connected and len(self.inflight) < INFLIGHT)):
+                    self.wake.wait(0.5)  # nothing is handed to paho before it is connected (see _connected)
+                if self.stopped or not self.queue:
                     return
                 payload = self.queue.popleft()
                 self.handing = 1
@@ -214,3 +225,6 @@ class MqttPublisher:
                 pass
         self.client.disconnect()
         self.client.loop_stop()
+        with self.wake:  # what is still queued stays undelivered: the pump ends
+            self.stopped = True
+            self.wake.notify_all()
