@@ -80,10 +80,21 @@ def test_deploy_switch_rollback_and_failures_leave_current(x86_bundle, tmp_path)
         install_release(wrong_pre, device)
     assert current_release(device) == "20260101-000000-v1"
 
+    # The next release with byte-identical wheels copies the running release's environment (a real copy:
+    # no file shared with it); one whose environment's stamp differs (other wheels, another Python) is rebuilt.
+    assert v1["environment"] == "built"
     v4 = install_release(_variant(x86_bundle, tmp_path, "20260104-000000-v4"), device)
     assert v4["previous_release"] == "20260101-000000-v1" and current_release(device) == "20260104-000000-v4"
+    assert v4["environment"] == "copied" and v4["self_test"]["passed"]
+    old_numpy, new_numpy = (next((device / "releases" / r / "venv").rglob("numpy/__init__.py"))
+                            for r in ("20260101-000000-v1", "20260104-000000-v4"))
+    assert old_numpy.stat().st_ino != new_numpy.stat().st_ino and old_numpy.read_bytes() == new_numpy.read_bytes()
+    (device / "current" / "venv" / ".edgetl-env").write_text("0" * 64 + "\n")
+    v5 = install_release(_variant(x86_bundle, tmp_path, "20260105-000000-v5"), device)
+    assert v5["environment"] == "built" and v5["self_test"]["passed"]
+    assert (device / "current" / "venv" / ".edgetl-env").read_text() != "0" * 64 + "\n"
     back = rollback(device)
-    assert back["release"] == "20260101-000000-v1" and current_release(device) == "20260101-000000-v1"
+    assert back["release"] == "20260104-000000-v4" and current_release(device) == "20260104-000000-v4"
     assert (device / "current" / "model" / "model.json").is_file()
 
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, artifact
+from conftest import artifact
+from edgetl.deploy.wheel import edgetl_wheel
 
 pytestmark = pytest.mark.slow
 
@@ -23,9 +24,9 @@ pytestmark = pytest.mark.slow
 def installed_python(tmp_path_factory) -> Path:
     """A venv holding edgetl from its built wheel; its dependencies come from the test venv by a .pth path."""
     root = tmp_path_factory.mktemp("installed")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                    str(root / "dist"), str(REPO)], check=True)
-    wheel = next((root / "dist").glob("edgetl-*.whl"))
+    wheel = edgetl_wheel(root / "dist")
+    # The same source makes the same wheel, byte for byte: a device copies its environment for the same wheels.
+    assert edgetl_wheel(root / "again").read_bytes() == wheel.read_bytes()
     subprocess.run([sys.executable, "-m", "venv", str(root / "venv")], check=True)
     python = root / "venv" / "bin" / "python"
     subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)], check=True,
@@ -80,6 +81,8 @@ def test_bundle_and_deploy_from_an_installed_edgetl(installed_python, exported, 
                               capture_output=True, text=True, timeout=900, cwd=tmp_path)
     assert deployed.returncode == 0, deployed.stderr[-2000:]
     assert json.loads(deployed.stdout)["self_test"]["passed"]
+    # The repacked wheel is reproducible too: both bundles carry the same bytes.
+    assert (device / "current" / "wheels" / wheel.name).read_bytes() == wheel.read_bytes()
     version = subprocess.run([str(device / "current" / "venv" / "bin" / "python"), "-m", "edgetl", "--version"],
                              capture_output=True, text=True, check=True).stdout
     assert version.strip()

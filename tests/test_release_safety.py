@@ -74,6 +74,7 @@ def test_kill_9_at_every_step_leaves_a_serving_release(x86_bundle, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout)
     assert result["previous_release"] == "20260101-000000-v1" and current_release(root) == "20260101-000007-v7"
+    assert first["environment"] == "built" and result["environment"] == "copied"  # the same wheels as v1's
     assert json.loads((root / "state.json").read_text())["current"] == "20260101-000007-v7"
     assert (root / "releases" / "notes.txt").read_text() == "mine" and (root / "releases" / "scratch").is_dir()
     kept = releases(LocalDevice(), str(root))
@@ -267,6 +268,8 @@ def test_offline_install_verifies_then_builds_the_deploy_layout(x86_bundle, tmp_
     assert current_release(root) == "20260401-000000-offline"
     assert (root / "current" / "venv" / "bin" / "python").exists() and (root / "edgetl.service").is_file()
     assert json.loads((root / "state.json").read_text())["current"] == "20260401-000000-offline"
+    # pip ran once: the release's environment is a copy of the one install.sh built to run edgetl with.
+    assert done.stdout.count("environment built from the bundled wheels") == 1, done.stdout
     # The first offline install trusted the bundle's signer; a bundle signed by another key is refused.
     assert "now trusts key" in done.stderr and len(list((root / "trusted-keys").glob("*.pem"))) == 1
     stranger = copy("stranger")

@@ -78,16 +78,32 @@ if [ -f "$here/{signature}" ] && [ "$key" = "$here/{signer}" ]; then
   cp "$here/{signer}" "$keys/$id.pem.tmp" && mv "$keys/$id.pem.tmp" "$keys/$id.pem"
   echo "install.sh: $root had no trusted keys: it now trusts key $id, this bundle's signer" >&2
 fi
+# make_venv DEST [FROM]: DEST becomes a venv of this bundle's wheels. FROM, a venv made by this script from
+# byte-identical wheels with the same Python and flags (its stamp says so; the wheels' digests were just
+# verified), is copied instead: a model-only update then installs in seconds, not pip's minutes on a Pi.
+stamp=$({{ grep '  wheels/' "$here/SHA256SUMS"; printf '%s\n' {venv_flags}{requirement}; "$python" -c 'import os, sys; print(sys.version, os.path.realpath(sys.executable))'; }} | sha256sum | cut -c1-64)
+make_venv() {{
+  if [ "{reusable}" = 1 ] && [ -n "${{2:-}}" ] && [ "$(cat "$2/.edgetl-env" 2>/dev/null)" = "$stamp" ]; then
+    rm -rf "$1.copy"
+    if cp -a "$2" "$1.copy" && mv "$1.copy" "$1"; then
+      echo "install.sh: environment copied from $2 (the same wheels)"
+      return 0
+    fi
+    rm -rf "$1.copy"
+  fi
+  "$python" -m venv {venv_flags}"$1"
+  "$1/bin/pip" install --no-index --find-links "$here/wheels" --disable-pip-version-check -q {requirement}
+  echo "$stamp" > "$1/.edgetl-env"
+  echo "install.sh: environment built from the bundled wheels"
+}}
 if [ -n "$offline" ]; then
   boot=$(mktemp -d)
   trap 'rm -rf "$boot"' EXIT
-  "$python" -m venv {venv_flags}"$boot/venv"
-  "$boot/venv/bin/pip" install --no-index --find-links "$here/wheels" --disable-pip-version-check -q {requirement}
-  EDGETL_ALLOW_UNSIGNED=$unsigned PYTHON=$python "$boot/venv/bin/python" -m edgetl install "$here" --root "$offline" $stage
+  make_venv "$boot/venv" "$root/current/venv"
+  EDGETL_VENV_FROM="$boot/venv" EDGETL_ALLOW_UNSIGNED=$unsigned PYTHON=$python "$boot/venv/bin/python" -m edgetl install "$here" --root "$offline" $stage
   exit 0
 fi
-"$python" -m venv {venv_flags}"$here/venv"
-"$here/venv/bin/pip" install --no-index --find-links "$here/wheels" --disable-pip-version-check -q {requirement}
+make_venv "$here/venv" "${{EDGETL_VENV_FROM:-}}"
 {system_opencv}{camera_link}"$here/venv/bin/python" -m edgetl --version
 if [ -x "$here/build_engine.sh" ]; then "$here/build_engine.sh"; fi
 """
@@ -95,7 +111,7 @@ if [ -x "$here/build_engine.sh" ]; then "$here/build_engine.sh"; fi
 # GStreamer camera pipelines need the system's OpenCV (pip's wheels are built without GStreamer):
 # drop the wheel from the venv so the system-site-packages one is imported, when the system has it.
 SYSTEM_OPENCV = """if "$python" -c "import cv2, re, sys; sys.exit(not re.search(r'GStreamer:\\s+YES', cv2.getBuildInformation()))" 2>/dev/null; then
-  "$here/venv/bin/pip" uninstall -y -q opencv-python-headless
+  "$here/venv/bin/python" -m pip uninstall -y -q opencv-python-headless
 fi
 """
 
@@ -113,6 +129,7 @@ mkdir -p "$here"/model/{cache}
 SYSTEM_CAMERA = r"""# system_camera VENV: make the system's Picamera2 importable in VENV, or say in one line on stderr why
 # the Camera Module source will not work there (edgetl install and deploy pass it on). Never fatal.
 system_camera() {
+  rm -rf "$1/system-camera"  # links of an earlier install (a copied environment) are made again
   found=$("$python" -I -c '
 import os, site, sys
 try:
@@ -180,7 +197,8 @@ def install_script(profile: DeviceProfile, requirement: str, venv_flags: str) ->
     return INSTALL_SH.format(
         python=profile.python, requirement=requirement, venv_flags=venv_flags, trusted=signing.TRUSTED_KEYS,
         signature=signing.SIGNATURE, signer=signing.SIGNER, system_opencv=SYSTEM_OPENCV if gstreamer else "",
-        camera_function=SYSTEM_CAMERA if libcamera else "", camera_link=CAMERA_LINK if libcamera else "")
+        camera_function=SYSTEM_CAMERA if libcamera else "", camera_link=CAMERA_LINK if libcamera else "",
+        reusable="" if venv_flags else "1")  # a venv on the system's site-packages depends on more than its wheels
 
 
 def engine_script(profile: DeviceProfile, model_file: str) -> str:

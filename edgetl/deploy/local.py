@@ -319,7 +319,10 @@ def install_release(bundle: Path, root: Path | str, device=None, keep: int = KEE
             _fault("uploaded")
             verify_checksums(device, partial)
             python = getattr(device, "python", None) or f"python{manifest['profile']['python']}"
-            installed = device.run(["env", f"PYTHON={python}", "sh", f"{partial}/install.sh"], timeout=1800)
+            reuse = os.environ.get("EDGETL_VENV_FROM") if isinstance(device, LocalDevice) else None  # offline
+            reuse = reuse or (f"{root}/current/venv" if previous else "")  # the same wheels: copied, not rebuilt
+            installed = device.run(["env", f"PYTHON={python}", f"EDGETL_VENV_FROM={reuse}", "sh",
+                                    f"{partial}/install.sh"], timeout=1800)
             if installed.returncode != 0:
                 raise CheckFailedError(f"install failed on {device.name}: {_last_line(installed.stderr)}",
                                        "check the bundle's wheels match the device's platform and Python")
@@ -327,7 +330,8 @@ def install_release(bundle: Path, root: Path | str, device=None, keep: int = KEE
                 if line.startswith("install.sh: "):
                     warn(f"{device.name}: {printable(line[12:])[:300]}")
             _fault("installed")
-            report = self_test_release(device, partial, threads)
+            copied = "install.sh: environment copied" in installed.stdout  # or built by pip from the wheels
+            report = {**self_test_release(device, partial, threads), "environment": "copied" if copied else "built"}
             _fault("self-tested")
             device.run(["sync"])  # the release is on disk before it can become current
             device.run(["mv", "-T", partial, final], check=True)
@@ -354,7 +358,8 @@ def _result(device, root: str, manifest: dict, report: dict, previous: str | Non
     return {"host": device.name, "path": root, "device": manifest["profile"]["name"], "release": manifest["bundle"],
             "self_test": {k: report[k] for k in ("passed", "integrity", "golden", "samples") if k in report},
             "bench": report.get("bench"), "accuracy": report.get("accuracy"), "previous_release": previous,
-            "service": service, "device_state": report.get("device"), "warnings": report.get("warnings", []),
+            "service": service, "environment": report.get("environment"), "device_state": report.get("device"),
+            "warnings": report.get("warnings", []),
             "threads_sweep": report.get("threads_sweep"), "recommended_threads": report.get("recommended_threads")}
 
 

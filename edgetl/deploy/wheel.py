@@ -15,6 +15,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import importlib.metadata
+import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -23,6 +25,7 @@ from pathlib import Path
 from edgetl.errors import BadInputError
 
 SOURCE_TREE = Path(__file__).resolve().parents[2]
+REPRODUCIBLE = (315532800, (1980, 1, 1, 0, 0, 0))  # every wheel entry's date: zip's earliest
 PER_INSTALL = {"INSTALLER", "REQUESTED", "direct_url.json", "RECORD"}
 
 
@@ -38,8 +41,17 @@ def _running_from_source() -> bool:
 
 
 def _from_source(folder: Path) -> Path:
+    """Built from a private copy of the tree: setuptools writes build/ and egg-info where it builds, and
+    two bundles built at once from one checkout (parallel deploys, test workers) would race on them.
+    SOURCE_DATE_EPOCH makes the same source the same wheel, byte for byte."""
+    tree = folder / "edgetl-source"
+    shutil.copytree(SOURCE_TREE / "edgetl", tree / "edgetl", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(SOURCE_TREE / name, tree / name)
     build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                            "-w", str(folder), str(SOURCE_TREE)], capture_output=True, text=True)
+                            "-w", str(folder), str(tree)], capture_output=True, text=True,
+                           env={**os.environ, "SOURCE_DATE_EPOCH": str(REPRODUCIBLE[0])})
+    shutil.rmtree(tree, ignore_errors=True)
     wheels = sorted(folder.glob("edgetl-*.whl"))
     if build.returncode != 0 or not wheels:
         last = (build.stderr.strip().splitlines() or ["pip wheel failed"])[-1]
@@ -49,6 +61,13 @@ def _from_source(folder: Path) -> Path:
 
 def _digest(data: bytes) -> str:
     return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+
+
+def _add(archive: zipfile.ZipFile, name: str, data: bytes) -> None:
+    """One entry with a fixed date: the same files make the same wheel, so a device reuses its environment."""
+    entry = zipfile.ZipInfo(name, date_time=REPRODUCIBLE[1])
+    entry.compress_type, entry.external_attr = zipfile.ZIP_DEFLATED, 0o644 << 16
+    archive.writestr(entry, data)
 
 
 def repack_installed(dist: importlib.metadata.Distribution, folder: Path) -> Path:
@@ -65,10 +84,10 @@ def repack_installed(dist: importlib.metadata.Distribution, folder: Path) -> Pat
     with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as archive:
         for entry in sorted(files, key=str):
             data = Path(dist.locate_file(entry)).read_bytes()
-            archive.writestr(str(entry), data)
+            _add(archive, str(entry), data)
             record.append(f"{entry},{_digest(data)},{len(data)}")
         record.append(f"{info}/RECORD,,")
-        archive.writestr(f"{info}/RECORD", "\n".join(record) + "\n")
+        _add(archive, f"{info}/RECORD", ("\n".join(record) + "\n").encode())
     return wheel
 
 
