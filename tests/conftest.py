@@ -17,6 +17,18 @@ if not os.environ.get("EDGETL_KEEP_CONFIG"):  # bundles are signed with a key of
     os.environ["EDGETL_CONFIG_DIR"] = tempfile.mkdtemp(prefix="edgetl-test-config-")
 
 
+# The files that take longest, run first: the two xdist workers (--dist loadfile hands out whole files in
+# collection order) then end together instead of one waiting minutes for the other's last long file.
+LONGEST_FIRST = ("test_demo", "test_tflite_metadata", "test_qat", "test_gpu_check", "test_aarch64",
+                 "test_quantization", "test_mender", "test_export", "test_speed_gate", "test_release_safety",
+                 "test_deploy", "test_runtime", "test_pick")
+
+
+def pytest_collection_modifyitems(items: list) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))  # stable: in-file order kept
+
+
 def run_cli(*args: str, cwd: str | Path | None = None, timeout: float = 600, env: dict | None = None,
             check: bool = False) -> subprocess.CompletedProcess:
     """Run the real `edgetl` entry point in a subprocess (what a user runs)."""
@@ -50,36 +62,72 @@ def json_out(result: subprocess.CompletedProcess) -> dict:
     return json.loads(result.stdout)
 
 
+def shared(tmp_path_factory, name: str, build):
+    """`build(folder)` once per test run, whichever xdist worker asks first; the other waits for it and
+    gets the same (pickled) result. The session's costliest fixtures (a fine-tune, every export, a bundle
+    with its wheels) were built once per worker before: minutes of the suite on 2 cores. What they make
+    is read, never changed, by the tests (a test that changes one works on its own copy)."""
+    import fcntl
+    import pickle
+
+    base = tmp_path_factory.getbasetemp()
+    runs = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # pytest-N/, shared by the workers
+    folder, done = runs / f"shared-{name}", runs / f"shared-{name}.pickle"
+    with open(runs / f"shared-{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if done.is_file():
+            return pickle.loads(done.read_bytes())
+        if folder.exists():  # a build that failed or was killed: start again
+            import shutil
+
+            shutil.rmtree(folder)
+        folder.mkdir()
+        result = build(folder)
+        done.write_bytes(pickle.dumps(result))
+        return result
+
+
 @pytest.fixture(scope="session")
 def digits_dir(tmp_path_factory) -> Path:
     """Ten classes of real handwritten digits, 16 each, 32 px: small enough to train in seconds."""
     from edgetl.data.demo import write_demo_data
 
-    out = tmp_path_factory.mktemp("data") / "digits"
-    write_demo_data(out, per_class=16, size=32)
-    return out
+    def build(folder: Path) -> Path:
+        write_demo_data(folder / "digits", per_class=16, size=32)
+        return folder / "digits"
+
+    return shared(tmp_path_factory, "digits", build)
 
 
 @pytest.fixture(scope="session")
-def trained_run(tmp_path_factory, digits_dir) -> dict:
-    """A short real fine-tune of pretrained EfficientNet-Lite0, shared by tests that need a finished run."""
+def shared_run(tmp_path_factory, digits_dir) -> dict:
+    """A short real fine-tune of pretrained EfficientNet-Lite0, made once per test run; never written to."""
     from edgetl.train import TrainConfig, finetune
 
-    out = tmp_path_factory.mktemp("runs") / "lite0"
-    summary = finetune(TrainConfig(data=str(digits_dir), model="efficientnet_lite0", out=str(out), epochs=3,
-                                   img_size=32, batch_size=16, lr=0.003, backbone_lr_mult=1.0, augment="none",
-                                   strategy="finetune", seed=1))
-    return summary
+    return shared(tmp_path_factory, "lite0", lambda folder: finetune(TrainConfig(
+        data=str(digits_dir), model="efficientnet_lite0", out=str(folder / "lite0"), epochs=3, img_size=32,
+        batch_size=16, lr=0.003, backbone_lr_mult=1.0, augment="none", strategy="finetune", seed=1)))
 
 
 @pytest.fixture(scope="session")
-def exported(trained_run, tmp_path_factory) -> dict:
+def trained_run(shared_run, tmp_path_factory) -> dict:
+    """This worker's copy of the shared run: tests export, fine-tune and write parity reports into it."""
+    import shutil
+
+    copy = tmp_path_factory.mktemp("runs") / "lite0"
+    shutil.copytree(shared_run["run_dir"], copy)
+    return json.loads(json.dumps(shared_run).replace(json.dumps(shared_run["run_dir"])[1:-1],
+                                                     json.dumps(str(copy))[1:-1]))
+
+
+@pytest.fixture(scope="session")
+def exported(shared_run, tmp_path_factory) -> dict:
     """Every registered format in fp32 and int8 from the shared run (no gate: measured, never refused)."""
     from edgetl.export import FORMATS, ExportSettings, export_run
 
-    out = tmp_path_factory.mktemp("export") / "export"
-    return export_run(trained_run["run_dir"], list(FORMATS), ["fp32", "int8"],
-                      ExportSettings(calib_size=32, max_drop=None), out=out)
+    return shared(tmp_path_factory, "export", lambda folder: export_run(
+        shared_run["run_dir"], list(FORMATS), ["fp32", "int8"], ExportSettings(calib_size=32, max_drop=None),
+        out=folder / "export"))
 
 
 def artifact(exported: dict, fmt: str, precision: str) -> dict:
@@ -92,9 +140,12 @@ def x86_bundle(exported, tmp_path_factory) -> Path:
     from edgetl.deploy.bundle import build_bundle
     from edgetl.deploy.profiles import get_profile
 
-    out = tmp_path_factory.mktemp("bundles") / "x86"
-    build_bundle(Path(artifact(exported, "onnx", "fp32")["path"]), get_profile("linux-x86"), out, samples=10)
-    return out
+    def build(folder: Path) -> Path:
+        build_bundle(Path(artifact(exported, "onnx", "fp32")["path"]), get_profile("linux-x86"), folder / "x86",
+                     samples=10)
+        return folder / "x86"
+
+    return shared(tmp_path_factory, "x86-bundle", build)
 
 
 def variant(bundle: Path, tmp_path: Path, release: str) -> Path:

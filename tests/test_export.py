@@ -99,8 +99,9 @@ def test_labels_and_preprocessing_are_embedded_in_the_model_files(exported):
     assert json.loads(ir.get_rt_info(["edgetl", "labels"]).astype(str)) == labels
 
 
-def test_rerun_skips_unchanged_and_redoes_tampered(exported, trained_run, monkeypatch):
-    out = Path(exported["out"])
+def test_rerun_skips_unchanged_and_redoes_tampered(exported, trained_run, monkeypatch, tmp_path):
+    out = tmp_path / "export"  # a copy: the shared export is read by other tests (and workers) meanwhile
+    shutil.copytree(Path(exported["out"]) / "onnx-fp32", out / "onnx-fp32")
     model_file = out / "onnx-fp32" / "model.onnx"
     again = export_run(trained_run["run_dir"], ["onnx"], ["fp32"], out=out)
     assert again["artifacts"][0]["status"] == "up-to-date"
