@@ -14,7 +14,19 @@ REPO = Path(__file__).resolve().parent.parent
 if not os.environ.get("EDGETL_KEEP_CONFIG"):  # bundles are signed with a key of the test run's, never the user's
     import tempfile
 
-    os.environ["EDGETL_CONFIG_DIR"] = tempfile.mkdtemp(prefix="edgetl-test-config-")
+    if os.environ.get("PYTEST_XDIST_TESTRUNUID"):  # one key for all workers: they share the bundles they sign
+        import fcntl
+
+        config = Path(tempfile.gettempdir()) / f"edgetl-test-config-{os.environ['PYTEST_XDIST_TESTRUNUID']}"
+        config.mkdir(mode=0o700, exist_ok=True)
+        os.environ["EDGETL_CONFIG_DIR"] = str(config)
+        with open(config / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # made once, before any worker signs
+            from edgetl.deploy.signing import init_key
+
+            init_key()
+    else:
+        os.environ["EDGETL_CONFIG_DIR"] = tempfile.mkdtemp(prefix="edgetl-test-config-")
 
 
 # The files that take longest, run first: the two xdist workers (--dist loadfile hands out whole files in
