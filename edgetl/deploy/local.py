@@ -318,20 +318,9 @@ def install_release(bundle: Path, root: Path | str, device=None, keep: int = KEE
             device.upload(bundle, partial)  # resumes: files already there with the right digest are kept
             _fault("uploaded")
             verify_checksums(device, partial)
-            python = getattr(device, "python", None) or f"python{manifest['profile']['python']}"
-            reuse = os.environ.get("EDGETL_VENV_FROM") if isinstance(device, LocalDevice) else None  # offline
-            reuse = reuse or (f"{root}/current/venv" if previous else "")  # the same wheels: copied, not rebuilt
-            installed = device.run(["env", f"PYTHON={python}", f"EDGETL_VENV_FROM={reuse}", "sh",
-                                    f"{partial}/install.sh"], timeout=1800)
-            if installed.returncode != 0:
-                raise CheckFailedError(f"install failed on {device.name}: {_last_line(installed.stderr)}",
-                                       "check the bundle's wheels match the device's platform and Python")
-            for line in installed.stderr.splitlines():  # what install.sh says the device lacks (e.g. Picamera2)
-                if line.startswith("install.sh: "):
-                    warn(f"{device.name}: {printable(line[12:])[:300]}")
+            environment = _run_install_script(device, root, partial, manifest, previous)
             _fault("installed")
-            copied = "install.sh: environment copied" in installed.stdout  # or built by pip from the wheels
-            report = {**self_test_release(device, partial, threads), "environment": "copied" if copied else "built"}
+            report = {**self_test_release(device, partial, threads), "environment": environment}
             _fault("self-tested")
             device.run(["sync"])  # the release is on disk before it can become current
             device.run(["mv", "-T", partial, final], check=True)
@@ -345,6 +334,23 @@ def install_release(bundle: Path, root: Path | str, device=None, keep: int = KEE
         profile = service_profile(manifest["profile"], report, service_threads)
         service = activate_release(device, root, release, previous, profile, keep, camera_env=camera_env)
     return {**_result(device, root, manifest, report, previous, service), "service_threads": profile["threads"]}
+
+
+def _run_install_script(device, root: str, partial: str, manifest: dict, previous: str | None) -> str:
+    """The release's install.sh on the device; 'copied' when it reused the running release's environment
+    (the same wheels), 'built' when pip made it from the bundle's wheels."""
+    python = getattr(device, "python", None) or f"python{manifest['profile']['python']}"
+    reuse = os.environ.get("EDGETL_VENV_FROM") if isinstance(device, LocalDevice) else None  # offline
+    reuse = reuse or (f"{root}/current/venv" if previous else "")
+    installed = device.run(["env", f"PYTHON={python}", f"EDGETL_VENV_FROM={reuse}", "sh", f"{partial}/install.sh"],
+                           timeout=1800)
+    if installed.returncode != 0:
+        raise CheckFailedError(f"install failed on {device.name}: {_last_line(installed.stderr)}",
+                               "check the bundle's wheels match the device's platform and Python")
+    for line in installed.stderr.splitlines():  # what install.sh says the device lacks (e.g. Picamera2)
+        if line.startswith("install.sh: "):
+            warn(f"{device.name}: {printable(line[12:])[:300]}")
+    return "copied" if "install.sh: environment copied" in installed.stdout else "built"
 
 
 def service_profile(profile: dict, report: dict, threads: int | str | None) -> dict:
